@@ -1,0 +1,1 @@
+"""Subcommands of the ``darknet53`` command line, one module per area."""

@@ -1,0 +1,59 @@
+"""Install darknet53_ros as an ament_python package (colcon) or a plain pip package."""
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'darknet53_ros'
+
+EXTRAS = {
+    # ONNX Runtime backend and OpenCV (< 5: OpenCV 5 dropped the Darknet importer the tests use
+    # as an independent reference). On a robot, python3-opencv from apt serves instead.
+    'cpu': ['onnxruntime>=1.16', 'opencv-python-headless>=4.8,<5'],
+    # rosbag2 (MCAP / SQLite3) reading and writing without ROS.
+    'bags': ['rosbags>=0.10', 'rosbags-image>=0.9', 'mcap>=1.1', 'tqdm>=4.60'],
+    # Training, evaluation and plots.
+    'train': ['torch>=2.1', 'pycocotools>=2.0.7', 'matplotlib>=3.7', 'tqdm>=4.60'],
+    # Jetson / NVIDIA GPU runtime: TensorRT comes with JetPack or NVIDIA's packages.
+    'tensorrt': ['pycuda>=2022.1'],
+    'test': [
+        'pytest>=7', 'hypothesis>=6.80', 'pytest-benchmark>=4', 'ruff>=0.5', 'mypy>=1.8',
+        'tensorrt-stubs>=10', 'colcon-core>=0.15', 'colcon-ros>=0.4', 'pyyaml>=6',
+    ],
+}
+EXTRAS['all'] = sorted({dep for name in ('cpu', 'bags', 'train', 'test') for dep in EXTRAS[name]})
+
+
+def _data_files() -> list:
+    files = [
+        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
+        (f'share/{PACKAGE}', ['package.xml']),
+        (f'share/{PACKAGE}/launch', sorted(glob('launch/*.launch.py'))),
+        (f'share/{PACKAGE}/config', sorted(f for f in glob('config/*') if os.path.isfile(f))),
+        (f'share/{PACKAGE}/engines', ['engines/README.md']),
+    ]
+    return [(dest, srcs) for dest, srcs in files if srcs]
+
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*']),
+    package_data={PACKAGE: ['msg/*.msg', 'models/*.cfg', 'models/*.weights', 'models/*.names',
+                            'models/*.json']},
+    data_files=_data_files(),
+    python_requires='>=3.10',
+    install_requires=['setuptools', 'numpy>=1.23', 'onnx>=1.14', 'pyyaml>=5.4'],
+    extras_require=EXTRAS,
+    zip_safe=False,
+    maintainer='darknet53_ros maintainers',
+    maintainer_email='maintainers@darknet53-ros.invalid',
+    description='Darknet-53 / YOLOv3 detection for ROS 2 with ONNX Runtime and INT8 TensorRT',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [
+            'darknet53 = darknet53_ros.cli:main',
+            'detector_node = darknet53_ros.node:main',
+        ],
+    },
+)
