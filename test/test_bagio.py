@@ -1,0 +1,264 @@
+"""Tests for darknet53_ros.bagio: rosbag2 MCAP/SQLite3 round trips, independent MCAP reader."""
+import os
+from pathlib import Path
+import shutil
+import sqlite3
+
+import cv2
+import numpy as np
+import pytest
+
+from darknet53_ros.errors import ConfigError, SourceError
+
+pytest.importorskip('rosbags')
+
+from darknet53_ros.bagio import (  # noqa: E402
+    COMPRESSED_IMAGE_TYPE,
+    DETECTIONS_TYPE,
+    IMAGE_TYPE,
+    BagReader,
+    BagWriter,
+    SyntheticFrame,
+    annotated_topic,
+    detect_storage,
+    detections_topic,
+    list_image_topics,
+    write_synthetic_bag,
+)
+from darknet53_ros.encodings import msg_to_bgr  # noqa: E402
+from darknet53_ros.messages import (  # noqa: E402
+    MessageTypes,
+    detections_to_msg,
+    header_msg,
+    image_msg,
+)
+
+T0 = 1_700_000_000_000_000_000
+
+
+def _images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        # Smooth content so JPEG stays close to the source.
+        img = cv2.resize(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8), (40, 32),
+                         interpolation=cv2.INTER_LINEAR)
+        out.append(img)
+    return out
+
+
+def _frames():
+    images = _images(3)
+    frames = []
+    for i, img in enumerate(images):
+        frames.append(SyntheticFrame('/front/image_raw', 'front', T0 + i * 100_000_000, img,
+                                     'rgb8'))
+        frames.append(('/rear/image_raw/compressed', 'rear', T0 + i * 100_000_000 + 1, img,
+                       'jpeg'))
+        frames.append(('/side/image_raw', 'side', T0 + i * 100_000_000 + 2, img, 'mono8'))
+    return images, frames
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_round_trip_multi_camera(tmp_path, storage):
+    images, frames = _frames()
+    bag = write_synthetic_bag(tmp_path / 'bag', frames, storage=storage)
+    assert detect_storage(bag) == storage
+    assert sorted(os.listdir(tmp_path)) == ['bag']  # no temporary leftovers
+    topics = {t.name: (t.msgtype, t.count) for t in list_image_topics(bag)}
+    assert topics == {'/front/image_raw': (IMAGE_TYPE, 3),
+                      '/rear/image_raw/compressed': (COMPRESSED_IMAGE_TYPE, 3),
+                      '/side/image_raw': (IMAGE_TYPE, 3)}
+    with BagReader(bag) as reader:
+        got = list(reader.messages(['/front/image_raw', '/rear/image_raw/compressed']))
+        assert [t for t, _, _ in got] == ['/front/image_raw', '/rear/image_raw/compressed'] * 3
+        for index, (topic, stamp, msg) in enumerate(got):
+            image = images[index // 2]
+            assert stamp == T0 + (index // 2) * 100_000_000 + (index % 2)
+            assert msg.header.frame_id == ('front' if index % 2 == 0 else 'rear')
+            bgr = msg_to_bgr(msg)
+            if topic == '/front/image_raw':
+                assert msg.encoding == 'rgb8'
+                np.testing.assert_array_equal(bgr, image)
+            else:
+                assert msg.format == 'bgr8; jpeg compressed bgr8'
+                assert np.abs(bgr.astype(int) - image).mean() < 3
+        assert reader.counts['/front/image_raw'].read == 3
+        assert reader.counts['/front/image_raw'].undecodable == 0
+        side = [m for _, _, m in reader.messages(['/side/image_raw'])]
+        np.testing.assert_array_equal(msg_to_bgr(side[0])[..., 0],
+                                      cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY))
+        window = list(reader.messages(start_ns=T0 + 100_000_000, stop_ns=T0 + 200_000_000))
+        assert len(window) == 3
+        with pytest.raises(SourceError, match='/nope'):
+            list(reader.messages(['/nope']))
+
+
+def _write_detections(path, storage='mcap', overwrite=False):
+    types = MessageTypes.from_rosbags('jazzy')
+    with BagWriter(path, storage=storage, types=types, overwrite=overwrite) as writer:
+        for i, topic in enumerate(['/front/image_raw', '/rear/image_raw/compressed']):
+            header = header_msg(types, T0 + i, topic.split('/')[1])
+            msg = detections_to_msg(types, header, [[1, 2, 11, 22]], [0.75], [3],
+                                    names=['a', 'b', 'c', 'dog'])
+            writer.write(detections_topic(topic), T0 + i, msg)
+            empty = detections_to_msg(types, header, [], [], [])
+            writer.write(detections_topic(topic), T0 + 10 + i, empty)
+            writer.write(annotated_topic(topic), T0 + i,
+                         image_msg(types, header, np.full((8, 8, 3), 7, np.uint8)))
+    return path
+
+
+def test_detections_readable_with_rosbags_and_mcap(tmp_path):
+    bag = _write_detections(tmp_path / 'out')
+    with BagReader(bag) as reader:
+        assert reader.topics['/front/image_raw/detections'].msgtype == DETECTIONS_TYPE
+        assert reader.topics['/rear/image_raw/annotated'].msgtype == IMAGE_TYPE
+        dets = [m for _, _, m in reader.messages(['/rear/image_raw/detections'])]
+        assert [len(m.detections) for m in dets] == [1, 0]
+        det = dets[0].detections[0]
+        assert det.results[0].hypothesis.class_id == 'dog'
+        assert (det.bbox.center.position.x, det.bbox.size_y) == (6.0, 20.0)
+        assert dets[0].header.frame_id == 'rear'
+
+    # Independent reader: the mcap package sees ros2msg schemas with embedded dependencies.
+    from mcap.reader import make_reader
+
+    (mcap_file,) = bag.glob('*.mcap')
+    with mcap_file.open('rb') as stream:
+        reader = make_reader(stream)
+        summary = reader.get_summary()
+        schemas = {s.name: s for s in summary.schemas.values()}
+        channels = {c.topic: c for c in summary.channels.values()}
+        schema = schemas[DETECTIONS_TYPE]
+        assert schema.encoding == 'ros2msg'
+        text = schema.data.decode()
+        for dependency in ('MSG: vision_msgs/Detection2D', 'MSG: vision_msgs/BoundingBox2D',
+                           'MSG: vision_msgs/ObjectHypothesisWithPose', 'MSG: std_msgs/Header',
+                           'MSG: geometry_msgs/PoseWithCovariance'):
+            assert dependency in text
+        assert set(channels) == {'/front/image_raw/detections', '/front/image_raw/annotated',
+                                 '/rear/image_raw/detections', '/rear/image_raw/annotated'}
+        for channel in channels.values():
+            assert channel.message_encoding == 'cdr'
+            assert 'offered_qos_profiles' in channel.metadata
+        raw = [m.data for _, c, m in reader.iter_messages(topics=['/front/image_raw/detections'])]
+    assert len(raw) == 2
+
+    # Decode with a fresh typestore built only from the embedded schema text.
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.EMPTY)
+    store.register(get_types_from_msg(text, DETECTIONS_TYPE))
+    msg = store.deserialize_cdr(raw[0], DETECTIONS_TYPE)
+    assert msg.detections[0].bbox.size_x == 10.0
+    assert msg.detections[0].results[0].hypothesis.score == 0.75
+
+
+def test_sqlite3_bag_stores_definitions(tmp_path):
+    bag = _write_detections(tmp_path / 'out', storage='sqlite3')
+    (db,) = bag.glob('*.db3')
+    with sqlite3.connect(db) as conn:
+        rows = dict(conn.execute(
+            'select topic_type, encoded_message_definition from message_definitions'))
+    assert 'MSG: vision_msgs/Detection2D' in rows[DETECTIONS_TYPE]
+    with BagReader(bag) as reader:
+        assert sum(1 for _ in reader.messages()) == 6
+
+
+def test_writer_is_atomic(tmp_path):
+    bag = _write_detections(tmp_path / 'out')
+    before = sorted(p.name for p in bag.iterdir())
+    with pytest.raises(SourceError, match='exists'):
+        BagWriter(bag)
+    types = MessageTypes.from_rosbags()
+    with pytest.raises(RuntimeError, match='crash'):
+        with BagWriter(bag, types=types, overwrite=True) as writer:
+            writer.write('/x', 1, header_msg(types, 1, 'x'))
+            raise RuntimeError('crash')
+    assert sorted(p.name for p in bag.iterdir()) == before
+    assert sorted(os.listdir(tmp_path)) == ['out']  # partial bag removed
+    with BagReader(bag) as reader:
+        assert '/x' not in reader.topics
+    _write_detections(bag, storage='sqlite3', overwrite=True)
+    assert detect_storage(bag) == 'sqlite3' and sorted(os.listdir(tmp_path)) == ['out']
+    with pytest.raises(ConfigError, match='storage'):
+        BagWriter(tmp_path / 'other', storage='rosbag1')
+
+
+def test_writer_rejects_type_conflicts(tmp_path):
+    types = MessageTypes.from_rosbags()
+    with pytest.raises(ConfigError, match='/t'):
+        with BagWriter(tmp_path / 'b', types=types) as writer:
+            writer.write('/t', 1, header_msg(types, 1))
+            writer.write('/t', 2, types.Time(sec=0, nanosec=0))
+    with pytest.raises(ConfigError, match='typestore'):
+        with BagWriter(tmp_path / 'c', types=types) as writer:
+            writer.write_raw('/t', 1, b'', 'nope_msgs/msg/Nope')
+    assert not (tmp_path / 'b').exists() and not (tmp_path / 'c').exists()
+
+
+def test_truncated_and_corrupt_bags(tmp_path):
+    _, frames = _frames()
+    bag = write_synthetic_bag(tmp_path / 'bag', frames)
+    (mcap_file,) = bag.glob('*.mcap')
+    data = mcap_file.read_bytes()
+    truncated = tmp_path / 'truncated'
+    truncated.mkdir()
+    (truncated / 'rec_0.mcap').write_bytes(data[:len(data) // 2])
+    with pytest.raises(SourceError, match='truncated'):
+        BagReader(truncated).open()
+    garbage = tmp_path / 'garbage.mcap'
+    garbage.write_bytes(b'\x89MCAP0\r\n' + b'\0' * 64)
+    with pytest.raises(SourceError, match='garbage.mcap'):
+        list_image_topics(garbage)
+    with pytest.raises(SourceError, match='missing'):
+        list_image_topics(tmp_path / 'missing')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(SourceError, match='empty'):
+        detect_storage(tmp_path / 'empty')
+
+
+def test_undecodable_messages_are_counted_and_skipped(tmp_path):
+    types = MessageTypes.from_rosbags()
+    with BagWriter(tmp_path / 'b', types=types) as writer:
+        writer.write('/cam/image', 1, image_msg(types, header_msg(types, 1), np.zeros((2, 2, 3),
+                                                                                    np.uint8)))
+        writer.write_raw('/cam/image', 2, b'\x00\x01\x00\x00\xff', IMAGE_TYPE)
+        writer.write('/cam/image', 3, image_msg(types, header_msg(types, 3), np.ones((2, 2, 3),
+                                                                                   np.uint8)))
+    with BagReader(tmp_path / 'b') as reader:
+        stamps = [stamp for _, stamp, _ in reader.messages()]
+        assert stamps == [1, 3]
+        counts = reader.counts['/cam/image']
+        assert (counts.read, counts.undecodable) == (2, 1) and counts.last_error
+
+
+def test_single_files_and_directories_without_metadata(tmp_path):
+    images, frames = _frames()
+    for storage in ('mcap', 'sqlite3'):
+        bag = write_synthetic_bag(tmp_path / storage, frames, storage=storage)
+        (file,) = [p for p in bag.iterdir() if p.name != 'metadata.yaml']
+        renamed = tmp_path / f'{storage}_recording.bin'  # wrong suffix: detected by content
+        shutil.copy(file, renamed)
+        assert detect_storage(renamed) == storage
+        with BagReader(renamed) as reader:
+            assert len(reader.image_topics()) == 3
+            assert sum(1 for _ in reader.messages()) == 9
+        (bag / 'metadata.yaml').unlink()  # e.g. a recording that crashed
+        with BagReader(bag) as reader:
+            msgs = [m for _, _, m in reader.messages(['/front/image_raw'])]
+            np.testing.assert_array_equal(msg_to_bgr(msgs[2]), images[2])
+
+
+def test_topic_names():
+    assert detections_topic('/cam/image_raw') == '/cam/image_raw/detections'
+    assert detections_topic('/cam/image_raw/compressed') == '/cam/image_raw/detections'
+    assert annotated_topic('/cam/image_raw/compressed/') == '/cam/image_raw/annotated'
+
+
+def test_reader_requires_open(tmp_path):
+    bag = write_synthetic_bag(tmp_path / 'b', [('/c', 'c', 1, np.zeros((2, 2, 3), np.uint8))])
+    reader = BagReader(Path(bag))
+    with pytest.raises(SourceError, match='not open'):
+        next(reader.messages())
