@@ -560,3 +560,13 @@ def load_cfg(path: str | Path, width: int | None = None, height: int | None = No
         raise DarknetError(f'{path}: cannot read cfg file: {exc}') from None
     return parse_cfg(text, str(path), width=width, height=height)
 
+
+
+def sections_to_text(sections: list[Section] | tuple[Section, ...]) -> str:
+    """Write raw sections back as cfg text (comments are not preserved)."""
+    blocks = []
+    for section in sections:
+        lines = [f'[{section.name}]']
+        lines += [f'{key}={value}' for key, (value, _) in section.options.items()]
+        blocks.append('\n'.join(lines) + '\n')
+    return '\n'.join(blocks)
