@@ -17,6 +17,7 @@ from darknet53_ros.errors import Darknet53Error
 
 COMMAND_MODULES: tuple[str, ...] = (
     'darknet53_ros.commands.model',
+    'darknet53_ros.commands.detect',
     'darknet53_ros.commands.prune',
     'darknet53_ros.commands.synth',
 )
