@@ -18,8 +18,10 @@ EXTRAS = {
     'tensorrt': ['pycuda>=2022.1'],
     'test': [
         'pytest>=7', 'hypothesis>=6.80', 'pytest-benchmark>=4', 'ruff>=0.5', 'mypy>=1.8',
-        'tensorrt-stubs>=10', 'colcon-core>=0.15', 'colcon-ros>=0.4', 'pyyaml>=6',
+        'colcon-core>=0.15', 'colcon-ros>=0.4', 'pyyaml>=6',
     ],
+    # Type stubs for the TensorRT glue: install with `pip install --no-deps tensorrt-stubs`
+    # (its dependency, the tensorrt wheel, is served only from NVIDIA's index).
 }
 EXTRAS['all'] = sorted({dep for name in ('cpu', 'bags', 'train', 'test') for dep in EXTRAS[name]})
 

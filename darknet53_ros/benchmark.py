@@ -94,11 +94,18 @@ def bench_frames(count: int, seed: int = 99, width: int = 640, height: int = 480
 
 
 def precision_of(model: Path) -> str:
-    """``'int8'`` for a Q/DQ model, else ``'fp32'``."""
+    """``'fp32'``, or for a Q/DQ model ``'int8'`` (TensorRT layout) / ``'int8-ort'``."""
     import onnx
 
-    graph = onnx.load(str(model), load_external_data=False).graph
-    return 'int8' if any(n.op_type == 'QuantizeLinear' for n in graph.node) else 'fp32'
+    proto = onnx.load(str(model), load_external_data=False)
+    if not any(n.op_type == 'QuantizeLinear' for n in proto.graph.node):
+        return 'fp32'
+    meta = {p.key: p.value for p in proto.metadata_props}
+    try:
+        target = json.loads(meta.get('quantization', '{}')).get('target')
+    except (ValueError, AttributeError):
+        target = None
+    return 'int8-ort' if target == 'onnxruntime' else 'int8'
 
 
 def _opencv_baseline(model: Path, frames: list[np.ndarray], width: int, height: int,
@@ -178,21 +185,21 @@ def bench_model(model: Path, batch: int, frames: list[np.ndarray], iterations: i
 def format_rows(rows: Sequence[BenchRow]) -> str:
     """The results table and the ratios against the baseline."""
     lines = ['ms per batch, median / p90 / p99 (640x480 frames)',
-             f'{"model":<24}{"prec":<6}{"size":>9}{"B":>3}  {"preprocess":>20}'
+             f'{"model":<24}{"prec":<9}{"size":>9}{"B":>3}  {"preprocess":>20}'
              f'{"infer":>22}{"postprocess":>20}{"fps":>8}']
     for row in rows:
         cells = ''.join(
             f'{row.stages[s].median:8.2f}/{row.stages[s].stat(90):.2f}/'
             f'{row.stages[s].stat(99):.2f}'.rjust(w)
             for s, w in (('preprocess', 20), ('infer', 22), ('postprocess', 20)))
-        lines.append(f'{row.model[:23]:<24}{row.precision:<6}'
+        lines.append(f'{row.model[:23]:<24}{row.precision:<9}'
                      f'{f"{row.width}x{row.height}":>9}{row.batch:>3}  {cells}'
                      f'{row.fps(row.stages):8.1f}')
     lines.append('')
     lines.append('ratios (baseline = OpenCV DNN blobFromImage + forward + NMSBoxes, same model)')
     for row in rows:
         pp = (row.stages['preprocess'].median + row.stages['postprocess'].median) / row.batch
-        text = (f'{row.model[:23]:<24}{row.precision:<6}{f"{row.width}x{row.height}":>9}'
+        text = (f'{row.model[:23]:<24}{row.precision:<9}{f"{row.width}x{row.height}":>9}'
                 f'{row.batch:>3}  pre+post {pp:.2f} ms/frame')
         if row.baseline:
             base_pp = (row.baseline['preprocess'].median
@@ -205,13 +212,13 @@ def format_rows(rows: Sequence[BenchRow]) -> str:
         lines.append(text)
     by_key = {(r.precision, r.width, r.height, r.batch): r for r in rows}
     for (precision, w, h, b), row in sorted(by_key.items()):
-        if precision != 'int8':
+        if not precision.startswith('int8'):
             continue
         ref = by_key.get(('fp32', w, h, b))
         if ref:
-            lines.append(f'INT8 vs FP32 at {w}x{h} batch {b}: inference '
-                         f'{ref.stages["infer"].median / row.stages["infer"].median:.2f}x '
-                         'faster')
+            lines.append(f'{precision.upper()} vs FP32 at {w}x{h} batch {b}: inference '
+                         'speed-up '
+                         f'{ref.stages["infer"].median / row.stages["infer"].median:.2f}x')
     return '\n'.join(lines)
 
 

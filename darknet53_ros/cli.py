@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     'darknet53_ros.commands.detect',
     'darknet53_ros.commands.prune',
     'darknet53_ros.commands.synth',
+    'darknet53_ros.commands.engine',
 )
 
 _LOG = logging.getLogger('darknet53')

@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    '(default 320,416,608; "none" to time only --model files)')
     p.add_argument('--batches', default='1,4', help='batch sizes (default 1,4)')
     p.add_argument('--int8', action='store_true',
-                   help='also quantise each exported model (calibrated on synthetic frames)')
+                   help='also quantise each exported model, in the TensorRT Q/DQ layout and '
+                   'the ONNX Runtime one (calibrated on synthetic frames)')
     p.add_argument('--iterations', type=int, default=20, help='timed runs (default 20)')
     p.add_argument('--warmup', type=int, default=3, help='untimed runs first (default 3)')
     p.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads (0: all)')
@@ -118,7 +119,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if summary.processed else 1
 
 
-def _parse_sizes(text: str) -> list[tuple[int, int]]:
+def parse_sizes(text: str) -> list[tuple[int, int]]:
     from darknet53_ros.errors import ConfigError
 
     if text.strip().lower() == 'none':
@@ -142,7 +143,7 @@ def _exported_models(args: argparse.Namespace, folder: Path) -> list[Path]:
     from darknet53_ros.onnx_export import export_onnx
     from darknet53_ros.weights import random_weights, read_weights
 
-    sizes = _parse_sizes(args.sizes)
+    sizes = parse_sizes(args.sizes)
     if not sizes:
         return []
     if args.cfg is not None:
@@ -160,10 +161,22 @@ def _exported_models(args: argparse.Namespace, folder: Path) -> list[Path]:
         export_onnx(network, weights, path)
         models.append(path)
         if args.int8:
-            from darknet53_ros.quantize import quantize_for_benchmark
-
-            models.append(quantize_for_benchmark(path, folder / f'{path.stem}.int8.onnx'))
+            models += _quantized(path, folder)
     return models
+
+
+def _quantized(model: Path, folder: Path) -> list[Path]:
+    """Both Q/DQ layouts of ``model``, calibrated on synthetic frames (not the bench's)."""
+    from darknet53_ros.benchmark import bench_frames
+    from darknet53_ros.quantize import quantize_model
+
+    calib = bench_frames(16, seed=7)
+    out = []
+    for target in ('tensorrt', 'onnxruntime'):
+        path = folder / f'{model.stem}.int8-{target}.onnx'
+        quantize_model(model, calib, path, target=target, progress=False)
+        out.append(path)
+    return out
 
 
 def run_bench(args: argparse.Namespace) -> int:
