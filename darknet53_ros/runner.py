@@ -107,7 +107,8 @@ def source_kind(path: str | os.PathLike) -> str:
                           ) from None
 
 
-def _read_image(path: Path, index: int) -> Frame:
+def read_image(path: Path, index: int) -> Frame:
+    """One image file as a Frame (``image`` None and ``error`` set when unreadable)."""
     import cv2
 
     data = np.fromfile(str(path), np.uint8) if path.stat().st_size else np.zeros(0, np.uint8)
@@ -120,7 +121,7 @@ def _read_image(path: Path, index: int) -> Frame:
 def iter_images(paths: Sequence[Path]) -> Iterator[Frame]:
     """Frames of image files, in the given order."""
     for index, path in enumerate(paths):
-        yield _read_image(path, index)
+        yield read_image(path, index)
 
 
 def folder_images(folder: Path) -> list[Path]:
