@@ -69,8 +69,9 @@ def detections_topic(image_topic: str) -> str:
 
 
 def annotated_topic(image_topic: str) -> str:
-    """``<image topic>/annotated`` (``/compressed`` suffix removed first)."""
-    return f'{base_image_topic(image_topic)}/annotated'
+    """``<image topic>/detections/image`` (``/compressed`` suffix removed first), like the
+    node's ``<camera>/detections/image``."""
+    return f'{base_image_topic(image_topic)}/detections/image'
 
 
 # -- storage detection -------------------------------------------------------------------------

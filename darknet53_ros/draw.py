@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import math
 
 import numpy as np
 
@@ -30,6 +31,8 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
     scale = max(0.35, min(height, width) / 900)
     for box, score, cls in zip(np.asarray(boxes).tolist(), np.asarray(scores).tolist(),
                                np.asarray(class_ids).tolist()):
+        if not all(math.isfinite(v) for v in box):
+            continue
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         colour = class_colour(cls)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)

@@ -113,7 +113,7 @@ def test_detections_readable_with_rosbags_and_mcap(tmp_path):
     bag = _write_detections(tmp_path / 'out')
     with BagReader(bag) as reader:
         assert reader.topics['/front/image_raw/detections'].msgtype == DETECTIONS_TYPE
-        assert reader.topics['/rear/image_raw/annotated'].msgtype == IMAGE_TYPE
+        assert reader.topics['/rear/image_raw/detections/image'].msgtype == IMAGE_TYPE
         dets = [m for _, _, m in reader.messages(['/rear/image_raw/detections'])]
         assert [len(m.detections) for m in dets] == [1, 0]
         det = dets[0].detections[0]
@@ -137,8 +137,9 @@ def test_detections_readable_with_rosbags_and_mcap(tmp_path):
                            'MSG: vision_msgs/ObjectHypothesisWithPose', 'MSG: std_msgs/Header',
                            'MSG: geometry_msgs/PoseWithCovariance'):
             assert dependency in text
-        assert set(channels) == {'/front/image_raw/detections', '/front/image_raw/annotated',
-                                 '/rear/image_raw/detections', '/rear/image_raw/annotated'}
+        assert set(channels) == {
+            '/front/image_raw/detections', '/front/image_raw/detections/image',
+            '/rear/image_raw/detections', '/rear/image_raw/detections/image'}
         for channel in channels.values():
             assert channel.message_encoding == 'cdr'
             assert 'offered_qos_profiles' in channel.metadata
@@ -254,7 +255,7 @@ def test_single_files_and_directories_without_metadata(tmp_path):
 def test_topic_names():
     assert detections_topic('/cam/image_raw') == '/cam/image_raw/detections'
     assert detections_topic('/cam/image_raw/compressed') == '/cam/image_raw/detections'
-    assert annotated_topic('/cam/image_raw/compressed/') == '/cam/image_raw/annotated'
+    assert annotated_topic('/cam/image_raw/compressed/') == '/cam/image_raw/detections/image'
 
 
 def test_reader_requires_open(tmp_path):

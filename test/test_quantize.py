@@ -414,6 +414,10 @@ def test_real_exporter_yolov3_tiny(tmp_path: Path) -> None:
     assert report.data['kept_fp'] == keep
     assert not q.qdq_summary(onnx.load(str(out)))['problems']
     assert report.data['error']['outputs']['scores']['max_abs'] < 0.1
+    from darknet53_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    with OnnxRuntimeBackend(out) as int8, OnnxRuntimeBackend(model_path) as fp32:
+        assert (int8.precision, fp32.precision) == ('int8', 'fp32')
 
 
 def test_cli_quantize(toy_path: Path, tmp_path: Path) -> None:

@@ -62,6 +62,8 @@ class OnnxRuntimeBackend(Backend):
         self.providers = tuple(self._session.get_providers())
         self._validate(outputs)
         props = dict(self._session.get_modelmeta().custom_metadata_map)
+        # Q/DQ models written by `darknet53 quantize` record how they were quantised.
+        self.precision = 'int8' if 'quantization' in props else 'fp32'
         try:
             self.metadata = parse_metadata(props, str(self.path))
         except ModelError:

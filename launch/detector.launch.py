@@ -1,0 +1,72 @@
+"""Launch the darknet53_ros detector for one camera.
+
+    ros2 launch darknet53_ros detector.launch.py image_topic:=/camera/image_raw
+    ros2 launch darknet53_ros detector.launch.py namespace:=robot1 \
+        image_topic:=/front/image_raw compressed:=true model:=/opt/engines/yolov3.engine
+
+Outputs: ``<namespace>/<camera_name>/detections`` (vision_msgs/Detection2DArray) and
+``<namespace>/<camera_name>/detections/image`` (annotated, only while subscribed).
+``ros2 launch darknet53_ros detector.launch.py --show-args`` lists the arguments.
+"""
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.launch_description import LaunchDescription
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+TRUE = ('true', '1', 'yes', 'on')
+
+
+def _detector(context, *args, **kwargs):
+    def get(name):
+        return LaunchConfiguration(name).perform(context).strip()
+
+    transport = 'compressed' if get('compressed').lower() in TRUE else 'raw'
+    overrides = {'cameras': [f"{get('camera_name')}:{get('image_topic')}:{transport}"]}
+    for name in ('model', 'backend'):
+        if get(name):
+            overrides[name] = get(name)
+    parameters = [get('params_file')] if get('params_file') else []
+    parameters.append(overrides)
+    return [Node(
+        package='darknet53_ros', executable='detector_node', name=get('node_name'),
+        namespace=get('namespace'), parameters=parameters, output='screen',
+        arguments=['--ros-args', '--log-level', get('log_level')])]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            'namespace', default_value='',
+            description='Namespace of the node and of its relative topics (e.g. robot1).'),
+        DeclareLaunchArgument(
+            'image_topic', default_value='/camera/image_raw',
+            description='Image topic to detect on (relative names follow the namespace).'),
+        DeclareLaunchArgument(
+            'compressed', default_value='false',
+            description='true: subscribe sensor_msgs/CompressedImage on '
+                        '<image_topic>/compressed; false: sensor_msgs/Image on image_topic.'),
+        DeclareLaunchArgument(
+            'camera_name', default_value='camera',
+            description='Camera name: outputs go to <camera_name>/detections and '
+                        '<camera_name>/detections/image.'),
+        DeclareLaunchArgument(
+            'params_file',
+            default_value=PathJoinSubstitution(
+                [FindPackageShare('darknet53_ros'), 'config', 'detector.yaml']),
+            description='ROS 2 parameters YAML of the node (see config/detector.yaml).'),
+        DeclareLaunchArgument(
+            'model', default_value='',
+            description='Model: path to an .onnx or TensorRT .engine (absolute, or relative '
+                        'to the package share directory); empty: the params file value.'),
+        DeclareLaunchArgument(
+            'backend', default_value='',
+            description='Backend: auto, onnxruntime or tensorrt; empty: the params file value.'),
+        DeclareLaunchArgument(
+            'node_name', default_value='darknet53_detector',
+            description='Name of the detector node.'),
+        DeclareLaunchArgument(
+            'log_level', default_value='info',
+            description='Node log level: debug, info, warn, error or fatal.'),
+        OpaqueFunction(function=_detector),
+    ])

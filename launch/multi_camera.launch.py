@@ -1,0 +1,105 @@
+"""Launch the darknet53_ros detector for several cameras listed in one YAML file.
+
+    ros2 launch darknet53_ros multi_camera.launch.py                       # one node, one engine
+    ros2 launch darknet53_ros multi_camera.launch.py node_per_camera:=true # one node per camera
+    ros2 launch darknet53_ros multi_camera.launch.py rviz:=true \
+        cameras_file:=/robot/config/cameras.yaml model:=/robot/engines/yolov3-int8.engine
+
+The cameras come from the ``cameras`` list of ``cameras_file`` (a ROS 2 params file, see
+config/multi_camera.yaml; entries ``NAME:TOPIC[:TRANSPORT]``). By default one node serves
+every camera with one engine, batching frames of several cameras per inference. With
+``node_per_camera:=true`` each camera gets its own node (and engine) in the namespace
+``<namespace>/<NAME>``, publishing the same topics: ``<namespace>/<NAME>/detections`` and
+``<namespace>/<NAME>/detections/image`` in both modes.
+``ros2 launch darknet53_ros multi_camera.launch.py --show-args`` lists the arguments.
+"""
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.launch_description import LaunchDescription
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+TRUE = ('true', '1', 'yes', 'on')
+
+
+def _join(*parts):
+    inner = '/'.join(p.strip('/') for p in parts if p and p.strip('/'))
+    return f'/{inner}' if inner else ''
+
+
+def _detectors(context, *args, **kwargs):
+    from darknet53_ros.node_core import load_params_file, parse_cameras
+
+    def get(name):
+        return LaunchConfiguration(name).perform(context).strip()
+
+    namespace = get('namespace')
+    cameras_file = get('cameras_file')
+    values = load_params_file(cameras_file)
+    if 'cameras' not in values:
+        raise RuntimeError(f'cameras_file {cameras_file}: no cameras parameter')
+    cameras = parse_cameras(values['cameras'])
+    overrides = {name: get(name) for name in ('model', 'backend') if get(name)}
+    parameters = [p for p in (get('params_file'), cameras_file) if p]
+    common = dict(package='darknet53_ros', executable='detector_node', output='screen',
+                  arguments=['--ros-args', '--log-level', get('log_level')])
+    if get('node_per_camera').lower() not in TRUE:
+        return [Node(name='darknet53_detector', namespace=namespace,
+                     parameters=parameters + [overrides], **common)]
+    nodes = []
+    for camera in cameras:
+        # The node lives in <namespace>/<camera>; relative input topics keep resolving in
+        # <namespace>, and outputs go to the namespace directly (prefix_camera_name false).
+        topic = camera.topic if camera.topic.startswith(('/', '~')) else \
+            _join(namespace, camera.topic)
+        per_camera = {**overrides, 'cameras': [f'{camera.name}:{topic}:{camera.transport}'],
+                      'prefix_camera_name': False}
+        nodes.append(Node(name=f"darknet53_{camera.name.replace('/', '_')}",
+                          namespace=_join(namespace, camera.name),
+                          parameters=parameters + [per_camera], **common))
+    return nodes
+
+
+def generate_launch_description():
+    share = FindPackageShare('darknet53_ros')
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            'namespace', default_value='',
+            description='Namespace of the detector node(s) and of relative camera topics.'),
+        DeclareLaunchArgument(
+            'cameras_file',
+            default_value=PathJoinSubstitution([share, 'config', 'multi_camera.yaml']),
+            description="ROS 2 params YAML holding the 'cameras' list "
+                        "('NAME:TOPIC[:TRANSPORT]' strings) and per-robot overrides."),
+        DeclareLaunchArgument(
+            'params_file',
+            default_value=PathJoinSubstitution([share, 'config', 'detector.yaml']),
+            description='ROS 2 parameters YAML with the detector defaults (applied before '
+                        'cameras_file).'),
+        DeclareLaunchArgument(
+            'node_per_camera', default_value='false',
+            description='false: one node serves all cameras with one engine (batched); '
+                        'true: one node (and engine) per camera, namespaced by camera name.'),
+        DeclareLaunchArgument(
+            'model', default_value='',
+            description='Model: path to an .onnx or TensorRT .engine (absolute, or relative '
+                        'to the package share directory); empty: the params files value.'),
+        DeclareLaunchArgument(
+            'backend', default_value='',
+            description='Backend: auto, onnxruntime or tensorrt; empty: the params files value.'),
+        DeclareLaunchArgument(
+            'log_level', default_value='info',
+            description='Node log level: debug, info, warn, error or fatal.'),
+        DeclareLaunchArgument(
+            'rviz', default_value='false',
+            description='true: also start RViz2 showing the annotated images.'),
+        DeclareLaunchArgument(
+            'rviz_config',
+            default_value=PathJoinSubstitution([share, 'config', 'detector.rviz']),
+            description='RViz2 configuration used with rviz:=true.'),
+        OpaqueFunction(function=_detectors),
+        Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
+             arguments=['-d', LaunchConfiguration('rviz_config')],
+             condition=IfCondition(LaunchConfiguration('rviz'))),
+    ])

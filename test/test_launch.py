@@ -1,0 +1,133 @@
+"""Launch files and config files: arguments described, parameter names match node_core."""
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+from darknet53_ros.node_core import PARAMETERS, NodeParams, load_params_file, parse_cameras
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / 'launch'
+CONFIG = ROOT / 'config'
+PARAM_NAMES = {spec.name for spec in PARAMETERS}
+
+EXPECTED_ARGS = {
+    'detector.launch.py': {'namespace', 'image_topic', 'compressed', 'params_file', 'model',
+                           'backend', 'camera_name'},
+    'multi_camera.launch.py': {'namespace', 'cameras_file', 'params_file', 'node_per_camera',
+                               'model', 'backend', 'rviz'},
+}
+
+
+def _declared_arguments(path):
+    """{name: description} of every DeclareLaunchArgument call in a launch file's source."""
+    tree = ast.parse(path.read_text(encoding='utf-8'), str(path))
+    found = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == \
+                'DeclareLaunchArgument':
+            assert node.args and isinstance(node.args[0], ast.Constant), \
+                f'{path.name}:{node.lineno}: argument name must be a literal'
+            keywords = {k.arg: k.value for k in node.keywords}
+            assert 'description' in keywords, \
+                f'{path.name}:{node.lineno}: {node.args[0].value} has no description'
+            description = ast.literal_eval(keywords['description'])
+            assert isinstance(description, str) and len(description) > 10
+            assert 'default_value' in keywords, f'{node.args[0].value}: no default'
+            found[node.args[0].value] = description
+    return found
+
+
+def _used_configurations(path):
+    """Names read with get('x') or LaunchConfiguration('x')."""
+    tree = ast.parse(path.read_text(encoding='utf-8'), str(path))
+    return {node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, 'id', None) in (
+                'get', 'LaunchConfiguration')
+            and node.args and isinstance(node.args[0], ast.Constant)}
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_ARGS))
+def test_launch_arguments_declared_and_described(name):
+    path = LAUNCH / name
+    declared = _declared_arguments(path)
+    assert EXPECTED_ARGS[name] <= set(declared)
+    assert _used_configurations(path) <= set(declared)
+    source = path.read_text(encoding='utf-8')
+    assert "executable='detector_node'" in source and "package='darknet53_ros'" in source
+
+
+def test_detector_yaml_declares_exactly_the_node_parameters():
+    values = load_params_file(CONFIG / 'detector.yaml')
+    assert set(values) == PARAM_NAMES
+    params = NodeParams.from_dict(values, 'detector.yaml')
+    defaults = {spec.name: spec.default for spec in PARAMETERS}
+    for name, value in values.items():
+        if name != 'cameras':
+            assert value == defaults[name], f'detector.yaml {name} differs from the default'
+    assert [c.entry() for c in params.cameras] == ['camera:/camera/image_raw:raw']
+    text = (CONFIG / 'detector.yaml').read_text(encoding='utf-8')
+    assert text.count('    # (runtime)') == sum(not s.read_only for s in PARAMETERS)
+
+
+def test_multi_camera_yaml():
+    values = load_params_file(CONFIG / 'multi_camera.yaml')
+    assert set(values) <= PARAM_NAMES
+    merged = {**load_params_file(CONFIG / 'detector.yaml'), **values}
+    params = NodeParams.from_dict(merged, 'multi_camera.yaml')
+    cameras = parse_cameras(values['cameras'])
+    assert [c.name for c in params.cameras] == ['front', 'left', 'right', 'rear']
+    assert {c.compressed for c in cameras} == {True, False}
+    assert params.max_batch == len(cameras)
+
+
+def test_rviz_config_shows_annotated_images():
+    data = yaml.safe_load((CONFIG / 'detector.rviz').read_text(encoding='utf-8'))
+    assert {'Panels', 'Visualization Manager', 'Window Geometry'} <= set(data)
+    displays = data['Visualization Manager']['Displays']
+    topics = {d['Topic']['Value'] for d in displays if d['Class'] ==
+              'rviz_default_plugins/Image'}
+    names = [c.name for c in parse_cameras(load_params_file(
+        CONFIG / 'multi_camera.yaml')['cameras'])]
+    assert {f'/{n}/detections/image' for n in names + ['camera']} <= topics
+
+
+def _need_launch():
+    # 'launch.actions', not 'launch': this repository's launch/ folder is importable as a
+    # namespace package named 'launch' when the real one is absent.
+    pytest.importorskip('launch.actions', reason='ROS 2 launch is not installed (a ROS 2 '
+                                                 'package, not installable with pip here)')
+    pytest.importorskip('launch_ros.actions', reason='ROS 2 launch_ros is not installed')
+
+
+def _load_launch_module(name):
+    spec = importlib.util.spec_from_file_location(name.replace('.', '_'), LAUNCH / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_ARGS))
+def test_generate_launch_description(name):
+    _need_launch()
+    from launch.actions import DeclareLaunchArgument
+
+    description = _load_launch_module(name).generate_launch_description()
+    declared = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
+    assert declared == set(_declared_arguments(LAUNCH / name))
+
+
+def test_multi_camera_node_per_camera():
+    _need_launch()
+    from launch import LaunchContext
+
+    module = _load_launch_module('multi_camera.launch.py')
+    for per_camera, count in (('false', 1), ('true', 4)):
+        context = LaunchContext()
+        context.launch_configurations.update({
+            'namespace': 'robot', 'cameras_file': str(CONFIG / 'multi_camera.yaml'),
+            'params_file': str(CONFIG / 'detector.yaml'), 'node_per_camera': per_camera,
+            'model': '', 'backend': '', 'log_level': 'info'})
+        assert len(module._detectors(context)) == count
