@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     'darknet53_ros.commands.model',
     'darknet53_ros.commands.detect',
     'darknet53_ros.commands.prune',
+    'darknet53_ros.commands.study',
     'darknet53_ros.commands.synth',
     'darknet53_ros.commands.engine',
     'darknet53_ros.commands.replay',
