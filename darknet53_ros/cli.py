@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     'darknet53_ros.commands.prune',
     'darknet53_ros.commands.study',
     'darknet53_ros.commands.synth',
+    'darknet53_ros.commands.train',
     'darknet53_ros.commands.engine',
     'darknet53_ros.commands.replay',
 )

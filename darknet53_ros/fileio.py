@@ -6,7 +6,30 @@ from contextlib import contextmanager
 import os
 from pathlib import Path
 import shutil
+import stat
 import tempfile
+import threading
+
+_UMASK_LOCK = threading.Lock()
+_UMASK: list[int] = []
+
+
+def _default_file_mode() -> int:
+    """Mode a plain ``open(path, 'w')`` would give a new file (0o666 less the umask)."""
+    with _UMASK_LOCK:
+        if not _UMASK:
+            current = os.umask(0o022)
+            os.umask(current)
+            _UMASK.append(current)
+        return 0o666 & ~_UMASK[0]
+
+
+def _final_mode(path: Path) -> int:
+    """Keep the mode of the file being replaced, else the umask default."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return _default_file_mode()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -38,6 +61,8 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
     except BaseException:
         if tmp.is_dir():
