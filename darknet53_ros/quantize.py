@@ -261,6 +261,25 @@ def head_convs(model: Any) -> list[str]:
     return sorted(found, key=order.__getitem__)
 
 
+def decode_nodes(model: Any) -> set[str]:
+    """Names of the nodes downstream of the head convolutions: the YOLO box decode.
+
+    The decode (sigmoid, grid offsets, ``exp(t) * anchor``, corner arithmetic) works on box
+    coordinates in pixels; it is never quantised, whatever its operators look like (its Adds
+    are not residual connections).
+    """
+    consumers = _consumers(model)
+    heads = set(head_convs(model))
+    found: set[str] = set()
+    stack = [out for node in model.graph.node if node.name in heads for out in node.output]
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if node.name not in found:
+                found.add(node.name)
+                stack.extend(node.output)
+    return found
+
+
 def first_convs(model: Any) -> list[str]:
     """Names of the Conv nodes with no other Conv upstream (normally the first convolution)."""
     producers = _producers(model)
@@ -314,6 +333,7 @@ def plan_quantization(model: Any, keep_fp: Sequence[str] = (),
     initializers = {init.name for init in model.graph.initializer}
     consumers = _consumers(model)
     plan = QuantPlan()
+    decode = decode_nodes(model)
     unused = [p for p in keep_fp if not any(_matches(n.name, [p]) for n in model.graph.node)]
     if unused:
         raise ConfigError(f'--keep-fp {", ".join(unused)}: matches no node of the model')
@@ -334,7 +354,7 @@ def plan_quantization(model: Any, keep_fp: Sequence[str] = (),
                 continue
             plan.convs.append(node.name)
             want(node.input[0], node)
-        elif node.op_type == 'Add':
+        elif node.op_type == 'Add' and node.name not in decode:
             inputs = [name for name in node.input if name]
             if len(inputs) == 2 and not any(name in initializers for name in inputs):
                 for name in inputs:

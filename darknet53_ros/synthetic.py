@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from darknet53_ros.errors import ConfigError, DatasetError, SourceError
+from darknet53_ros.fileio import atomic_write_text
 
 CLASS_NAMES: tuple[str, ...] = ('box', 'cone', 'ball', 'person', 'sign')
 """Object classes; the index is the Darknet class id, the COCO category id is index + 1."""
@@ -655,18 +656,6 @@ def _progress(items: Iterable[_T], total: int, desc: str, enabled: bool) -> Iter
     yield from items
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as stream:
-            stream.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _replace_dir(tmp: Path, final: Path) -> None:
     """Move the finished directory ``tmp`` to ``final``, replacing what was there."""
     os.chmod(tmp, 0o755)  # mkdtemp makes it private
@@ -761,9 +750,9 @@ def write_dataset(out_dir: str | os.PathLike[str], count: int, seed: int, width:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-    _atomic_write(root / f'{split_name}.txt',
+    atomic_write_text(root / f'{split_name}.txt',
                   ''.join(f'{split_name}/images/{img["file_name"]}\n' for img in images))
-    _atomic_write(root / NAMES_FILE, ''.join(f'{name}\n' for name in CLASS_NAMES))
+    atomic_write_text(root / NAMES_FILE, ''.join(f'{name}\n' for name in CLASS_NAMES))
     entry = {
         'images': f'{split_name}/images', 'labels': f'{split_name}/labels',
         'annotations': f'{split_name}/annotations.json', 'list': f'{split_name}.txt',
@@ -783,7 +772,7 @@ def write_dataset(out_dir: str | os.PathLike[str], count: int, seed: int, width:
         **{name: split['images'] for name, split in sorted(splits.items())},
         'splits': {name: splits[name] for name in sorted(splits)},
     }
-    _atomic_write(description_path, yaml.safe_dump(description, sort_keys=False))
+    atomic_write_text(description_path, yaml.safe_dump(description, sort_keys=False))
     return entry
 
 

@@ -256,6 +256,41 @@ def test_plan_quantizes_residual_add_inputs_together() -> None:
         q.plan_quantization(toy_model(), keep_fp=['nomatch'])
 
 
+@pytest.mark.parametrize('target', ['tensorrt', 'onnxruntime'])
+def test_yolo_decode_is_never_quantised(tmp_path: Path, target: str) -> None:
+    """The decode's Adds (box centre +- half size, in pixels) are not residual connections.
+
+    Quantising them clipped box sizes to the calibrated range and collapsed a trained model's
+    mAP@0.5 from 0.78 to 0.08; only the backbone's shortcut Adds get Q/DQ inputs.
+    """
+    from darknet53_ros.architecture import yolov3_cfg
+    from darknet53_ros.cfg import parse_cfg
+    from darknet53_ros.onnx_export import export_onnx
+    from darknet53_ros.weights import random_weights
+
+    network = parse_cfg(yolov3_cfg(classes=3, width=64, height=64, width_multiplier=0.125))
+    path = tmp_path / 'yolov3.onnx'
+    export_onnx(network, random_weights(network, seed=0), path)
+    model = onnx.load(str(path))
+    decode = q.decode_nodes(model)
+    assert {n.op_type for n in model.graph.node if n.name in decode} >= {'Add', 'Exp'}
+    assert not decode & {n.name for n in model.graph.node if n.op_type == 'Conv'}
+    for keep in (q.default_keep_fp(model), []):
+        plan = q.plan_quantization(model, keep, target=target)
+        readers = {r for rs in plan.activations.values() for r in rs}
+        assert not readers & decode
+        assert sum(r.startswith('shortcut_') for r in readers) == 23  # Darknet-53's residuals
+        out = tmp_path / f'int8-{len(keep)}.onnx'
+        q.quantize_model(path, smooth_images(2, shape=(48, 64)), out, progress=False,
+                         target=target, keep_fp=keep)
+        quantized = onnx.load(str(out))
+        producers = {o: n for n in quantized.graph.node for o in n.output}
+        for node in quantized.graph.node:
+            if node.name in decode:
+                assert all(producers.get(i) is None or producers[i].op_type != 'DequantizeLinear'
+                           for i in node.input), node.name
+
+
 def _init(model: onnx.ModelProto, name: str) -> onnx.TensorProto:
     return next(i for i in model.graph.initializer if i.name == name)
 
