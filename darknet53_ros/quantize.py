@@ -774,7 +774,7 @@ def calibration_hash(digests: Iterable[str]) -> str:
 
 
 def quantize_model(model_path: str | Path | Any, calib_images: Iterable[Any] | str | Path,
-                   out_path: str | Path | None = None, method: Method = 'entropy',
+                   out_path: str | Path | None = None, method: Method = 'percentile',
                    percentile: float = 99.99, keep_fp: Sequence[str] | None = None,
                    per_channel: bool = True, preprocess: Preprocess | None = None,
                    held_out: Iterable[Any] = (), target: Target = 'tensorrt',

@@ -21,8 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--step', type=int, default=1,
                    help='use every STEP-th frame of a video or bag (default 1)')
     p.add_argument('-o', '--output', type=Path, required=True, help='output Q/DQ .onnx')
-    p.add_argument('--method', default='entropy', choices=('entropy', 'percentile', 'minmax'),
-                   help='activation range: entropy (TensorRT KL, default), percentile, minmax')
+    p.add_argument('--method', default='percentile', choices=('entropy', 'percentile', 'minmax'),
+                   help='activation range: percentile (of |x|, default), entropy (TensorRT KL) '
+                        'or minmax')
     p.add_argument('--percentile', type=float, default=99.99,
                    help='percentile of |x| for --method percentile (default 99.99)')
     p.add_argument('--keep-fp', nargs='+', metavar='NAME', default=None,
