@@ -47,6 +47,8 @@ class StudyPoint:
     latency_ms: float
     latency_p90_ms: float
     infer_ms: float
+    model: str = ''
+    """The ONNX model measured, relative to the study folder."""
 
     @property
     def label(self) -> str:
@@ -116,6 +118,90 @@ def plot_pareto(points: Sequence[StudyPoint], path: Path) -> None:
     plt.close(fig)
 
 
+def model_path(out: Path, cfg_stem: str, point: StudyPoint) -> Path:
+    """Where the study keeps the ONNX model of ``point`` (``cfg_stem``: the unpruned cfg's)."""
+    stem = f'pruned{round(point.prune_ratio * 100)}' if point.prune_ratio else cfg_stem
+    path = out / 'models' / f'{stem}-{point.width}x{point.height}.onnx'
+    return path if point.precision == 'fp32' else path.with_suffix('.int8.onnx')
+
+
+def time_points(points: Sequence[StudyPoint], models: Sequence[Path], iterations: int = 30,
+                per_round: int = 3, warmup: int = 3) -> None:
+    """Time every model round-robin and store median/p90 latency and infer time in ``points``.
+
+    One 640x480 frame, pre + infer + post per sample. All models stay loaded and are timed in
+    turns of ``per_round`` runs (``iterations`` in all), so a slow spell of a shared machine
+    lands on every point alike instead of on whichever points happened to run then.
+    """
+    from contextlib import ExitStack
+
+    from darknet53_ros.benchmark import bench_frames
+    from darknet53_ros.detector import Detector
+
+    frames = bench_frames(1)
+    totals: list[list[float]] = [[] for _ in models]
+    infers: list[list[float]] = [[] for _ in models]
+    with ExitStack() as stack:
+        detectors = [stack.enter_context(Detector.from_model(m)) for m in models]
+        for detector in detectors:
+            for _ in range(warmup):
+                detector.detect_batch(frames)
+        rounds = max(1, -(-iterations // per_round))
+        for index in range(rounds):
+            order = range(len(detectors)) if index % 2 == 0 else reversed(range(len(detectors)))
+            for k in order:
+                detector = detectors[k]
+                for _ in range(per_round):
+                    t0 = time.perf_counter()
+                    tensor, transforms = detector.preprocess(frames)
+                    t1 = time.perf_counter()
+                    boxes, scores = detector.infer(tensor)
+                    t2 = time.perf_counter()
+                    detector.postprocess(boxes, scores, transforms)
+                    t3 = time.perf_counter()
+                    totals[k].append((t3 - t0) * 1e3)
+                    infers[k].append((t2 - t1) * 1e3)
+    for point, total, infer in zip(points, totals, infers):
+        point.latency_ms = float(np.median(total))
+        point.latency_p90_ms = float(np.percentile(total, 90))
+        point.infer_ms = float(np.median(infer))
+
+
+def _write_outputs(out: Path, payload: dict[str, Any], points: Sequence[StudyPoint]) -> None:
+    from darknet53_ros.fileio import atomic_write_text
+
+    baseline = next((p for p in points if not p.prune_ratio and p.precision == 'fp32'
+                     and (p.width, p.height) == (416, 416)), points[0] if points else None)
+    payload['points'] = [asdict(p) for p in points]
+    atomic_write_text(out / 'study.json', json.dumps(payload, indent=1))
+    atomic_write_text(out / 'study.md', markdown_table(points, baseline))
+    plot_pareto(points, out / 'pareto.png')
+
+
+def retime_study(out: Path, iterations: int = 30) -> list[StudyPoint]:
+    """Re-time the models of an existing study folder (no re-evaluation); rewrite its outputs."""
+    path = out / 'study.json'
+    try:
+        payload = json.loads(path.read_text())
+        points = [StudyPoint(**p) for p in payload['points']]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f'{path}: not a study result ({exc})') from None
+    cfg_stem = Path(payload.get('cfg', 'model.cfg')).stem
+    models = [out / p.model if p.model else model_path(out, cfg_stem, p) for p in points]
+    missing = [str(m) for m in models if not m.is_file()]
+    if missing:
+        raise ConfigError(f'{out}: study models missing (run the study again): '
+                          f'{", ".join(missing[:3])}')
+    for point, model in zip(points, models):
+        point.model = str(model.relative_to(out))
+    started = time.perf_counter()
+    time_points(points, models, iterations)
+    payload['timing_seconds'] = round(time.perf_counter() - started, 1)
+    payload['timing_iterations'] = iterations
+    _write_outputs(out, payload, points)
+    return points
+
+
 def _finetune_with_cli(cfg: Path, weights: Path, data: Path, epochs: int, out: Path,
                        extra: Sequence[str]) -> Path:
     from darknet53_ros.cli import main
@@ -146,7 +232,6 @@ def run_study(cfg: Path, weights: Path, data: Path, out: Path,
               int8_target: str = 'onnxruntime',
               finetune: Callable[..., Path] = _finetune_with_cli) -> list[StudyPoint]:
     """Run the grid; writes study.json, study.md and pareto.png into ``out``."""
-    from darknet53_ros.benchmark import bench_frames, bench_model
     from darknet53_ros.cfg import load_cfg
     from darknet53_ros.evaluate import evaluate_model
     from darknet53_ros.fileio import atomic_write_text
@@ -159,9 +244,9 @@ def run_study(cfg: Path, weights: Path, data: Path, out: Path,
     work.mkdir(exist_ok=True)
     names_file = cfg.with_suffix('.names')
     names = read_names(names_file) if names_file.exists() else None
-    frames = bench_frames(1)
     calib = _calibration_images(data, calib_count) if int8 else []
     points: list[StudyPoint] = []
+    models: list[Path] = []
     started = time.perf_counter()
     base_network = load_cfg(cfg)
     base_weights = read_weights(weights, base_network)
@@ -192,24 +277,17 @@ def run_study(cfg: Path, weights: Path, data: Path, out: Path,
                 variants.append(('int8', int8_model))
             for precision, path in variants:
                 result = evaluate_model(path, data, split='val', limit=eval_limit)
-                row = bench_model(path, 1, frames, iterations, warmup=3, baseline=False)
-                total = [sum(v) for v in zip(row.stages['preprocess'].samples,
-                                             row.stages['infer'].samples,
-                                             row.stages['postprocess'].samples)]
                 point = StudyPoint(ratio, width, height, precision, network.num_params,
-                                   network.bflops, result.map50, result.map,
-                                   float(np.median(total)), float(np.percentile(total, 90)),
-                                   row.stages['infer'].median)
+                                   network.bflops, result.map50, result.map, 0.0, 0.0, 0.0,
+                                   str(path.relative_to(out)))
                 points.append(point)
-                _LOG.info('%s: mAP@0.5 %.3f, %.1f ms', point.label, point.map50,
-                          point.latency_ms)
-    elapsed = time.perf_counter() - started
-    baseline = next((p for p in points if not p.prune_ratio and p.precision == 'fp32'
-                     and (p.width, p.height) == (416, 416)), points[0] if points else None)
+                models.append(path)
+                _LOG.info('%s: mAP@0.5 %.3f', point.label, point.map50)
+    evaluated = time.perf_counter()
+    time_points(points, models, iterations)
     payload: dict[str, Any] = {'cfg': str(cfg), 'weights': str(weights), 'data': str(data),
-                               'seconds': round(elapsed, 1),
-                               'points': [asdict(p) for p in points]}
-    atomic_write_text(out / 'study.json', json.dumps(payload, indent=1))
-    atomic_write_text(out / 'study.md', markdown_table(points, baseline))
-    plot_pareto(points, out / 'pareto.png')
+                               'seconds': round(time.perf_counter() - started, 1),
+                               'timing_seconds': round(time.perf_counter() - evaluated, 1),
+                               'timing_iterations': iterations}
+    _write_outputs(out, payload, points)
     return points

@@ -38,7 +38,7 @@ def test_markdown_table_ratios():
     assert '| 2.00x | -10.0 |' in table and '| 1.00x | +0.0 |' in table
 
 
-def test_study_grid_on_tiny_model(tmp_path):
+def test_study_grid_on_tiny_model(tmp_path, caplog):
     from darknet53_ros.synthetic import write_dataset
 
     data = tmp_path / 'data'
@@ -73,3 +73,17 @@ def test_study_grid_on_tiny_model(tmp_path):
     table = (out / 'study.md').read_text()
     assert table.count('\n') == 2 + 8 and '96x64' in table
     assert (out / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
+    assert all((out / p['model']).is_file() for p in saved['points'])
+
+    # --retime: the same models timed again, evaluation figures untouched.
+    from darknet53_ros.cli import main
+
+    (out / 'pareto.png').unlink()
+    assert main(['study', '--retime', '--iterations', '3', '-o', str(out)]) == 0
+    again = json.loads((out / 'study.json').read_text())
+    assert [p['map50'] for p in again['points']] == [p['map50'] for p in saved['points']]
+    assert all(p['latency_ms'] > 0 for p in again['points'])
+    assert again['timing_iterations'] == 3 and (out / 'pareto.png').is_file()
+    (out / again['points'][0]['model']).unlink()
+    assert main(['study', '--retime', '-o', str(out)]) != 0
+    assert 'study models missing' in caplog.text

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'study.md and pareto.png.')
     p.add_argument('--cfg', type=Path, help='Darknet cfg (default: the bundled demo model)')
     p.add_argument('--weights', type=Path, help='Darknet weights for --cfg')
-    p.add_argument('--data', type=Path, required=True, help='dataset.yaml or its folder')
+    p.add_argument('--data', type=Path, help='dataset.yaml or its folder (required unless '
+                   '--retime)')
     p.add_argument('--sizes', default='256,320,416,512,608,416x256',
                    help='input sizes, N or WxH (default 256,320,416,512,608,416x256)')
     p.add_argument('--prune', default='0,0.3,0.5', help='pruning ratios (default 0,0.3,0.5)')
@@ -28,7 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='extra darknet53 train options, e.g. "--batch 16 --img-size 256"')
     p.add_argument('--calib-count', type=int, default=64,
                    help='train-split images for INT8 calibration (default 64)')
-    p.add_argument('--iterations', type=int, default=20, help='timed runs per point')
+    p.add_argument('--iterations', type=int, default=30,
+                   help='timed runs per point, all points timed round-robin (default 30)')
+    p.add_argument('--retime', action='store_true',
+                   help='only re-time the models of the study already in --output (no '
+                        'pruning, training or evaluation) and rewrite its table and plot')
     p.add_argument('--eval-limit', type=int, help='evaluate on the first N val images only')
     p.add_argument('-o', '--output', type=Path, default=Path('docs/study'),
                    help='output folder (default docs/study)')
@@ -41,8 +46,16 @@ def run(args: argparse.Namespace) -> int:
 
     from darknet53_ros.commands.detect import parse_sizes
     from darknet53_ros.errors import ConfigError
-    from darknet53_ros.study import run_study
+    from darknet53_ros.study import retime_study, run_study
 
+    if args.retime:
+        points = retime_study(args.output, args.iterations)
+        print((args.output / 'study.md').read_text())
+        print(f'{len(points)} points re-timed; rewrote {args.output}/study.json, study.md, '
+              'pareto.png')
+        return 0
+    if args.data is None:
+        raise ConfigError('--data is required (the dataset to evaluate on)')
     if args.cfg is None:
         from darknet53_ros.demo import demo_model_files
 
