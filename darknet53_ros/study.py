@@ -126,31 +126,27 @@ def model_path(out: Path, cfg_stem: str, point: StudyPoint) -> Path:
 
 
 def time_points(points: Sequence[StudyPoint], models: Sequence[Path], iterations: int = 30,
-                per_round: int = 3, warmup: int = 3) -> None:
+                per_round: int = 6, warmup: int = 2) -> None:
     """Time every model round-robin and store median/p90 latency and infer time in ``points``.
 
-    One 640x480 frame, pre + infer + post per sample. All models stay loaded and are timed in
-    turns of ``per_round`` runs (``iterations`` in all), so a slow spell of a shared machine
-    lands on every point alike instead of on whichever points happened to run then.
+    One 640x480 frame, pre + infer + post per sample. The models are timed in turns of
+    ``per_round`` runs (``iterations`` in all), so a slow spell of a shared machine lands on
+    every point alike instead of on whichever points happened to run then. Only the model
+    being timed is loaded (idle ONNX Runtime sessions would spin their threads against it).
     """
-    from contextlib import ExitStack
-
     from darknet53_ros.benchmark import bench_frames
     from darknet53_ros.detector import Detector
 
     frames = bench_frames(1)
     totals: list[list[float]] = [[] for _ in models]
     infers: list[list[float]] = [[] for _ in models]
-    with ExitStack() as stack:
-        detectors = [stack.enter_context(Detector.from_model(m)) for m in models]
-        for detector in detectors:
-            for _ in range(warmup):
-                detector.detect_batch(frames)
-        rounds = max(1, -(-iterations // per_round))
-        for index in range(rounds):
-            order = range(len(detectors)) if index % 2 == 0 else reversed(range(len(detectors)))
-            for k in order:
-                detector = detectors[k]
+    rounds = max(1, -(-iterations // per_round))
+    for index in range(rounds):
+        order = range(len(models)) if index % 2 == 0 else reversed(range(len(models)))
+        for k in order:
+            with Detector.from_model(models[k]) as detector:
+                for _ in range(warmup):
+                    detector.detect_batch(frames)
                 for _ in range(per_round):
                     t0 = time.perf_counter()
                     tensor, transforms = detector.preprocess(frames)
