@@ -3,25 +3,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+import functools
 import os
 from pathlib import Path
 import shutil
 import stat
 import tempfile
-import threading
-
-_UMASK_LOCK = threading.Lock()
-_UMASK: list[int] = []
 
 
+@functools.cache
 def _default_file_mode() -> int:
-    """Mode a plain ``open(path, 'w')`` would give a new file (0o666 less the umask)."""
-    with _UMASK_LOCK:
-        if not _UMASK:
-            current = os.umask(0o022)
-            os.umask(current)
-            _UMASK.append(current)
-        return 0o666 & ~_UMASK[0]
+    """Mode a plain ``open(path, 'w')`` would give a new file (0o666 less the umask).
+
+    The umask can only be read by setting it; that happens once, on the first write.
+    """
+    current = os.umask(0o022)
+    os.umask(current)
+    return 0o666 & ~current
 
 
 def _final_mode(path: Path) -> int:

@@ -118,13 +118,6 @@ def plot_pareto(points: Sequence[StudyPoint], path: Path) -> None:
     plt.close(fig)
 
 
-def model_path(out: Path, cfg_stem: str, point: StudyPoint) -> Path:
-    """Where the study keeps the ONNX model of ``point`` (``cfg_stem``: the unpruned cfg's)."""
-    stem = f'pruned{round(point.prune_ratio * 100)}' if point.prune_ratio else cfg_stem
-    path = out / 'models' / f'{stem}-{point.width}x{point.height}.onnx'
-    return path if point.precision == 'fp32' else path.with_suffix('.int8.onnx')
-
-
 def time_points(points: Sequence[StudyPoint], models: Sequence[Path], iterations: int = 30,
                 per_round: int = 6, warmup: int = 2) -> None:
     """Time every model round-robin and store median/p90 latency and infer time in ``points``.
@@ -182,14 +175,11 @@ def retime_study(out: Path, iterations: int = 30) -> list[StudyPoint]:
         points = [StudyPoint(**p) for p in payload['points']]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f'{path}: not a study result ({exc})') from None
-    cfg_stem = Path(payload.get('cfg', 'model.cfg')).stem
-    models = [out / p.model if p.model else model_path(out, cfg_stem, p) for p in points]
-    missing = [str(m) for m in models if not m.is_file()]
+    models = [out / p.model for p in points]
+    missing = [str(m) for p, m in zip(points, models) if not p.model or not m.is_file()]
     if missing:
         raise ConfigError(f'{out}: study models missing (run the study again): '
                           f'{", ".join(missing[:3])}')
-    for point, model in zip(points, models):
-        point.model = str(model.relative_to(out))
     started = time.perf_counter()
     time_points(points, models, iterations)
     payload['timing_seconds'] = round(time.perf_counter() - started, 1)

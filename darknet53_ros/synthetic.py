@@ -751,7 +751,7 @@ def write_dataset(out_dir: str | os.PathLike[str], count: int, seed: int, width:
         raise
 
     atomic_write_text(root / f'{split_name}.txt',
-                  ''.join(f'{split_name}/images/{img["file_name"]}\n' for img in images))
+                      ''.join(f'{split_name}/images/{img["file_name"]}\n' for img in images))
     atomic_write_text(root / NAMES_FILE, ''.join(f'{name}\n' for name in CLASS_NAMES))
     entry = {
         'images': f'{split_name}/images', 'labels': f'{split_name}/labels',

@@ -4,6 +4,7 @@ import stat
 
 import pytest
 
+from darknet53_ros import fileio
 from darknet53_ros.fileio import atomic_path, atomic_write_bytes, atomic_write_text
 
 
@@ -28,12 +29,14 @@ def test_failed_write_keeps_the_good_file(tmp_path):
 
 def test_new_file_mode_follows_umask(tmp_path):
     old = os.umask(0o022)
+    fileio._default_file_mode.cache_clear()
     try:
         target = tmp_path / 'new.txt'
         atomic_write_text(target, 'x')
         assert stat.S_IMODE(target.stat().st_mode) == 0o644
     finally:
         os.umask(old)
+        fileio._default_file_mode.cache_clear()
 
 
 def test_replaced_file_keeps_its_mode(tmp_path):
