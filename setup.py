@@ -1,10 +1,21 @@
 """Install darknet53_ros as an ament_python package (colcon) or a plain pip package."""
 from glob import glob
 import os
+import re
 
 from setuptools import find_packages, setup
 
 PACKAGE = 'darknet53_ros'
+
+
+def _version() -> str:
+    """The one version, from package.xml (as darknet53_ros/version.py reads it)."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'package.xml')) as f:
+        match = re.search(r'<version>\s*([^<\s]+)\s*</version>', f.read())
+    if match is None:
+        raise RuntimeError('package.xml has no <version>')
+    return match.group(1)
+
 
 EXTRAS = {
     # ONNX Runtime backend and OpenCV (< 5: OpenCV 5 dropped the Darknet importer the tests use
@@ -39,7 +50,7 @@ def _data_files() -> list:
 
 setup(
     name=PACKAGE,
-    version='0.1.0',
+    version=_version(),
     packages=find_packages(exclude=['test', 'test.*']),
     package_data={PACKAGE: ['msg/*.msg', 'models/*.cfg', 'models/*.weights', 'models/*.names',
                             'models/*.json']},
@@ -54,8 +65,8 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'darknet53 = darknet53_ros.cli:main',
-            'detector_node = darknet53_ros.node:main',
+            'darknet53 = darknet53_ros.cli.main:main',
+            'detector_node = darknet53_ros.ros.node:main',
         ],
     },
 )

@@ -1,4 +1,5 @@
-"""Benchmark the two NMS implementations of darknet53_ros.postprocess on YOLOv3-like outputs.
+"""Benchmark the two NMS implementations of darknet53_ros.inference.postprocess on YOLOv3-like
+outputs.
 
 Run: ``python benchmarks/bench_nms.py``. Prints the median time of candidate selection and of
 each NMS method for several realistic cases, and checks that both methods agree.
@@ -13,7 +14,7 @@ import time
 
 import numpy as np
 
-from darknet53_ros.postprocess import (
+from darknet53_ros.inference.postprocess import (
     AUTO_OPENCV_MAX_CANDIDATES,
     nms_numpy,
     nms_opencv,

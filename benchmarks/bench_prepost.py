@@ -16,11 +16,11 @@ import sys
 import cv2
 import numpy as np
 
-from darknet53_ros.postprocess import postprocess
-from darknet53_ros.preprocess import Preprocessor
+from darknet53_ros.inference.postprocess import postprocess
+from darknet53_ros.inference.preprocess import Preprocessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_nms import median_us, synthetic_outputs  # noqa: E402
+from bench_nms import median_us, synthetic_outputs
 
 SIZE = 416
 CONF, NMS = 0.25, 0.45

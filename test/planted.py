@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from darknet53_ros.cfg import parse_cfg
-from darknet53_ros.onnx_export import export_onnx
-from darknet53_ros.weights import ConvWeights, DarknetWeights
+from darknet53_ros.model.cfg import parse_cfg
+from darknet53_ros.model.onnx_export import export_onnx
+from darknet53_ros.model.weights import ConvWeights, DarknetWeights
 
 PLANTED_CFG = """[net]
 width=64

@@ -1,18 +1,18 @@
-"""Tests for darknet53_ros.architecture: the seed's Darknet-53 / YOLOv3 as cfg text."""
+"""Tests for darknet53_ros.model.generator: the seed's Darknet-53 / YOLOv3 as cfg text."""
 from __future__ import annotations
 
 from dataclasses import asdict
 
 import pytest
 
-from darknet53_ros.architecture import (
+from darknet53_ros.errors import ConfigError
+from darknet53_ros.model.cfg import Convolutional, Network, Shortcut, load_cfg, parse_cfg
+from darknet53_ros.model.generator import (
     STAGE_BLOCKS,
     STAGE_FILTERS,
     darknet53_classifier_cfg,
     yolov3_cfg,
 )
-from darknet53_ros.cfg import Convolutional, Network, Shortcut, load_cfg, parse_cfg
-from darknet53_ros.errors import ConfigError
 
 
 def _same_layers(a: Network, b: Network) -> None:

@@ -9,15 +9,15 @@ import types
 import numpy as np
 import pytest
 
-from darknet53_ros.backends.base import Backend, model_metadata, parse_metadata
-from darknet53_ros.backends.factory import backend_for, create_backend
 from darknet53_ros.errors import BackendError, ConfigError, ModelError
+from darknet53_ros.inference.backends.base import Backend, model_metadata, parse_metadata
+from darknet53_ros.inference.backends.registry import backend_for, create_backend
 
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from darknet53_ros.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from darknet53_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 
 
 def contract_metadata(names: list[str], width: int, height: int) -> dict[str, str]:
@@ -232,13 +232,13 @@ def test_factory_picks_by_extension(model_path: Path, tmp_path: Path,
     backend = create_backend(model_path, intra_op_threads=1)
     assert isinstance(backend, OnnxRuntimeBackend)
 
-    monkeypatch.setitem(sys.modules, 'darknet53_ros.backends.tensorrt_backend', None)
+    monkeypatch.setitem(sys.modules, 'darknet53_ros.inference.backends.tensorrt_backend', None)
     with pytest.raises(BackendError, match='model.engine.*TensorRT backend is unavailable'):
         create_backend(tmp_path / 'model.engine')
 
     calls = []
-    fake = types.ModuleType('darknet53_ros.backends.tensorrt_backend')
+    fake = types.ModuleType('darknet53_ros.inference.backends.tensorrt_backend')
     fake.TensorRTBackend = lambda path, **opts: calls.append((path, opts)) or 'engine'
-    monkeypatch.setitem(sys.modules, 'darknet53_ros.backends.tensorrt_backend', fake)
+    monkeypatch.setitem(sys.modules, 'darknet53_ros.inference.backends.tensorrt_backend', fake)
     assert create_backend(tmp_path / 'model.plan', device=0) == 'engine'
     assert calls == [(tmp_path / 'model.plan', {'device': 0})]

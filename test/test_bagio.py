@@ -1,4 +1,4 @@
-"""Tests for darknet53_ros.bagio: rosbag2 MCAP/SQLite3 round trips, independent MCAP reader."""
+"""Tests for darknet53_ros.io.bags: rosbag2 MCAP/SQLite3 round trips, independent MCAP reader."""
 import os
 from pathlib import Path
 import shutil
@@ -12,7 +12,7 @@ from darknet53_ros.errors import ConfigError, SourceError
 
 pytest.importorskip('rosbags')
 
-from darknet53_ros.bagio import (  # noqa: E402
+from darknet53_ros.io.bags import (
     COMPRESSED_IMAGE_TYPE,
     DETECTIONS_TYPE,
     IMAGE_TYPE,
@@ -25,8 +25,8 @@ from darknet53_ros.bagio import (  # noqa: E402
     list_image_topics,
     write_synthetic_bag,
 )
-from darknet53_ros.encodings import msg_to_bgr  # noqa: E402
-from darknet53_ros.messages import (  # noqa: E402
+from darknet53_ros.io.encodings import msg_to_bgr
+from darknet53_ros.io.messages import (
     MessageTypes,
     detections_to_msg,
     header_msg,

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from darknet53_ros.benchmark import Timing, time_call
-from darknet53_ros.cli import main
+from darknet53_ros.cli.main import main
+from darknet53_ros.tools.bench import Timing, time_call
 
 from .planted import export_planted
 
@@ -37,7 +37,7 @@ def test_bench_prints_stages_ratios_and_json(tmp_path, capsys):
 
 
 def test_bench_exports_cfg_at_sizes(tmp_path, capsys):
-    from darknet53_ros.architecture import yolov3_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
 
     cfg = tmp_path / 's.cfg'
     cfg.write_text(yolov3_cfg(classes=2, width=64, height=64, width_multiplier=0.125))

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import onnx
 
-from darknet53_ros.architecture import yolov3_cfg
-from darknet53_ros.cfg import load_cfg, parse_cfg
-from darknet53_ros.cli import main
-from darknet53_ros.weights import random_weights, write_weights
+from darknet53_ros.cli.main import main
+from darknet53_ros.model.cfg import load_cfg, parse_cfg
+from darknet53_ros.model.generator import yolov3_cfg
+from darknet53_ros.model.weights import random_weights, write_weights
 
 
 def test_cfg_prints_generated_cfg(capsys):

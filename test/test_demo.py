@@ -2,9 +2,9 @@
 import hashlib
 import json
 
-from darknet53_ros.bagio import BagReader, detections_topic
-from darknet53_ros.cli import main
-from darknet53_ros.demo import MODELS_DIR, demo_model_files
+from darknet53_ros.cli.main import main
+from darknet53_ros.io.bags import BagReader, detections_topic
+from darknet53_ros.tools.demo import MODELS_DIR, demo_model_files
 
 
 def test_bundled_model_matches_its_manifest():

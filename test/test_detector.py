@@ -1,4 +1,4 @@
-"""End-to-end tests of darknet53_ros.detector with hand-built contract ONNX models."""
+"""End-to-end tests of darknet53_ros.inference.detector with hand-built contract ONNX models."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,11 +13,11 @@ from darknet53_ros.errors import ConfigError, ImageError, ModelError
 pytest.importorskip('onnxruntime')
 pytest.importorskip('cv2')
 
-from darknet53_ros.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-from darknet53_ros.detector import Detector, DetectorConfig  # noqa: E402
-from darknet53_ros.postprocess import Detections  # noqa: E402
+from darknet53_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+from darknet53_ros.inference.detector import Detector, DetectorConfig
+from darknet53_ros.inference.postprocess import Detections
 
-from .test_backends import contract_metadata, make_contract_model  # noqa: E402
+from .test_backends import contract_metadata, make_contract_model
 
 NAMES = ['person', 'dog', 'cat']
 # Network-pixel outputs of the constant model (416x416 input).
@@ -167,10 +167,10 @@ def test_bad_image_names_its_index(square_model: Path) -> None:
 
 def test_package_exposes_detector_lazily() -> None:
     code = ('import sys, darknet53_ros; '
-            'assert "darknet53_ros.detector" not in sys.modules; '
+            'assert "darknet53_ros.inference.detector" not in sys.modules; '
             'assert "onnxruntime" not in sys.modules; '
             'from darknet53_ros import Detector; '
-            'assert Detector.__module__ == "darknet53_ros.detector"')
+            'assert Detector.__module__ == "darknet53_ros.inference.detector"')
     subprocess.run([sys.executable, '-c', code], check=True,
                    cwd=Path(__file__).resolve().parents[1])
     import darknet53_ros

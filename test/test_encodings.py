@@ -1,4 +1,4 @@
-"""Tests for darknet53_ros.encodings against OpenCV and rosbags-image as references."""
+"""Tests for darknet53_ros.io.encodings against OpenCV and rosbags-image as references."""
 import array
 from types import SimpleNamespace
 
@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from darknet53_ros.encodings import (
+from darknet53_ros.errors import ImageError
+from darknet53_ros.io.encodings import (
     bgr_to_compressed_fields,
     bgr_to_image_fields,
     compressed_msg_to_bgr,
@@ -18,7 +19,6 @@ from darknet53_ros.encodings import (
     is_compressed_msg,
     msg_to_bgr,
 )
-from darknet53_ros.errors import ImageError
 
 rosbags_image = pytest.importorskip('rosbags.image')
 

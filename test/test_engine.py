@@ -1,4 +1,5 @@
-"""Tests for darknet53_ros.engine: versions, batch profiles, metadata checks (no TensorRT)."""
+"""Tests for darknet53_ros.optimize.engine: versions, batch profiles, metadata checks (no
+TensorRT)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from darknet53_ros import engine as eng
 from darknet53_ros.errors import ConfigError, EngineError
+from darknet53_ros.optimize import engine as eng
 
 RUNTIME = {'tensorrt_version': '10.3.0', 'compute_capability': (8, 7), 'gpu_name': 'Orin'}
 
@@ -165,7 +166,7 @@ def test_without_tensorrt_build_fails_clearly(tmp_path: Path) -> None:
         eng.require_tensorrt()
     with pytest.raises(EngineError, match='JetPack'):
         eng.build_engine(tmp_path / 'm.onnx', tmp_path / 'm.engine')
-    from darknet53_ros.cli import main
+    from darknet53_ros.cli.main import main
     assert main(['build-engine', '--model', str(tmp_path / 'm.onnx'), '-o',
                  str(tmp_path / 'm.engine')]) == 2
 

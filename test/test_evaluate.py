@@ -1,4 +1,5 @@
-"""Tests of darknet53_ros.evaluate: hand-computed COCO mAP, ground truth, calibration overlap."""
+"""Tests of darknet53_ros.tools.evaluate: hand-computed COCO mAP, ground truth, calibration
+overlap."""
 from __future__ import annotations
 
 import json
@@ -8,14 +9,14 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import DatasetError
-from darknet53_ros.evaluate import (
+from darknet53_ros.inference.postprocess import Detections
+from darknet53_ros.tools.evaluate import (
     evaluate_detections,
     find_calibration_report,
     ground_truth_for_split,
     load_calibration_digests,
     plot_pr_curve,
 )
-from darknet53_ros.postprocess import Detections
 
 
 def _xywh(box: list[float]) -> list[float]:
@@ -143,7 +144,7 @@ def _write_split(tmp_path: Path, with_coco: bool) -> Path:
 
 
 def test_ground_truth_from_labels_matches_coco(tmp_path: Path) -> None:
-    from darknet53_ros.train import load_split
+    from darknet53_ros.training.trainer import load_split
 
     from_coco = ground_truth_for_split(load_split(_write_split(tmp_path, True), 'val'))
     from_labels = ground_truth_for_split(load_split(_write_split(tmp_path, False), 'val'))
@@ -157,10 +158,10 @@ def test_ground_truth_from_labels_matches_coco(tmp_path: Path) -> None:
 
 
 def _tiny_onnx(path: Path) -> None:
-    from darknet53_ros.architecture import yolov3_cfg
-    from darknet53_ros.cfg import parse_cfg
-    from darknet53_ros.onnx_export import export_onnx
-    from darknet53_ros.weights import random_weights
+    from darknet53_ros.model.cfg import parse_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
+    from darknet53_ros.model.onnx_export import export_onnx
+    from darknet53_ros.model.weights import random_weights
 
     network = parse_cfg(yolov3_cfg(2, 64, 64, width_multiplier=0.0625))
     export_onnx(network, random_weights(network, 0), path, names=['cat', 'dog'])
@@ -168,8 +169,8 @@ def _tiny_onnx(path: Path) -> None:
 
 def test_calibration_overlap_detected(tmp_path: Path) -> None:
     pytest.importorskip('onnxruntime')
-    from darknet53_ros.calibration_data import image_digest, load_image
-    from darknet53_ros.evaluate import evaluate_model
+    from darknet53_ros.optimize.calibration import image_digest, load_image
+    from darknet53_ros.tools.evaluate import evaluate_model
 
     root = _write_split(tmp_path, True)
     model = tmp_path / 'm.onnx'

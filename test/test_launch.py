@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from darknet53_ros.node_core import PARAMETERS, NodeParams, load_params_file, parse_cameras
+from darknet53_ros.ros.node_core import PARAMETERS, NodeParams, load_params_file, parse_cameras
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch'

@@ -65,13 +65,13 @@ class TestDetectionsPerCamera(unittest.TestCase):
         from sensor_msgs.msg import CompressedImage, Image
         import vision_msgs.msg as vision
 
-        from darknet53_ros.messages import (
+        from darknet53_ros.io.messages import (
             MessageTypes,
             compressed_image_msg,
             header_msg,
             image_msg,
         )
-        from darknet53_ros.synthetic import generate_scene
+        from darknet53_ros.training.synthetic import generate_scene
 
         rclpy.init()
         node = rclpy.create_node('launch_test_cameras')

@@ -1,4 +1,4 @@
-"""Tests for darknet53_ros.messages with rosbags typestore classes and CDR round trips."""
+"""Tests for darknet53_ros.io.messages with rosbags typestore classes and CDR round trips."""
 import functools
 
 from hypothesis import given, settings
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.messages import (
+from darknet53_ros.io.messages import (
     VISION_MSGS,
     MessageTypes,
     compressed_image_msg,
@@ -161,7 +161,7 @@ def test_diagnostic_array(types):
 
 
 def test_image_messages(types):
-    from darknet53_ros.encodings import compressed_msg_to_bgr, image_msg_to_bgr
+    from darknet53_ros.io.encodings import compressed_msg_to_bgr, image_msg_to_bgr
 
     bgr = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
     header = header_msg(types, STAMP, 'cam')

@@ -1,4 +1,5 @@
-"""Tests for darknet53_ros.node_core: the ROS node's behaviour without ROS (rosbags messages)."""
+"""Tests for darknet53_ros.ros.node_core: the ROS node's behaviour without ROS (rosbags
+messages)."""
 from dataclasses import fields
 import threading
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import ConfigError, ModelError
-from darknet53_ros.node_core import (
+from darknet53_ros.ros.node_core import (
     ALL_DROP_REASONS,
     PARAMETERS,
     CameraSpec,
@@ -37,10 +38,10 @@ STAMP = 1_700_000_000_123_456_789
 # -- fixtures ----------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    from darknet53_ros.architecture import yolov3_cfg
-    from darknet53_ros.cfg import parse_cfg
-    from darknet53_ros.onnx_export import export_onnx
-    from darknet53_ros.weights import random_weights
+    from darknet53_ros.model.cfg import parse_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
+    from darknet53_ros.model.onnx_export import export_onnx
+    from darknet53_ros.model.weights import random_weights
 
     network = parse_cfg(yolov3_cfg(classes=3, width=96, height=96, width_multiplier=0.125))
     path = tmp_path_factory.mktemp('model') / 'tiny.onnx'
@@ -50,7 +51,7 @@ def model_path(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def types():
-    from darknet53_ros.messages import MessageTypes
+    from darknet53_ros.io.messages import MessageTypes
 
     return MessageTypes.from_rosbags('humble')
 
@@ -118,13 +119,13 @@ def _scene(h, w, seed):
 
 
 def _raw(types, image, frame_id, stamp=STAMP, encoding='bgr8'):
-    from darknet53_ros.messages import header_msg, image_msg
+    from darknet53_ros.io.messages import header_msg, image_msg
 
     return image_msg(types, header_msg(types, stamp, frame_id), image, encoding)
 
 
 def _jpeg(types, image, frame_id, stamp=STAMP):
-    from darknet53_ros.messages import compressed_image_msg, header_msg
+    from darknet53_ros.io.messages import compressed_image_msg, header_msg
 
     return compressed_image_msg(types, header_msg(types, stamp, frame_id), image, 'jpeg')
 
@@ -258,10 +259,10 @@ def test_resolve_data_path(tmp_path, model_path):
 
 
 def test_prepare_model_exports_cfg_once(tmp_path):
-    from darknet53_ros.architecture import yolov3_cfg
-    from darknet53_ros.backends.base import model_metadata
-    from darknet53_ros.cfg import parse_cfg
-    from darknet53_ros.weights import random_weights, write_weights
+    from darknet53_ros.inference.backends.base import model_metadata
+    from darknet53_ros.model.cfg import parse_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
+    from darknet53_ros.model.weights import random_weights, write_weights
 
     text = yolov3_cfg(classes=2, width=64, height=64, width_multiplier=0.0625)
     cfg = tmp_path / 'm.cfg'
@@ -291,7 +292,7 @@ def test_class_names_file(tmp_path, model_path):
 
 # -- processing --------------------------------------------------------------------------------
 def test_batch_of_several_cameras(model_path, types):
-    from darknet53_ros.detector import Detector
+    from darknet53_ros.inference.detector import Detector
 
     outputs = Collect()
     params = _params(conf_threshold=0.3, max_batch=3)
@@ -372,8 +373,8 @@ def test_annotated_images_only_when_wanted(model_path, types):
 
 
 def test_draw_detections_copies_and_draws():
-    from darknet53_ros.draw import draw_detections
-    from darknet53_ros.postprocess import Detections
+    from darknet53_ros.inference.postprocess import Detections
+    from darknet53_ros.io.draw import draw_detections
 
     image = np.zeros((60, 80, 3), np.uint8)
     dets = Detections(np.array([[10, 10, 50, 40]], np.float32), np.array([0.9], np.float32),
@@ -384,7 +385,7 @@ def test_draw_detections_copies_and_draws():
 
 
 def test_bad_frames_dropped_counted_and_logged_once_per_camera(model_path, types):
-    from darknet53_ros.messages import header_msg
+    from darknet53_ros.io.messages import header_msg
 
     clock = FakeClock()
     logger = RecordingLogger()
@@ -451,8 +452,8 @@ class _SwitchableBackend:
 
 
 def _switchable_core(model_path, types, **kw):
-    from darknet53_ros.backends.factory import create_backend
-    from darknet53_ros.detector import Detector, DetectorConfig
+    from darknet53_ros.inference.backends.registry import create_backend
+    from darknet53_ros.inference.detector import Detector, DetectorConfig
 
     backend = _SwitchableBackend(create_backend(model_path))
     params = kw.pop('params', None) or _params(max_frame_age=0.0)
@@ -621,7 +622,7 @@ def test_throttled_log_per_key():
 
 def test_converter_falls_back_to_encodings(types):
     name, convert = make_converter(prefer_cv_bridge=False)
-    assert name == 'darknet53_ros.encodings'
+    assert name == 'darknet53_ros.io.encodings'
     image = _scene(10, 12, 0)
     np.testing.assert_array_equal(convert(_raw(types, image, 'x')), image)
 

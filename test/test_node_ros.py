@@ -24,10 +24,10 @@ CAMERAS = ['front:/rostest_cams/front/image_raw',
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    from darknet53_ros.architecture import yolov3_cfg
-    from darknet53_ros.cfg import parse_cfg
-    from darknet53_ros.onnx_export import export_onnx
-    from darknet53_ros.weights import random_weights
+    from darknet53_ros.model.cfg import parse_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
+    from darknet53_ros.model.onnx_export import export_onnx
+    from darknet53_ros.model.weights import random_weights
 
     network = parse_cfg(yolov3_cfg(classes=3, width=96, height=96, width_multiplier=0.125))
     path = tmp_path_factory.mktemp('model') / 'tiny.onnx'
@@ -56,7 +56,7 @@ def _overrides(model_path, **extra):
 
 
 def _detector(context, model_path, **extra):
-    from darknet53_ros.node import DetectorNode
+    from darknet53_ros.ros.node import DetectorNode
 
     return DetectorNode(context=context, namespace=NAMESPACE, share_dir=False,
                         parameter_overrides=_overrides(model_path, **extra))
@@ -80,7 +80,7 @@ def test_detections_on_each_camera_topic(context, model_path):
     from sensor_msgs.msg import CompressedImage, Image
     import vision_msgs.msg as vision
 
-    from darknet53_ros.messages import (
+    from darknet53_ros.io.messages import (
         MessageTypes,
         compressed_image_msg,
         header_msg,
@@ -179,7 +179,7 @@ def test_bad_camera_parameter_fails_cleanly(context, model_path):
 
 def test_main_exits_on_shutdown(model_path, monkeypatch):
     """main() in the Humble/Jazzy form returns after an external shutdown."""
-    from darknet53_ros import node as node_module
+    from darknet53_ros.ros import node as node_module
 
     args = ['--ros-args', '-r', f'__ns:={NAMESPACE}', '-p', f'model:={model_path}']
     result = {}

@@ -15,10 +15,10 @@ import numpy as np
 import onnx
 import pytest
 
-from darknet53_ros.cfg import load_cfg, parse_cfg
 from darknet53_ros.errors import DarknetError, ExportError
-from darknet53_ros.onnx_export import export_onnx
-from darknet53_ros.weights import random_weights, write_weights
+from darknet53_ros.model.cfg import load_cfg, parse_cfg
+from darknet53_ros.model.onnx_export import export_onnx
+from darknet53_ros.model.weights import random_weights, write_weights
 
 from .conftest import shared_file
 
@@ -83,7 +83,7 @@ def reference_decode(raw: np.ndarray, anchors, classes: int, net_w: int, net_h: 
 
 def _check_parity(cfg_path: Path, weights_path: Path, width: int, height: int, tmp: Path,
                   batch: int = 1) -> None:
-    from darknet53_ros.weights import read_weights
+    from darknet53_ros.model.weights import read_weights
 
     net = load_cfg(cfg_path, width, height)
     weights = read_weights(weights_path, net)
@@ -235,7 +235,7 @@ def test_custom_layers_parity_with_opencv(tmp_path):
 
 
 def test_contract_metadata_and_dynamic_batch(tmp_path):
-    from darknet53_ros.architecture import yolov3_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
 
     net = parse_cfg(yolov3_cfg(classes=2, width=128, height=96, width_multiplier=0.125),
                     source='small.cfg')
@@ -267,7 +267,7 @@ def test_contract_metadata_and_dynamic_batch(tmp_path):
 
 
 def test_export_errors(tmp_path):
-    from darknet53_ros.architecture import yolov3_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
 
     net = parse_cfg(yolov3_cfg(classes=2, width=64, height=64, width_multiplier=0.125))
     with pytest.raises(ExportError, match='class names'):

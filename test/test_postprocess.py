@@ -1,4 +1,5 @@
-"""Tests for darknet53_ros.postprocess; ONNX's reference NonMaxSuppression is the NMS oracle."""
+"""Tests for darknet53_ros.inference.postprocess; ONNX's reference NonMaxSuppression is the NMS
+oracle."""
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -6,9 +7,9 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from darknet53_ros import postprocess as pp
 from darknet53_ros.errors import ConfigError, ModelError
-from darknet53_ros.postprocess import (
+from darknet53_ros.inference import postprocess as pp
+from darknet53_ros.inference.postprocess import (
     Detections,
     nms,
     nms_numpy,
@@ -16,7 +17,7 @@ from darknet53_ros.postprocess import (
     postprocess,
     select_candidates,
 )
-from darknet53_ros.preprocess import LetterboxTransform, letterbox_transform
+from darknet53_ros.inference.preprocess import LetterboxTransform, letterbox_transform
 
 onnx = pytest.importorskip('onnx')
 from onnx import TensorProto, helper  # noqa: E402

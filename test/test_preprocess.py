@@ -1,4 +1,5 @@
-"""Tests for darknet53_ros.preprocess against OpenCV (blobFromImage) and Darknet's formulas."""
+"""Tests for darknet53_ros.inference.preprocess against OpenCV (blobFromImage) and Darknet's
+formulas."""
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import ImageError
-from darknet53_ros.preprocess import (
+from darknet53_ros.inference.preprocess import (
     PAD_VALUE,
     LetterboxTransform,
     Preprocessor,

@@ -1,17 +1,22 @@
-"""Tests for darknet53_ros.prune and ``darknet53 prune``."""
+"""Tests for darknet53_ros.model.prune and ``darknet53 prune``."""
 from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from darknet53_ros.architecture import yolov3_cfg
-from darknet53_ros.cfg import Convolutional, load_cfg, parse_cfg
-from darknet53_ros.cli import main
+from darknet53_ros.cli.main import main
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.onnx_export import export_onnx
-from darknet53_ros.prune import apply_pruning, masked_weights, prunable_layers, prune
-from darknet53_ros.weights import random_weights, read_weights, serialize_weights, write_weights
+from darknet53_ros.model.cfg import Convolutional, load_cfg, parse_cfg
+from darknet53_ros.model.generator import yolov3_cfg
+from darknet53_ros.model.onnx_export import export_onnx
+from darknet53_ros.model.prune import apply_pruning, masked_weights, prunable_layers, prune
+from darknet53_ros.model.weights import (
+    random_weights,
+    read_weights,
+    serialize_weights,
+    write_weights,
+)
 
 NET = parse_cfg(yolov3_cfg(classes=3, width=96, height=64, width_multiplier=0.5),
                 source='half.cfg')

@@ -1,4 +1,4 @@
-"""Tests for darknet53_ros.quantize (INT8 Q/DQ) and darknet53_ros.calibration_data."""
+"""Tests for darknet53_ros.optimize.quantize (INT8 Q/DQ) and darknet53_ros.optimize.calibration."""
 from __future__ import annotations
 
 import json
@@ -14,8 +14,8 @@ ort = pytest.importorskip('onnxruntime')
 cv2 = pytest.importorskip('cv2')
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from darknet53_ros import quantize as q  # noqa: E402
-from darknet53_ros.calibration_data import (  # noqa: E402
+from darknet53_ros.optimize import quantize as q  # noqa: E402
+from darknet53_ros.optimize.calibration import (  # noqa: E402
     CalibrationImage,
     bag_images,
     calibration_images,
@@ -263,10 +263,10 @@ def test_yolo_decode_is_never_quantised(tmp_path: Path, target: str) -> None:
     Quantising them clipped box sizes to the calibrated range and collapsed a trained model's
     mAP@0.5 from 0.78 to 0.08; only the backbone's shortcut Adds get Q/DQ inputs.
     """
-    from darknet53_ros.architecture import yolov3_cfg
-    from darknet53_ros.cfg import parse_cfg
-    from darknet53_ros.onnx_export import export_onnx
-    from darknet53_ros.weights import random_weights
+    from darknet53_ros.model.cfg import parse_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
+    from darknet53_ros.model.onnx_export import export_onnx
+    from darknet53_ros.model.weights import random_weights
 
     network = parse_cfg(yolov3_cfg(classes=3, width=64, height=64, width_multiplier=0.125))
     path = tmp_path / 'yolov3.onnx'
@@ -433,9 +433,9 @@ def test_real_exporter_yolov3_tiny(tmp_path: Path) -> None:
     cfg_path = SHARED / 'cfg' / 'yolov3-tiny.cfg'
     if not cfg_path.is_file():
         pytest.skip(f'{cfg_path} is absent')
-    export = pytest.importorskip('darknet53_ros.onnx_export')
-    from darknet53_ros.cfg import load_cfg
-    from darknet53_ros.weights import random_weights
+    export = pytest.importorskip('darknet53_ros.model.onnx_export')
+    from darknet53_ros.model.cfg import load_cfg
+    from darknet53_ros.model.weights import random_weights
 
     network = load_cfg(cfg_path, width=160, height=160)
     model_path = tmp_path / 'tiny.onnx'
@@ -449,14 +449,14 @@ def test_real_exporter_yolov3_tiny(tmp_path: Path) -> None:
     assert report.data['kept_fp'] == keep
     assert not q.qdq_summary(onnx.load(str(out)))['problems']
     assert report.data['error']['outputs']['scores']['max_abs'] < 0.1
-    from darknet53_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from darknet53_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     with OnnxRuntimeBackend(out) as int8, OnnxRuntimeBackend(model_path) as fp32:
         assert (int8.precision, fp32.precision) == ('int8', 'fp32')
 
 
 def test_cli_quantize(toy_path: Path, tmp_path: Path) -> None:
-    from darknet53_ros.cli import main
+    from darknet53_ros.cli.main import main
 
     folder = tmp_path / 'imgs'
     folder.mkdir()

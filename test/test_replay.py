@@ -22,10 +22,10 @@ CORRUPT_TOPIC = '/rear/image_raw'
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    from darknet53_ros.architecture import yolov3_cfg
-    from darknet53_ros.cfg import parse_cfg
-    from darknet53_ros.onnx_export import export_onnx
-    from darknet53_ros.weights import random_weights
+    from darknet53_ros.model.cfg import parse_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
+    from darknet53_ros.model.onnx_export import export_onnx
+    from darknet53_ros.model.weights import random_weights
 
     network = parse_cfg(yolov3_cfg(classes=3, width=96, height=96, width_multiplier=0.125))
     path = tmp_path_factory.mktemp('model') / 'tiny.onnx'
@@ -41,8 +41,8 @@ def _stamp(header):
 def bag(tmp_path_factory):
     """4 cameras x FRAMES frames at 10 Hz, plus one corrupt image (decodes as CDR, too little
     pixel data) and one message that is not even valid CDR on the rear camera."""
-    from darknet53_ros.bagio import BagWriter
-    from darknet53_ros.messages import compressed_image_msg, header_msg, image_msg
+    from darknet53_ros.io.bags import BagWriter
+    from darknet53_ros.io.messages import compressed_image_msg, header_msg, image_msg
 
     path = tmp_path_factory.mktemp('bags') / 'cams'
     rng = np.random.default_rng(0)
@@ -69,7 +69,7 @@ def bag(tmp_path_factory):
 
 
 def _read(path, topics=None):
-    from darknet53_ros.bagio import BagReader
+    from darknet53_ros.io.bags import BagReader
 
     with BagReader(path) as reader:
         return dict(reader.topics), list(reader.messages(topics))
@@ -81,8 +81,8 @@ def _inputs(bag):
 
 
 def test_deterministic_replay_cli(bag, model_path, tmp_path):
-    from darknet53_ros.bagio import detections_topic
-    from darknet53_ros.cli import main
+    from darknet53_ros.cli.main import main
+    from darknet53_ros.io.bags import detections_topic
 
     out = tmp_path / 'out'
     assert main(['replay', '--model', str(model_path), '--bag', str(bag), '--output',
@@ -125,7 +125,7 @@ def test_deterministic_replay_cli(bag, model_path, tmp_path):
 
 
 def test_replay_is_deterministic_and_params_apply(bag, model_path, tmp_path):
-    from darknet53_ros.commands.replay import replay_bag
+    from darknet53_ros.cli.replay import replay_bag
 
     params = tmp_path / 'params.yaml'
     params.write_text('/**:\n  ros__parameters:\n    publish_annotated: false\n'
@@ -158,7 +158,7 @@ def test_replay_is_deterministic_and_params_apply(bag, model_path, tmp_path):
 
 
 def test_realtime_replay_accounts_for_every_frame(bag, model_path, tmp_path):
-    from darknet53_ros.commands.replay import replay_bag
+    from darknet53_ros.cli.replay import replay_bag
 
     summary = replay_bag(bag, tmp_path / 'rt', model=model_path, realtime=True, rate=4.0,
                          params={'max_frame_age': 0.05, 'publish_annotated': False})
@@ -177,7 +177,7 @@ def test_realtime_replay_accounts_for_every_frame(bag, model_path, tmp_path):
 
 
 def test_replay_errors(bag, model_path, tmp_path):
-    from darknet53_ros.commands.replay import replay_bag
+    from darknet53_ros.cli.replay import replay_bag
 
     with pytest.raises(SourceError, match='/nope/image'):
         replay_bag(bag, tmp_path / 'x', model=model_path, cameras=['nope:/nope/image'])

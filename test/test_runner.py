@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from darknet53_ros.bagio import BagReader, SyntheticFrame, write_synthetic_bag
-from darknet53_ros.cli import main
-from darknet53_ros.detector import Detector
+from darknet53_ros.cli.main import main
 from darknet53_ros.errors import SourceError
-from darknet53_ros.runner import source_kind
+from darknet53_ros.inference.detector import Detector
+from darknet53_ros.io.bags import BagReader, SyntheticFrame, write_synthetic_bag
+from darknet53_ros.tools.runner import source_kind
 
 from .planted import SCORE, expected_box, export_planted, quadrant_image
 
@@ -60,7 +60,7 @@ def test_detect_on_two_camera_bag(model, tmp_path, capsys):
     with BagReader(out / 'cams_detections') as reader:
         topics = set(reader.topics)
         assert set(expected) <= topics
-        from darknet53_ros.bagio import annotated_topic
+        from darknet53_ros.io.bags import annotated_topic
         assert annotated_topic('/front/image_raw') + '/compressed' in topics
         seen = {topic: [] for topic in expected}
         for topic, log_time, msg in reader.messages(list(expected)):
@@ -129,7 +129,7 @@ def test_bag_with_bad_message_and_unknown_topic(model, tmp_path):
     frames = [SyntheticFrame('/cam/image_raw/compressed', 'cam', 1000 + i, quadrant_image(0, 0),
                              'png') for i in range(2)]
     write_synthetic_bag(bag, frames)
-    from darknet53_ros.runner import OfflineRunner
+    from darknet53_ros.tools.runner import OfflineRunner
 
     with Detector.from_model(model) as detector:
         runner = OfflineRunner(detector, tmp_path / 'out', progress=False)
@@ -144,8 +144,8 @@ def test_bag_with_bad_message_and_unknown_topic(model, tmp_path):
 
 
 def test_corrupt_compressed_frame_is_dropped(model, tmp_path, monkeypatch):
-    from darknet53_ros import runner as runner_module
-    from darknet53_ros.runner import OfflineRunner
+    from darknet53_ros.tools import runner as runner_module
+    from darknet53_ros.tools.runner import OfflineRunner
 
     bag = tmp_path / 'cams'
     write_synthetic_bag(bag, [SyntheticFrame('/cam/image_raw/compressed', 'cam', 1000 + i,

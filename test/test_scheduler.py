@@ -1,4 +1,4 @@
-"""Tests for darknet53_ros.scheduler (no timing assertions: fake clocks and Events)."""
+"""Tests for darknet53_ros.ros.scheduler (no timing assertions: fake clocks and Events)."""
 from collections import Counter
 import threading
 
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import pytest
 
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.scheduler import FrameScheduler, InferenceWorker, RateMeter
+from darknet53_ros.ros.scheduler import FrameScheduler, InferenceWorker, RateMeter
 
 
 class FakeClock:

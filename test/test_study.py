@@ -1,4 +1,4 @@
-"""Tests for the trade-off study (darknet53_ros.study) on a tiny model and dataset."""
+"""Tests for the trade-off study (darknet53_ros.tools.study) on a tiny model and dataset."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 import pytest
 
-from darknet53_ros.architecture import yolov3_cfg
-from darknet53_ros.cfg import load_cfg
-from darknet53_ros.study import StudyPoint, markdown_table, pareto_front, run_study
-from darknet53_ros.weights import random_weights, write_weights
+from darknet53_ros.model.cfg import load_cfg
+from darknet53_ros.model.generator import yolov3_cfg
+from darknet53_ros.model.weights import random_weights, write_weights
+from darknet53_ros.tools.study import StudyPoint, markdown_table, pareto_front, run_study
 
 pytest.importorskip('pycocotools')
 
@@ -39,7 +39,7 @@ def test_markdown_table_ratios():
 
 
 def test_study_grid_on_tiny_model(tmp_path, caplog):
-    from darknet53_ros.synthetic import write_dataset
+    from darknet53_ros.training.synthetic import write_dataset
 
     data = tmp_path / 'data'
     write_dataset(data, 6, seed=0, width=96, height=64, split_name='train')
@@ -76,7 +76,7 @@ def test_study_grid_on_tiny_model(tmp_path, caplog):
     assert all((out / p['model']).is_file() for p in saved['points'])
 
     # --retime: the same models timed again, evaluation figures untouched.
-    from darknet53_ros.cli import main
+    from darknet53_ros.cli.main import main
 
     (out / 'pareto.png').unlink()
     assert main(['study', '--retime', '--iterations', '3', '-o', str(out)]) == 0

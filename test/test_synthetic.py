@@ -1,4 +1,4 @@
-"""Tests of darknet53_ros.synthetic and the ``darknet53 synth`` command."""
+"""Tests of darknet53_ros.training.synthetic and the ``darknet53 synth`` command."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from darknet53_ros import cli, synthetic
+from darknet53_ros.cli import main as cli
 from darknet53_ros.errors import ConfigError, SourceError
-from darknet53_ros.synthetic import (
+from darknet53_ros.training import synthetic
+from darknet53_ros.training.synthetic import (
     CLASS_NAMES,
     MIN_BOX_SIDE,
     MIN_VISIBLE,
@@ -254,8 +255,8 @@ def test_camera_bag_is_readable(tmp_path: Path) -> None:
 
 def test_cli_synth_writes_dataset_and_bag(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    assert 'darknet53_ros.commands.synth' in cli.COMMAND_MODULES
-    monkeypatch.setattr(cli, 'COMMAND_MODULES', ('darknet53_ros.commands.synth',))
+    assert 'darknet53_ros.cli.synth' in cli.COMMAND_MODULES
+    monkeypatch.setattr(cli, 'COMMAND_MODULES', ('darknet53_ros.cli.synth',))
     out, bag = tmp_path / 'ds', tmp_path / 'bag'
     code = cli.main(['synth', '--out', str(out), '--train', '3', '--val', '2', '--seed', '4',
                      '--size', '96x64', '--bag', str(bag), '--cameras', '2', '--frames', '2',

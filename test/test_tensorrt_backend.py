@@ -1,6 +1,7 @@
 """Tests for the TensorRT backend and the pycuda runtime.
 
-Plain tests drive the backend and :mod:`darknet53_ros.cuda_runtime` through fake ``tensorrt``
+Plain tests drive the backend and :mod:`darknet53_ros.inference.backends.cuda_runtime` through
+fake ``tensorrt``
 and ``pycuda.driver`` modules (data really flows host -> "device" -> host through them). Tests
 marked by the ``gpu`` fixture run for real where TensorRT, pycuda and a CUDA GPU are present
 (a Jetson) and skip with the reason elsewhere. ``test_mypy_trt_modules`` type-checks the
@@ -22,10 +23,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from darknet53_ros import engine as eng
-from darknet53_ros.backends.tensorrt_backend import batch_plan, dims, profile_batch
-from darknet53_ros.cuda_runtime import IOBuffers
 from darknet53_ros.errors import BackendError, EngineError
+from darknet53_ros.inference.backends.cuda_runtime import IOBuffers
+from darknet53_ros.inference.backends.tensorrt_backend import batch_plan, dims, profile_batch
+from darknet53_ros.optimize import engine as eng
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -320,7 +321,7 @@ def _fake_engine(tmp_path: Path, **fields: Any) -> Path:
 
 
 def test_cuda_context_scope_nesting_and_close_order(fakes: tuple) -> None:
-    from darknet53_ros.cuda_runtime import CudaContext
+    from darknet53_ros.inference.backends.cuda_runtime import CudaContext
 
     cuda, _ = fakes
     ctx = CudaContext(0)
@@ -345,7 +346,7 @@ def test_cuda_context_scope_nesting_and_close_order(fakes: tuple) -> None:
 
 
 def test_cuda_context_threads_leave_no_context(fakes: tuple) -> None:
-    from darknet53_ros.cuda_runtime import CudaContext
+    from darknet53_ros.inference.backends.cuda_runtime import CudaContext
 
     cuda, _ = fakes
     ctx = CudaContext(0)
@@ -358,7 +359,7 @@ def test_cuda_context_threads_leave_no_context(fakes: tuple) -> None:
                     with ctx.scope():
                         ctx.device_alloc(8)
             leftovers.append(len(cuda.stack()))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(6)]
@@ -372,7 +373,7 @@ def test_cuda_context_threads_leave_no_context(fakes: tuple) -> None:
 
 
 def test_backend_with_fakes(fakes: tuple, tmp_path: Path) -> None:
-    from darknet53_ros.backends.tensorrt_backend import TensorRTBackend
+    from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
 
     cuda, _ = fakes
     path = _fake_engine(tmp_path)
@@ -396,7 +397,7 @@ def test_backend_with_fakes(fakes: tuple, tmp_path: Path) -> None:
 
 
 def test_backend_threads_with_fakes(fakes: tuple, tmp_path: Path) -> None:
-    from darknet53_ros.backends.tensorrt_backend import TensorRTBackend
+    from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
 
     backend = TensorRTBackend(_fake_engine(tmp_path))
     batches = [np.full((k % 4 + 1, 3, 8, 8), k, np.float32) for k in range(24)]
@@ -416,7 +417,7 @@ def test_backend_threads_with_fakes(fakes: tuple, tmp_path: Path) -> None:
 
 
 def test_backend_metadata_mismatch_with_fakes(fakes: tuple, tmp_path: Path) -> None:
-    from darknet53_ros.backends.tensorrt_backend import TensorRTBackend
+    from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
 
     path = _fake_engine(tmp_path, compute_capability='7.2')
     with pytest.raises(EngineError, match="(?s)'compute_capability'.*darknet53 build-engine"):
@@ -440,7 +441,7 @@ def gpu() -> int:
         import pycuda.driver as cuda
         cuda.init()
         count = cuda.Device.count()
-    except Exception as exc:  # noqa: BLE001 - any failure means no usable GPU
+    except Exception as exc:
         pytest.skip(f'pycuda/CUDA unavailable: {exc}')
     if count == 0:
         pytest.skip('no CUDA GPU')
@@ -450,7 +451,7 @@ def gpu() -> int:
 def test_gpu_buffers_stream_roundtrip(gpu: int) -> None:
     import pycuda.driver as cuda
 
-    from darknet53_ros.cuda_runtime import CudaContext
+    from darknet53_ros.inference.backends.cuda_runtime import CudaContext
 
     ctx = CudaContext(gpu)
     buffers = IOBuffers(ctx)
@@ -470,7 +471,7 @@ def test_gpu_buffers_stream_roundtrip(gpu: int) -> None:
 def test_gpu_context_many_threads(gpu: int) -> None:
     import pycuda.driver as cuda
 
-    from darknet53_ros.cuda_runtime import CudaContext
+    from darknet53_ros.inference.backends.cuda_runtime import CudaContext
 
     ctx = CudaContext(gpu)
     errors, current = [], []
@@ -486,7 +487,7 @@ def test_gpu_context_many_threads(gpu: int) -> None:
                     cuda.memcpy_dtoh(back, dev)
                     assert np.all(back == seed)
             current.append(cuda.Context.get_current())
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
@@ -501,8 +502,8 @@ def test_gpu_context_many_threads(gpu: int) -> None:
 def test_gpu_build_and_infer_matches_onnxruntime(gpu: int, tmp_path: Path) -> None:
     onnx = pytest.importorskip('onnx')
     ort = pytest.importorskip('onnxruntime')
-    from darknet53_ros.backends.tensorrt_backend import TensorRTBackend
-    from darknet53_ros.quantize import quantize_model
+    from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
+    from darknet53_ros.optimize.quantize import quantize_model
     from test.test_quantize import smooth_images, toy_model
 
     model = tmp_path / 'toy.onnx'
@@ -586,8 +587,9 @@ def test_mypy_trt_modules(tmp_path: Path) -> None:
     control.write_text('import tensorrt as trt\n\n\ndef f() -> None:\n'
                        '    trt.Builder(1, 2, 3)\n')
     env = dict(os.environ, MYPYPATH=str(stubs))
-    targets = ['darknet53_ros/engine.py', 'darknet53_ros/backends/tensorrt_backend.py',
-               'darknet53_ros/cuda_runtime.py', str(control)]
+    targets = ['darknet53_ros/optimize/engine.py',
+               'darknet53_ros/inference/backends/tensorrt_backend.py',
+               'darknet53_ros/inference/backends/cuda_runtime.py', str(control)]
     result = subprocess.run(
         [sys.executable, '-m', 'mypy', '--config-file', str(ROOT / 'mypy.ini'),
          '--cache-dir', str(tmp_path / 'cache'), *targets],
@@ -697,7 +699,7 @@ def test_build_engine_with_fake_tensorrt(fakes: tuple, tmp_path: Path, version: 
                                          precision: str, qdq: bool, flags: list,
                                          network_flags: int) -> None:
     onnx = pytest.importorskip('onnx')
-    from darknet53_ros.quantize import quantize_model
+    from darknet53_ros.optimize.quantize import quantize_model
     from test.test_quantize import smooth_images, toy_model
 
     _, trt = fakes

@@ -1,4 +1,5 @@
-"""Tests of darknet53_ros.torch_model: layers, .weights round trip, ONNX parity, fine-tuning."""
+"""Tests of darknet53_ros.training.torch_model: layers, .weights round trip, ONNX parity,
+fine-tuning."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,22 +9,22 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
-from darknet53_ros.architecture import yolov3_cfg  # noqa: E402
-from darknet53_ros.cfg import parse_cfg  # noqa: E402
 from darknet53_ros.errors import DarknetError  # noqa: E402
-from darknet53_ros.torch_model import (  # noqa: E402
+from darknet53_ros.model.cfg import parse_cfg  # noqa: E402
+from darknet53_ros.model.generator import yolov3_cfg  # noqa: E402
+from darknet53_ros.model.weights import (  # noqa: E402
+    DarknetWeights,
+    random_weights,
+    read_weights,
+    write_weights,
+)
+from darknet53_ros.training.torch_model import (  # noqa: E402
     DarknetModel,
     build_model,
     load_darknet_weights,
     load_pretrained,
     save_darknet_weights,
     to_darknet_weights,
-)
-from darknet53_ros.weights import (  # noqa: E402
-    DarknetWeights,
-    random_weights,
-    read_weights,
-    write_weights,
 )
 
 # Every layer kind: BN and plain convs, grouped conv, shortcut with activation, route with
@@ -132,7 +133,7 @@ def _network():  # type: ignore[no-untyped-def]
 
 def _onnx_outputs(network, weights, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
     ort = pytest.importorskip('onnxruntime')
-    from darknet53_ros.onnx_export import export_onnx
+    from darknet53_ros.model.onnx_export import export_onnx
 
     model = export_onnx(network, weights)
     session = ort.InferenceSession(model.SerializeToString(), providers=['CPUExecutionProvider'])
@@ -195,7 +196,7 @@ def test_random_weights_match_onnx_export() -> None:
 
 def test_trained_model_saved_and_exported_matches_pytorch(tmp_path: Path) -> None:
     """Train a few steps (BN statistics move), save .weights, export ONNX, compare."""
-    from darknet53_ros.train import YoloLoss
+    from darknet53_ros.training.trainer import YoloLoss
 
     network = _network()
     model = build_model(network)
@@ -224,7 +225,7 @@ def test_trained_model_saved_and_exported_matches_pytorch(tmp_path: Path) -> Non
 
 
 def test_official_tiny_cfg_matches_onnx(tiny_cfg_path: Path) -> None:
-    from darknet53_ros.cfg import load_cfg
+    from darknet53_ros.model.cfg import load_cfg
 
     network = load_cfg(tiny_cfg_path, width=128, height=96)
     weights = random_weights(network, seed=2)
@@ -238,7 +239,7 @@ def test_official_tiny_cfg_matches_onnx(tiny_cfg_path: Path) -> None:
 
 
 def test_eval_batch_norm_uses_darknet_formula() -> None:
-    from darknet53_ros.torch_model import DarknetBatchNorm2d
+    from darknet53_ros.training.torch_model import DarknetBatchNorm2d
 
     bn = DarknetBatchNorm2d(3).eval()
     with torch.no_grad():
@@ -279,7 +280,7 @@ def test_fine_tune_from_backbone_prefix(tmp_path: Path) -> None:
     full = tmp_path / 'full.weights'
     write_weights(full, network, weights)
     # darknet53.conv.74-like: the first 52 convolutions (layers 0-74) only.
-    from darknet53_ros.weights import conv_layers
+    from darknet53_ros.model.weights import conv_layers
 
     data = full.read_bytes()
     backbone = [layer for layer in conv_layers(network) if layer.index < 75]

@@ -1,4 +1,5 @@
-"""Tests of darknet53_ros.train: targets, loss, augmentation, data, training loop and CLI."""
+"""Tests of darknet53_ros.training.trainer: targets, loss, augmentation, data, training loop and
+CLI."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,10 +14,10 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
-from darknet53_ros.architecture import yolov3_cfg  # noqa: E402
-from darknet53_ros.cfg import parse_cfg  # noqa: E402
-from darknet53_ros.torch_model import build_model, head_infos  # noqa: E402
-from darknet53_ros.train import (  # noqa: E402
+from darknet53_ros.model.cfg import parse_cfg  # noqa: E402
+from darknet53_ros.model.generator import yolov3_cfg  # noqa: E402
+from darknet53_ros.training.torch_model import build_model, head_infos  # noqa: E402
+from darknet53_ros.training.trainer import (  # noqa: E402
     AugmentParams,
     MultiScaleBatchSampler,
     YoloLoss,
@@ -297,7 +298,7 @@ def test_drawn_rectangle_stays_aligned_with_its_box(src_w: int, src_h: int, seed
 
 
 def test_validation_transform_is_the_inference_letterbox() -> None:
-    from darknet53_ros.preprocess import preprocess
+    from darknet53_ros.inference.preprocess import preprocess
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (50, 100, 3), dtype=np.uint8)
@@ -356,7 +357,7 @@ def test_kmeans_recovers_clusters() -> None:
 
 @pytest.fixture(scope='module')
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from darknet53_ros.synthetic import write_dataset
+    from darknet53_ros.training.synthetic import write_dataset
 
     root = tmp_path_factory.mktemp('synth')
     write_dataset(root, 6, 0, 96, 64, 'train')
@@ -365,7 +366,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cli(*args: str) -> int:
-    from darknet53_ros.cli import main
+    from darknet53_ros.cli.main import main
 
     return main(list(args))
 
@@ -403,9 +404,9 @@ def test_cli_train_resume_export_eval(tiny_dataset: Path, tmp_path: Path) -> Non
 
 
 def test_freeze_backbone_and_sparsity(tiny_dataset: Path, tmp_path: Path) -> None:
-    from darknet53_ros.torch_model import save_darknet_weights
-    from darknet53_ros.train import TrainOptions, train
-    from darknet53_ros.weights import read_weights
+    from darknet53_ros.model.weights import read_weights
+    from darknet53_ros.training.torch_model import save_darknet_weights
+    from darknet53_ros.training.trainer import TrainOptions, train
 
     cfg = tmp_path / 'tiny.cfg'
     cfg.write_text(yolov3_cfg(5, 64, 64, width_multiplier=0.0625))

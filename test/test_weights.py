@@ -1,4 +1,4 @@
-"""Tests for darknet53_ros.weights: byte-exact round trips, header versions, bad files."""
+"""Tests for darknet53_ros.model.weights: byte-exact round trips, header versions, bad files."""
 from __future__ import annotations
 
 from hypothesis import given, settings
@@ -6,10 +6,10 @@ from hypothesis import strategies as st
 import numpy as np
 import pytest
 
-from darknet53_ros.architecture import yolov3_cfg
-from darknet53_ros.cfg import parse_cfg
 from darknet53_ros.errors import DarknetError
-from darknet53_ros.weights import (
+from darknet53_ros.model.cfg import parse_cfg
+from darknet53_ros.model.generator import yolov3_cfg
+from darknet53_ros.model.weights import (
     BN_EPSILON,
     DarknetWeights,
     expected_size,

@@ -1,0 +1,115 @@
+"""``darknet53 quantize`` (INT8 Q/DQ ONNX, any machine) and ``darknet53 build-engine`` (Jetson)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from darknet53_ros.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``quantize`` and ``build-engine`` subcommands."""
+    p = subparsers.add_parser(
+        'quantize', help='INT8 post-training quantisation to a Q/DQ ONNX model',
+        description='Calibrate an FP32 ONNX model on images (folder, video or rosbag2 image '
+        'topic) and write an explicitly quantised (Q/DQ, symmetric int8) model that TensorRT '
+        'builds into an INT8 engine. The calibration images must not be used for evaluation.')
+    p.add_argument('--model', type=Path, required=True, help='FP32 ONNX model (contract)')
+    p.add_argument('--calib', required=True,
+                   help='calibration images: a folder, a video file or a rosbag2')
+    p.add_argument('--topic', help='image topic when --calib is a rosbag2 with several')
+    p.add_argument('--step', type=int, default=1,
+                   help='use every STEP-th frame of a video or bag (default 1)')
+    p.add_argument('-o', '--output', type=Path, required=True, help='output Q/DQ .onnx')
+    p.add_argument('--method', default='percentile', choices=('entropy', 'percentile', 'minmax'),
+                   help='activation range: percentile (of |x|, default), entropy (TensorRT KL) '
+                        'or minmax')
+    p.add_argument('--percentile', type=float, default=99.99,
+                   help='percentile of |x| for --method percentile (default 99.99)')
+    p.add_argument('--keep-fp', nargs='+', metavar='NAME', default=None,
+                   help='node names or fnmatch patterns kept in floating point (default: the '
+                   'first conv and the YOLO head convs; "none" keeps nothing)')
+    p.add_argument('--calib-count', type=int, default=200,
+                   help='calibration images to use (default 200)')
+    p.add_argument('--held-out', type=int, default=0,
+                   help='images taken first from the source (and not used for calibration) '
+                   'to measure the INT8 error against FP32 (default 0)')
+    p.add_argument('--target', default='tensorrt', choices=('tensorrt', 'onnxruntime'),
+                   help='Q/DQ placement: tensorrt (default) or onnxruntime (also conv outputs '
+                   'and int32 biases: fast on ONNX Runtime CPU, rejected by TensorRT)')
+    p.add_argument('--per-tensor-weights', action='store_true',
+                   help='one weight scale per conv instead of per output channel')
+    p.add_argument('--batch-size', type=int, default=1, help='calibration batch (default 1)')
+    p.add_argument('--report', type=Path,
+                   help='JSON report (default: OUTPUT with .quant.json)')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.set_defaults(func=run_quantize)
+
+    p = subparsers.add_parser(
+        'build-engine', help='build a TensorRT engine (on the target device)',
+        description='Build a TensorRT engine from an ONNX model on this device and write '
+        'NAME.engine.json beside it (TensorRT version, GPU, precision, batch profile, class '
+        'names, ONNX hash). Engines only run with the TensorRT version and GPU they were '
+        'built with.')
+    p.add_argument('--model', type=Path, required=True,
+                   help='ONNX model (FP32, or Q/DQ INT8 from `darknet53 quantize`)')
+    p.add_argument('--precision', default='fp16', choices=('fp32', 'fp16', 'int8'),
+                   help='fp32, fp16 (default) or int8 (a Q/DQ model is always INT8)')
+    p.add_argument('--dla-core', type=int, default=None,
+                   help='run on this DLA core (with GPU fallback); needs fp16 or int8')
+    p.add_argument('--batch', default='1:1:1', metavar='MIN:OPT:MAX',
+                   help='batch profile of input images (default 1:1:1)')
+    p.add_argument('--workspace', type=int, default=1024, metavar='MIB',
+                   help='builder workspace in MiB (default 1024)')
+    p.add_argument('--calib', help='images for legacy INT8 calibration of an FP32 model '
+                   '(TensorRT < 11; prefer `darknet53 quantize`)')
+    p.add_argument('--calib-count', type=int, default=500,
+                   help='legacy calibration images (default 500)')
+    p.add_argument('--timing-cache', type=Path,
+                   help='timing cache file (read when present, written after the build)')
+    p.add_argument('--device', type=int, default=0, help='CUDA device (default 0)')
+    p.add_argument('-o', '--output', type=Path, required=True,
+                   help='engine file, e.g. engines/yolov3_int8.engine')
+    p.add_argument('--no-progress', action='store_true', help='no build progress display')
+    p.set_defaults(func=run_build_engine)
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    """Calibrate and write the Q/DQ model and its report."""
+    from darknet53_ros.optimize.calibration import calibration_images, split_images
+    from darknet53_ros.optimize.quantize import quantize_model
+
+    if args.calib_count < 1:
+        raise ConfigError(f'--calib-count {args.calib_count}: must be >= 1')
+    keep = args.keep_fp
+    if keep is not None and [k.lower() for k in keep] == ['none']:
+        keep = []
+    calib, held = split_images(calibration_images(args.calib, args.topic, args.step),
+                               args.calib_count, args.held_out)
+    if args.held_out and len(held) < args.held_out:
+        raise ConfigError(f'{args.calib}: only {len(held)} image(s) for --held-out '
+                          f'{args.held_out}')
+    report_path = args.report or args.output.with_suffix('.quant.json')
+    quantize_model(args.model, calib, args.output, method=args.method,
+                   percentile=args.percentile, keep_fp=keep,
+                   per_channel=not args.per_tensor_weights, held_out=held, target=args.target,
+                   report_path=report_path, batch_size=args.batch_size,
+                   progress=not args.no_progress, print_summary=True)
+    print(f'report: {report_path}')
+    return 0
+
+
+def run_build_engine(args: argparse.Namespace) -> int:
+    """Build the engine and print where it went."""
+    from darknet53_ros.optimize.engine import build_engine, require_tensorrt
+
+    require_tensorrt()
+    metadata = build_engine(args.model, args.output, precision=args.precision,
+                            dla_core=args.dla_core, batch=args.batch,
+                            workspace_mib=args.workspace, calib_source=args.calib,
+                            calib_count=args.calib_count, timing_cache=args.timing_cache,
+                            progress=not args.no_progress, device=args.device)
+    print(f"{args.output}: TensorRT {metadata['tensorrt_version']}, {metadata['precision']}, "
+          f"batch {':'.join(map(str, metadata['batch']))}, GPU {metadata['gpu_name']} "
+          f"(sm {metadata['compute_capability']})")
+    return 0

@@ -1,0 +1,78 @@
+"""``darknet53 study``: input size x precision x pruning, measured (mAP, latency, size)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``study`` subcommand."""
+    p = subparsers.add_parser(
+        'study', help='speed/accuracy trade-off study: sizes x FP32/INT8 x pruning',
+        description='For each pruning ratio (pruned with darknet53 prune, fine-tuned with '
+        'darknet53 train), input size and precision: export, quantise (calibrated on the '
+        'train split), evaluate mAP on the val split and time ONNX Runtime. Writes study.json, '
+        'study.md and pareto.png.')
+    p.add_argument('--cfg', type=Path, help='Darknet cfg (default: the bundled demo model)')
+    p.add_argument('--weights', type=Path, help='Darknet weights for --cfg')
+    p.add_argument('--data', type=Path, help='dataset.yaml or its folder (required unless '
+                   '--retime)')
+    p.add_argument('--sizes', default='256,320,416,512,608,416x256',
+                   help='input sizes, N or WxH (default 256,320,416,512,608,416x256)')
+    p.add_argument('--prune', default='0,0.3,0.5', help='pruning ratios (default 0,0.3,0.5)')
+    p.add_argument('--no-int8', action='store_true', help='FP32 only')
+    p.add_argument('--int8-target', choices=('onnxruntime', 'tensorrt'), default='onnxruntime',
+                   help='Q/DQ layout of the INT8 points (default onnxruntime: fast on CPU)')
+    p.add_argument('--finetune-epochs', type=int, default=3,
+                   help='darknet53 train epochs after pruning (default 3; 0 = none)')
+    p.add_argument('--finetune-args', default='',
+                   help='extra darknet53 train options, e.g. "--batch 16 --img-size 256"')
+    p.add_argument('--calib-count', type=int, default=64,
+                   help='train-split images for INT8 calibration (default 64)')
+    p.add_argument('--iterations', type=int, default=30,
+                   help='timed runs per point, all points timed round-robin (default 30)')
+    p.add_argument('--retime', action='store_true',
+                   help='only re-time the models of the study already in --output (no '
+                        'pruning, training or evaluation) and rewrite its table and plot')
+    p.add_argument('--eval-limit', type=int, help='evaluate on the first N val images only')
+    p.add_argument('-o', '--output', type=Path, default=Path('docs/study'),
+                   help='output folder (default docs/study)')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the study and print the table."""
+    import shlex
+
+    from darknet53_ros.cli.detect import parse_sizes
+    from darknet53_ros.errors import ConfigError
+    from darknet53_ros.tools.study import retime_study, run_study
+
+    if args.retime:
+        points = retime_study(args.output, args.iterations)
+        print((args.output / 'study.md').read_text())
+        print(f'{len(points)} points re-timed; rewrote {args.output}/study.json, study.md, '
+              'pareto.png')
+        return 0
+    if args.data is None:
+        raise ConfigError('--data is required (the dataset to evaluate on)')
+    if args.cfg is None:
+        from darknet53_ros.tools.demo import demo_model_files
+
+        cfg, weights, _ = demo_model_files()
+    else:
+        if args.weights is None:
+            raise ConfigError('--weights is required with --cfg')
+        cfg, weights = args.cfg, args.weights
+    try:
+        ratios = [float(r) for r in args.prune.split(',')]
+    except ValueError:
+        raise ConfigError(f'--prune: expected numbers, got {args.prune!r}') from None
+    points = run_study(cfg, weights, args.data, args.output, parse_sizes(args.sizes), ratios,
+                       int8=not args.no_int8, finetune_epochs=args.finetune_epochs,
+                       finetune_args=shlex.split(args.finetune_args),
+                       calib_count=args.calib_count, iterations=args.iterations,
+                       eval_limit=args.eval_limit, int8_target=args.int8_target)
+    print((args.output / 'study.md').read_text())
+    print(f'{len(points)} points; wrote {args.output}/study.json, study.md, pareto.png')
+    return 0

@@ -1,1 +1,0 @@
-"""Subcommands of the ``darknet53`` command line, one module per area."""

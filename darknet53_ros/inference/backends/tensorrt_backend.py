@@ -1,0 +1,234 @@
+"""TensorRT backend: runs a serialized engine built by ``darknet53 build-engine``.
+
+Only TensorRT's named-tensor API is used (``num_io_tensors``, ``get_tensor_name``,
+``get_tensor_mode``, ``get_tensor_dtype``, ``get_tensor_shape``, ``set_input_shape``,
+``set_tensor_address``, ``execute_async_v3``), which TensorRT 8.5, 10 and 11 all provide; the
+batch profile comes from ``get_tensor_profile_shape`` (TensorRT 10+) or ``get_profile_shape``
+(8.5). Every call chooses its batch within the engine's profile: a larger batch runs in chunks
+of the profile maximum, a smaller one than the profile minimum is zero-padded.
+
+Device work happens inside the primary CUDA context
+(:class:`~darknet53_ros.inference.backends.cuda_runtime.
+CudaContext`), with pinned host buffers and device buffers allocated once for the largest
+profile shape, one stream for the execution context, asynchronous copies and one synchronize
+per chunk. Calls from several threads are serialised (a TensorRT execution context runs one
+inference at a time).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+import threading
+from typing import Any
+
+import numpy as np
+
+from darknet53_ros.errors import BackendError, EngineError, ModelError
+from darknet53_ros.inference.backends.base import Backend, parse_metadata
+
+
+def batch_plan(count: int, low: int, high: int) -> list[tuple[int, int, int]]:
+    """Split ``count`` images into chunks for an engine profile ``[low, high]``.
+
+    Returns ``(start, stop, run_batch)`` per chunk: images ``start:stop`` run as a batch of
+    ``run_batch`` (``>= stop - start``; the rest is padding up to ``low``).
+    """
+    if count < 1:
+        raise BackendError(f'batch of {count} images: need at least one')
+    if not 1 <= low <= high:
+        raise BackendError(f'engine batch profile [{low}, {high}] is invalid')
+    plan = []
+    for start in range(0, count, high):
+        stop = min(start + high, count)
+        plan.append((start, stop, max(stop - start, low)))
+    return plan
+
+
+def dims(shape: Any) -> tuple[int, ...]:
+    """A TensorRT ``Dims`` (or any sequence) as a tuple of ints."""
+    return tuple(int(d) for d in shape)
+
+
+def profile_batch(engine: Any, name: str, profile: int = 0) -> tuple[int, int, int]:
+    """``(min, opt, max)`` batch of input ``name`` in optimisation profile ``profile``."""
+    if hasattr(engine, 'get_tensor_profile_shape'):  # TensorRT >= 8.5 named API, 10+
+        shapes = engine.get_tensor_profile_shape(name, profile)
+    else:  # TensorRT 8.5 binding-era signature
+        shapes = engine.get_profile_shape(profile, name)
+    low, opt, high = (dims(s)[0] for s in shapes)
+    return low, opt, high
+
+
+class TensorRTBackend(Backend):
+    """A TensorRT engine behind the :class:`~darknet53_ros.inference.backends.base.Backend`
+    interface.
+
+    Args:
+        engine_path: the ``.engine`` file; its ``.engine.json`` metadata is checked against
+            the running TensorRT and GPU (and ``expected``) unless ``check_metadata`` is off.
+        device: CUDA device index.
+        check_metadata: validate the metadata (see :func:`darknet53_ros.optimize.engine.
+            check_engine_metadata`); mismatches raise :class:`EngineError` with the rebuild
+            command.
+        expected: metadata fields the caller requires (class names, ONNX sha256, ...).
+    """
+
+    def __init__(self, engine_path: str | Path, device: int = 0, check_metadata: bool = True,
+                 expected: dict[str, Any] | None = None) -> None:
+        from darknet53_ros.inference.backends.cuda_runtime import (
+            CudaContext,
+            IOBuffers,
+            device_info,
+        )
+        from darknet53_ros.optimize.engine import (
+            check_engine_metadata,
+            read_engine_metadata,
+            require_tensorrt,
+            trt_logger,
+        )
+
+        require_tensorrt()
+        import tensorrt as trt
+
+        self.engine_path = Path(engine_path)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._trt_context: Any = None
+        self._engine: Any = None
+        self._runtime: Any = None
+        self._stream: Any = None
+        if check_metadata:
+            name, capability = device_info(device)
+            info = {'tensorrt_version': trt.__version__, 'gpu_name': name,
+                    'compute_capability': capability}
+            self.engine_metadata = check_engine_metadata(self.engine_path, expected, info)
+        else:
+            try:
+                self.engine_metadata = read_engine_metadata(self.engine_path)
+            except EngineError:
+                self.engine_metadata = {}
+        if not self.engine_path.is_file():
+            raise EngineError(f'{self.engine_path}: engine file not found')
+        props = self.engine_metadata.get('model_metadata') or {}
+        try:
+            self.metadata = parse_metadata(props, str(self.engine_path)) if props else {}
+        except ModelError:
+            self.metadata = {}
+        self._cuda = CudaContext(device)
+        try:
+            with self._cuda.scope():
+                runtime = trt.Runtime(trt_logger())
+                engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+                if engine is None:
+                    raise EngineError(f'{self.engine_path}: TensorRT cannot deserialize the '
+                                      'engine (built with another TensorRT version or GPU?)')
+                self._runtime = runtime
+                self._engine = engine
+                self._trt_context = engine.create_execution_context()
+                if self._trt_context is None:
+                    raise EngineError(f'{self.engine_path}: cannot create an execution context')
+                self._stream = self._cuda.stream()
+                self._setup_tensors(trt)
+                self._buffers = IOBuffers(self._cuda)
+                self._reserve()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup_tensors(self, trt: Any) -> None:
+        engine = self._engine
+        inputs, outputs = [], []
+        self._dtypes: dict[str, np.dtype[Any]] = {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            self._dtypes[name] = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                inputs.append(name)
+            else:
+                outputs.append(name)
+        if len(inputs) != 1:
+            raise EngineError(f'{self.engine_path}: expected one input tensor, found {inputs}')
+        self.input_name = inputs[0]
+        shape = dims(engine.get_tensor_shape(self.input_name))
+        if len(shape) != 4 or min(shape[1:]) <= 0:
+            raise EngineError(f'{self.engine_path}: input {self.input_name!r} shape {shape}: '
+                              'expected [batch, C, H, W] with fixed C, H, W')
+        if shape[0] < 0:
+            self.min_batch, _, self.max_batch = profile_batch(engine, self.input_name)
+        else:
+            self.min_batch = self.max_batch = shape[0]
+        self.input_shape = (None if shape[0] < 0 else shape[0], shape[1], shape[2], shape[3])
+        contract = [n for n in ('boxes', 'scores') if n in outputs]
+        self.output_names = tuple(contract + [n for n in outputs if n not in contract])
+
+    def _reserve(self) -> None:
+        _, c, h, w = self.input_shape
+        shape = (self.max_batch or 1, c, h, w)
+        self._buffers.reserve(self.input_name, shape, self._dtypes[self.input_name])
+        if not self._trt_context.set_input_shape(self.input_name, shape):
+            raise EngineError(f'{self.engine_path}: input shape {shape} rejected')
+        for name in self.output_names:
+            out_shape = dims(self._trt_context.get_tensor_shape(name))
+            self._buffers.reserve(name, out_shape, self._dtypes[name])
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run ``[B, C, H, W]`` float32 images; returns float32 outputs by name (copies)."""
+        array = np.asarray(batch)
+        _, c, h, w = self.input_shape
+        if array.ndim != 4 or array.shape[1:] != (c, h, w):
+            raise BackendError(f'{self.engine_path}: input shape {array.shape}, expected '
+                               f'[B, {c}, {h}, {w}]')
+        with self._lock:
+            if self._closed:
+                raise BackendError(f'{self.engine_path}: backend is closed')
+            chunks: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
+            with self._cuda.scope():
+                for start, stop, run in batch_plan(len(array), self.min_batch or 1,
+                                                   self.max_batch or len(array)):
+                    outputs = self._run(array[start:stop], run)
+                    for name in self.output_names:
+                        chunks[name].append(outputs[name][:stop - start].copy())
+        return {name: (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(
+            np.float32, copy=False) for name, parts in chunks.items()}
+
+    def _run(self, images: np.ndarray, run: int) -> dict[str, np.ndarray]:
+        context, buffers, stream = self._trt_context, self._buffers, self._stream
+        _, c, h, w = self.input_shape
+        shape = (run, c, h, w)
+        host_in = buffers.host(self.input_name, shape, self._dtypes[self.input_name])
+        np.copyto(host_in[:len(images)], images, casting='same_kind')
+        if run > len(images):
+            host_in[len(images):] = 0
+        if not context.set_input_shape(self.input_name, shape):
+            raise BackendError(f'{self.engine_path}: batch {run} outside the engine profile '
+                               f'[{self.min_batch}, {self.max_batch}]')
+        device_in = buffers.device(self.input_name)
+        context.set_tensor_address(self.input_name, int(device_in))
+        hosts = {}
+        for name in self.output_names:
+            out_shape = dims(context.get_tensor_shape(name))
+            hosts[name] = buffers.host(name, out_shape, self._dtypes[name])
+            context.set_tensor_address(name, int(buffers.device(name)))
+        self._cuda.memcpy_htod_async(device_in, host_in, stream)
+        if not context.execute_async_v3(stream.handle):
+            raise BackendError(f'{self.engine_path}: TensorRT execution failed')
+        for name in self.output_names:
+            self._cuda.memcpy_dtoh_async(hosts[name], buffers.device(name), stream)
+        stream.synchronize()
+        return hosts
+
+    def close(self) -> None:
+        """Destroy the execution context and engine, free buffers, release the CUDA context."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            cuda = getattr(self, '_cuda', None)
+            if cuda is None:
+                return
+            if not cuda.closed:
+                with cuda.scope():
+                    self._trt_context = None
+                    self._engine = None
+                    self._runtime = None
+                    self._stream = None
+                cuda.close()

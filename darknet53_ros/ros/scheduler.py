@@ -1,0 +1,326 @@
+"""Frame scheduling core of the detector node: newest-frame-per-camera, fair batching.
+
+Pure Python and ``threading``; no ROS. Subscription callbacks call
+:meth:`FrameScheduler.submit`, which never blocks on inference: each camera keeps only its
+newest unprocessed frame (an older one still waiting is dropped as ``superseded``). One
+:class:`InferenceWorker` thread takes batches with :meth:`FrameScheduler.next_batch`: the newest
+frame of up to ``max_batch`` waiting cameras, served round-robin starting after the camera
+served last, so with more cameras than batch slots none starves.
+
+Staleness uses the *arrival time on the scheduler's monotonic clock*, not the message stamp:
+robot clocks may be simulated (``use_sim_time``), paused or offset from the host, but how long a
+frame has been waiting here is what makes a detection useless. Frames waiting longer than
+``max_age_s`` are dropped as ``stale`` when a batch is assembled.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+import threading
+import time
+from typing import Any
+
+from darknet53_ros.errors import ConfigError
+
+__all__ = ['DROP_REASONS', 'FrameScheduler', 'InferenceWorker', 'QueuedFrame', 'RateMeter']
+
+DROP_REASONS = ('superseded', 'stale', 'closed')
+"""Reasons a submitted frame is dropped without being processed."""
+
+
+@dataclass(frozen=True)
+class QueuedFrame:
+    """A frame handed to the worker."""
+
+    camera: str
+    frame: Any
+    stamp_s: float | None
+    header: Any
+    arrival_s: float
+    """Arrival time on the scheduler clock."""
+    seq: int
+    """Per-camera submission counter (1 = first frame of that camera)."""
+
+
+class RateMeter:
+    """Event rate over a sliding time window (events per second on the given clock)."""
+
+    def __init__(self, window_s: float = 5.0, max_events: int = 1000) -> None:
+        """Keep at most ``max_events`` event times no older than ``window_s``."""
+        self.window_s = float(window_s)
+        self._times: deque[float] = deque(maxlen=max_events)
+
+    def add(self, now: float) -> None:
+        """Record one event at time ``now``."""
+        self._times.append(now)
+
+    def rate(self, now: float) -> float:
+        """Events per second over the window ending at ``now`` (0 with fewer than 2 events)."""
+        times = self._times
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        if len(times) < 2:
+            return 0.0
+        span = max(now - times[0], times[-1] - times[0])
+        return (len(times) - 1) / span if span > 0 else 0.0
+
+
+@dataclass
+class _CameraState:
+    pending: QueuedFrame | None = None
+    received: int = 0
+    processed: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
+    received_rate: RateMeter = field(default_factory=RateMeter)
+    processed_rate: RateMeter = field(default_factory=RateMeter)
+    last_wait_s: float = 0.0
+    max_wait_s: float = 0.0
+
+
+class FrameScheduler:
+    """Newest-frame-per-camera queue with round-robin batching (thread-safe).
+
+    Args:
+        cameras: camera names, in round-robin order.
+        max_batch: most frames per batch (each from a different camera).
+        max_age_s: frames waiting longer than this (arrival time on ``clock``) are dropped
+            as ``stale``; ``None`` or ``<= 0`` disables the check.
+        clock: monotonic time source in seconds (injectable for tests).
+    """
+
+    def __init__(self, cameras: Sequence[str], max_batch: int = 1,
+                 max_age_s: float | None = 0.5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """Create a scheduler for ``cameras``; raises ConfigError on bad arguments."""
+        names = [str(c) for c in cameras]
+        if not names:
+            raise ConfigError('scheduler cameras: at least one camera is required')
+        if len(set(names)) != len(names):
+            raise ConfigError(f'scheduler cameras: duplicate camera names in {names}')
+        if int(max_batch) < 1:
+            raise ConfigError(f'scheduler max_batch: must be >= 1, got {max_batch}')
+        self.cameras: tuple[str, ...] = tuple(names)
+        self.max_batch = int(max_batch)
+        self.max_age_s = float(max_age_s) if max_age_s and max_age_s > 0 else None
+        self.clock = clock
+        self._state = {name: _CameraState() for name in names}
+        self._index = {name: i for i, name in enumerate(names)}
+        self._cond = threading.Condition(threading.Lock())
+        self._next = 0  # round-robin start index
+        self._closed = False
+        self._batches = 0
+
+    # -- producer side -------------------------------------------------------------------------
+    def submit(self, camera: str, frame: Any, stamp_s: float | None = None,
+               header: Any = None) -> bool:
+        """Offer a frame; never waits for inference. Returns False if the scheduler is closed.
+
+        A frame of the same camera still waiting is replaced (counted ``superseded``).
+
+        Raises:
+            ConfigError: ``camera`` is not one of the configured cameras.
+        """
+        state = self._state.get(camera)
+        if state is None:
+            raise ConfigError(f'scheduler camera: unknown camera {camera!r} '
+                              f'(configured: {", ".join(self.cameras)})')
+        with self._cond:
+            now = self.clock()
+            state.received += 1
+            state.received_rate.add(now)
+            if self._closed:
+                state.dropped['closed'] += 1
+                return False
+            if state.pending is not None:
+                state.dropped['superseded'] += 1
+            state.pending = QueuedFrame(camera, frame, stamp_s, header, now, state.received)
+            self._cond.notify()
+            return True
+
+    # -- consumer side -------------------------------------------------------------------------
+    def next_batch(self, timeout: float | None = None) -> list[QueuedFrame]:
+        """Wait for frames and take the newest frame of up to ``max_batch`` cameras.
+
+        Blocks until at least one fresh frame waits, ``timeout`` seconds pass (returns ``[]``)
+        or the scheduler is closed (returns ``[]``). Cameras are served round-robin starting
+        after the camera served last.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while True:
+                if self._closed:
+                    return []
+                batch = self._take_batch()
+                if batch:
+                    return batch
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return []
+                    self._cond.wait(remaining)
+
+    def _take_batch(self) -> list[QueuedFrame]:
+        """Collect a batch under the lock (drops stale frames on the way)."""
+        now = self.clock()
+        batch: list[QueuedFrame] = []
+        n = len(self.cameras)
+        last_served = None
+        for offset in range(n):
+            index = (self._next + offset) % n
+            state = self._state[self.cameras[index]]
+            queued = state.pending
+            if queued is None:
+                continue
+            wait = now - queued.arrival_s
+            if self.max_age_s is not None and wait > self.max_age_s:
+                state.pending = None
+                state.dropped['stale'] += 1
+                continue
+            state.pending = None
+            state.processed += 1
+            state.processed_rate.add(now)
+            state.last_wait_s = wait
+            state.max_wait_s = max(state.max_wait_s, wait)
+            batch.append(queued)
+            last_served = index
+            if len(batch) >= self.max_batch:
+                break
+        if last_served is not None:
+            self._next = (last_served + 1) % n
+            self._batches += 1
+        return batch
+
+    # -- lifecycle and statistics --------------------------------------------------------------
+    def close(self) -> None:
+        """Stop accepting frames, drop waiting ones (``closed``) and wake every waiter."""
+        with self._cond:
+            if not self._closed:
+                self._closed = True
+                for state in self._state.values():
+                    if state.pending is not None:
+                        state.pending = None
+                        state.dropped['closed'] += 1
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake waiting :meth:`next_batch` calls without closing (they re-check and re-wait)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def pending(self) -> int:
+        """Number of cameras with a frame waiting."""
+        with self._cond:
+            return sum(s.pending is not None for s in self._state.values())
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per-camera counters and rates (a snapshot, plain dicts for diagnostics).
+
+        Keys per camera: ``received``, ``processed``, ``dropped`` (dict by reason),
+        ``dropped_total``, ``pending`` (bool), ``received_hz``, ``processed_hz``,
+        ``last_wait_s``, ``max_wait_s``.
+        """
+        with self._cond:
+            now = self.clock()
+            return {
+                name: {
+                    'received': s.received,
+                    'processed': s.processed,
+                    'dropped': dict(s.dropped),
+                    'dropped_total': sum(s.dropped.values()),
+                    'pending': s.pending is not None,
+                    'received_hz': s.received_rate.rate(now),
+                    'processed_hz': s.processed_rate.rate(now),
+                    'last_wait_s': s.last_wait_s,
+                    'max_wait_s': s.max_wait_s,
+                }
+                for name, s in self._state.items()
+            }
+
+    @property
+    def batches(self) -> int:
+        """Number of non-empty batches handed out."""
+        return self._batches
+
+
+class InferenceWorker:
+    """A thread looping ``next_batch`` -> ``process_batch_fn(batch)``.
+
+    Exceptions from ``process_batch_fn`` are caught, counted and passed to
+    ``on_error(exc, batch)`` (whose own exceptions are swallowed); the loop goes on.
+
+    Args:
+        scheduler: the :class:`FrameScheduler` to drain.
+        process_batch_fn: called with a non-empty list of :class:`QueuedFrame`.
+        on_error: optional error callback.
+        poll_s: how often the loop re-checks the stop flag while idle.
+        name: thread name.
+    """
+
+    def __init__(self, scheduler: FrameScheduler,
+                 process_batch_fn: Callable[[list[QueuedFrame]], Any],
+                 on_error: Callable[[BaseException, list[QueuedFrame]], Any] | None = None,
+                 poll_s: float = 0.1, name: str = 'darknet53-inference') -> None:
+        """Create the worker (not started)."""
+        self.scheduler = scheduler
+        self.process_batch_fn = process_batch_fn
+        self.on_error = on_error
+        self.poll_s = float(poll_s)
+        self.batches = 0
+        self.frames = 0
+        self.errors = 0
+        self.last_error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> InferenceWorker:
+        """Start the thread; returns self."""
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self.scheduler.next_batch(timeout=self.poll_s)
+            if not batch:
+                if self.scheduler.closed:
+                    break
+                continue
+            try:
+                self.process_batch_fn(batch)
+            except Exception as exc:  # keep serving the other cameras
+                self.errors += 1
+                self.last_error = exc
+                if self.on_error is not None:
+                    try:
+                        self.on_error(exc, batch)
+                    except Exception:
+                        pass
+            else:
+                self.batches += 1
+                self.frames += len(batch)
+
+    def stop(self, timeout: float = 5.0, close_scheduler: bool = True) -> bool:
+        """Ask the loop to end and join it; True if the thread ended within ``timeout``.
+
+        A ``process_batch_fn`` call in progress is not interrupted; the loop ends after it.
+        """
+        self._stop.set()
+        if close_scheduler:
+            self.scheduler.close()
+        else:
+            self.scheduler.wake()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        """True while the thread is alive."""
+        return self._thread.is_alive()

@@ -1,0 +1,55 @@
+"""The main job on its embedded default: the bundled demo model on a synthetic recording."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from darknet53_ros.errors import DarknetError
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / 'models'
+"""Where the bundled demo model (``demo.cfg``, ``demo.weights``, ``demo.names``) lives."""
+
+
+def demo_model_files() -> tuple[Path, Path, Path]:
+    """(cfg, weights, names) of the bundled demo model; DarknetError if missing."""
+    files = tuple(MODELS_DIR / f'demo.{ext}' for ext in ('cfg', 'weights', 'names'))
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise DarknetError(f'bundled demo model missing: {", ".join(missing)} (reinstall the '
+                           'package, or train one with scripts/train_demo.sh)')
+    return files  # type: ignore[return-value]
+
+
+def export_demo_model(out: Path) -> Path:
+    """Export the bundled demo model to ``out`` (ONNX) and return its path."""
+    from darknet53_ros.model.cfg import load_cfg
+    from darknet53_ros.model.onnx_export import export_onnx, read_names
+    from darknet53_ros.model.weights import read_weights
+
+    cfg, weights, names = demo_model_files()
+    network = load_cfg(cfg)
+    export_onnx(network, read_weights(weights, network), out, names=read_names(names))
+    return out
+
+
+def run_demo(output: Path, cameras: int = 2, frames: int = 10, seed: int = 2024,
+             width: int = 640, height: int = 480, progress: bool = True):
+    """Record a synthetic multi-camera bag, detect on it; returns (summary, summary text)."""
+    from darknet53_ros.inference.detector import Detector
+    from darknet53_ros.tools.runner import OfflineRunner, format_summary
+    from darknet53_ros.training.synthetic import write_camera_bag
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    model = export_demo_model(output / 'demo.onnx')
+    bag = output / 'cameras'
+    write_camera_bag(bag, cameras=cameras, frames=frames, seed=seed, width=width,
+                     height=height, overwrite=True)
+    with Detector.from_model(model) as detector:
+        runner = OfflineRunner(detector, output, batch=min(cameras, 4), save_images=cameras * 2,
+                               progress=progress)
+        summary = runner.run(bag)
+    text = '\n'.join([f'demo model: {model} ({detector.width}x{detector.height}, classes: '
+                      f'{", ".join(detector.names or ())})',
+                      f'synthetic recording: {bag} ({cameras} cameras x {frames} frames)',
+                      format_summary(summary)])
+    return summary, text

@@ -1,0 +1,514 @@
+"""Offline detection over images, folders, videos and rosbag2 recordings.
+
+Sources: one image, a folder of images, a video file, or a rosbag2 (MCAP or SQLite3; its
+``sensor_msgs/Image`` and ``CompressedImage`` topics). Outputs in one folder:
+
+* ``detections.json``: COCO results (``image_id``, ``category_id`` = class index + 1,
+  ``bbox`` [x, y, w, h] in source pixels, ``score``) and ``images.json`` mapping image ids to
+  files / topics, frame indices and stamps;
+* annotated images (``annotated/``) or an annotated video (``<stem>_annotated.mp4``);
+* for a bag, a new rosbag2 (MCAP) with ``<topic>/detections`` (``vision_msgs/Detection2DArray``
+  with the source header) and an annotated image topic;
+* ``summary.json``.
+
+A frame that cannot be read or decoded is counted, reported with its source and index, and
+skipped; the run goes on. Every output file is written atomically.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+import json
+import logging
+import os
+from pathlib import Path
+import time
+from typing import Any
+
+import numpy as np
+
+from darknet53_ros.errors import Darknet53Error, SourceError
+from darknet53_ros.fileio import atomic_path, atomic_write_bytes, atomic_write_text
+
+IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm',
+                            '.ppm', '.pnm'})
+VIDEO_SUFFIXES = frozenset({'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg',
+                            '.mpeg'})
+BAG_SUFFIXES = frozenset({'.mcap', '.db3'})
+ANNOTATED_FORMATS = ('compressed', 'raw', 'none')
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class Frame:
+    """One input frame; ``image`` is None and ``error`` says why when it could not be read."""
+
+    source: str
+    index: int
+    image: np.ndarray | None
+    error: str = ''
+    topic: str | None = None
+    stamp_ns: int | None = None
+    log_time_ns: int | None = None
+    header: Any = None
+
+
+@dataclass
+class RunSummary:
+    """What a run did: counts, failures (source, index, reason) and outputs."""
+
+    processed: int = 0
+    detections: int = 0
+    failures: list[tuple[str, int, str]] = field(default_factory=list)
+    per_source: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        """Number of frames skipped."""
+        return len(self.failures)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {'processed': self.processed, 'failed': self.failed,
+                'detections': self.detections, 'seconds': round(self.seconds, 3),
+                'fps': round(self.processed / self.seconds, 2) if self.seconds else None,
+                'per_source': dict(self.per_source), 'outputs': self.outputs,
+                'failures': [{'source': s, 'index': i, 'reason': r}
+                             for s, i, r in self.failures]}
+
+
+def source_kind(path: str | os.PathLike) -> str:
+    """``'image'``, ``'folder'``, ``'video'`` or ``'bag'``; SourceError if none fits."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f'{path}: no such file or folder')
+    if path.is_dir():
+        if (path / 'metadata.yaml').exists() or any(
+                p.suffix in BAG_SUFFIXES for p in path.iterdir()):
+            return 'bag'
+        return 'folder'
+    suffix = path.suffix.lower()
+    if suffix in BAG_SUFFIXES:
+        return 'bag'
+    if suffix in IMAGE_SUFFIXES:
+        return 'image'
+    if suffix in VIDEO_SUFFIXES:
+        return 'video'
+    from darknet53_ros.io.bags import detect_storage
+    try:
+        detect_storage(path)
+        return 'bag'
+    except Darknet53Error:
+        raise SourceError(f'{path}: not an image, video or rosbag2 (by suffix or content)'
+                          ) from None
+
+
+def read_image(path: Path, index: int) -> Frame:
+    """One image file as a Frame (``image`` None and ``error`` set when unreadable)."""
+    import cv2
+
+    data = np.fromfile(str(path), np.uint8) if path.stat().st_size else np.zeros(0, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None or image.size == 0:
+        return Frame(str(path), index, None, 'unreadable or empty image file')
+    return Frame(str(path), index, image)
+
+
+def iter_images(paths: Sequence[Path]) -> Iterator[Frame]:
+    """Frames of image files, in the given order."""
+    for index, path in enumerate(paths):
+        yield read_image(path, index)
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """Image files of a folder, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def iter_video(path: Path) -> Iterator[Frame]:
+    """Frames of a video file; a decode failure mid-way ends the video with an error."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise SourceError(f'{path}: cannot open video')
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    try:
+        index = 0
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            stamp = int(index * 1e9 / fps) if fps > 0 else None
+            if image is None or image.size == 0:
+                yield Frame(str(path), index, None, 'empty video frame', stamp_ns=stamp)
+            else:
+                yield Frame(str(path), index, image, stamp_ns=stamp)
+            index += 1
+    finally:
+        capture.release()
+
+
+def video_info(path: Path) -> tuple[float, int]:
+    """(frames per second, frame count) of a video; 0 where unknown."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return (capture.get(cv2.CAP_PROP_FPS) or 0.0,
+                int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+    finally:
+        capture.release()
+
+
+def iter_bag(reader: Any, topics: Sequence[str]) -> Iterator[Frame]:
+    """Frames of the image topics of an open :class:`~darknet53_ros.io.bags.BagReader`."""
+    from darknet53_ros.io.encodings import msg_to_bgr
+    from darknet53_ros.io.messages import stamp_to_ns
+
+    index: Counter = Counter()
+    for topic, log_time, msg in reader.messages(topics, strict=False):
+        i = index[topic]
+        index[topic] += 1
+        header = getattr(msg, 'header', None)
+        stamp = stamp_to_ns(header) if header is not None else log_time
+        try:
+            image = msg_to_bgr(msg)
+        except Darknet53Error as exc:
+            yield Frame(topic, i, None, str(exc), topic, stamp, log_time, header)
+            continue
+        yield Frame(topic, i, image, '', topic, stamp, log_time, header)
+    for topic, counts in reader.counts.items():
+        for k in range(counts.undecodable):
+            yield Frame(topic, -1 - k, None, f'undecodable message ({counts.last_error})',
+                        topic)
+    if reader.storage_error:
+        yield Frame(str(reader.path), -1, None, reader.storage_error)
+
+
+def _batches(frames: Iterable[Frame], size: int,
+             summary: RunSummary) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        if frame.image is None:
+            summary.failures.append((frame.source, frame.index, frame.error))
+            _LOG.warning('skipped %s [%d]: %s', frame.source, frame.index, frame.error)
+            continue
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _CocoSink:
+    """Collects COCO results and the image index."""
+
+    def __init__(self) -> None:
+        self.results: list[dict[str, Any]] = []
+        self.images: list[dict[str, Any]] = []
+
+    def add(self, frame: Frame, det: Any) -> None:
+        image_id = len(self.images) + 1
+        height, width = frame.image.shape[:2]
+        entry = {'id': image_id, 'source': frame.source, 'index': frame.index,
+                 'width': width, 'height': height}
+        if frame.stamp_ns is not None:
+            entry['stamp_ns'] = frame.stamp_ns
+        self.images.append(entry)
+        for box, score, cls in zip(det.boxes.tolist(), det.scores.tolist(),
+                                   det.class_ids.tolist()):
+            x1, y1, x2, y2 = box
+            self.results.append({'image_id': image_id, 'category_id': int(cls) + 1,
+                                 'bbox': [round(x1, 2), round(y1, 2), round(x2 - x1, 2),
+                                          round(y2 - y1, 2)],
+                                 'score': round(float(score), 5)})
+
+    def close(self, out: Path) -> list[str]:
+        atomic_write_text(out / 'detections.json', json.dumps(self.results))
+        atomic_write_text(out / 'images.json', json.dumps(self.images, indent=1))
+        return [str(out / 'detections.json'), str(out / 'images.json')]
+
+
+class _ImageSink:
+    """Annotated JPEG per frame under ``annotated/``."""
+
+    def __init__(self, out: Path, limit: int | None = None) -> None:
+        self.folder = out / 'annotated'
+        self.limit = limit
+        self.count = 0
+
+    def add(self, frame: Frame, annotated: np.ndarray) -> None:
+        import cv2
+
+        if self.limit is not None and self.count >= self.limit:
+            return
+        stem = (Path(frame.source).stem if frame.topic is None
+                else frame.topic.strip('/').replace('/', '_') + f'_{frame.index:06d}')
+        ok, data = cv2.imencode('.jpg', annotated, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if ok:
+            atomic_write_bytes(self.folder / f'{stem}.jpg', data.tobytes())
+            self.count += 1
+
+    def close(self, out: Path) -> list[str]:
+        return [str(self.folder)] if self.count else []
+
+
+class _VideoSink:
+    """Annotated video, written to a temporary file and renamed on success."""
+
+    def __init__(self, out: Path, source: Path, fps: float) -> None:
+        self.path = out / f'{source.stem}_annotated.mp4'
+        self.fps = fps if fps > 0 else 25.0
+        self.writer: Any = None
+        self.context: Any = None
+        self.tmp: Path | None = None
+
+    def add(self, frame: Frame, annotated: np.ndarray) -> None:
+        import cv2
+
+        if self.writer is None:
+            self.context = atomic_path(self.path, suffix='.tmp.mp4')
+            self.tmp = self.context.__enter__()
+            height, width = annotated.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*'mp4v')
+            self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (width, height))
+            if not self.writer.isOpened():
+                self.context.__exit__(SourceError, SourceError('no writer'), None)
+                self.writer = None
+                raise SourceError(f'{self.path}: OpenCV cannot write mp4v video here; '
+                                  'use --no-annotate')
+        self.writer.write(annotated)
+
+    def close(self, out: Path, ok: bool = True) -> list[str]:
+        if self.writer is None:
+            return []
+        self.writer.release()
+        if ok:
+            self.context.__exit__(None, None, None)
+            return [str(self.path)]
+        self.context.__exit__(SourceError, SourceError('aborted'), None)
+        return []
+
+
+class _BagSink:
+    """Detections and annotated images of a bag, into a new MCAP bag."""
+
+    def __init__(self, out: Path, source: Path, names: Sequence[str] | None,
+                 annotated: str) -> None:
+        from darknet53_ros.io.bags import BagWriter
+        from darknet53_ros.io.messages import MessageTypes
+
+        self.types = MessageTypes.from_rosbags()
+        self.path = out / f'{source.name.removesuffix(source.suffix)}_detections'
+        self.writer = BagWriter(self.path, types=self.types, overwrite=True)
+        self.writer.open()
+        self.names = names
+        self.annotated = annotated
+        self.topics: set[str] = set()
+
+    def _topic(self, topic: str, msgtype: str) -> str:
+        if topic not in self.topics:
+            self.writer.add_topic(topic, msgtype)
+            self.topics.add(topic)
+        return topic
+
+    def add(self, frame: Frame, det: Any, annotated: np.ndarray | None) -> None:
+        from darknet53_ros.io.bags import annotated_topic, detections_topic
+        from darknet53_ros.io.messages import (
+            compressed_image_msg,
+            detections_to_msg,
+            header_msg,
+            image_msg,
+        )
+
+        assert frame.topic is not None
+        header = frame.header if frame.header is not None else header_msg(
+            self.types, frame.stamp_ns or 0)
+        when = frame.log_time_ns if frame.log_time_ns is not None else (frame.stamp_ns or 0)
+        msg = detections_to_msg(self.types, header, det.boxes, det.scores, det.class_ids,
+                                self.names)
+        self.writer.write(self._topic(detections_topic(frame.topic),
+                                      'vision_msgs/msg/Detection2DArray'), when, msg)
+        if annotated is None or self.annotated == 'none':
+            return
+        base = annotated_topic(frame.topic)
+        if self.annotated == 'compressed':
+            image = compressed_image_msg(self.types, header, annotated, 'jpeg', 90)
+            topic = self._topic(base + '/compressed', 'sensor_msgs/msg/CompressedImage')
+        else:
+            image = image_msg(self.types, header, annotated, 'bgr8')
+            topic = self._topic(base, 'sensor_msgs/msg/Image')
+        self.writer.write(topic, when, image)
+
+    def close(self, ok: bool = True) -> list[str]:
+        if not ok:
+            self.writer.abort()
+            return []
+        return [str(self.writer.close())]
+
+
+class OfflineRunner:
+    """Runs a :class:`~darknet53_ros.inference.detector.Detector` over a source into an output
+    folder."""
+
+    def __init__(self, detector: Any, output: str | os.PathLike, batch: int = 1,
+                 annotate: bool = True, annotated_format: str = 'compressed',
+                 save_images: int | None = None, progress: bool = True) -> None:
+        if batch < 1:
+            raise SourceError(f'--batch must be >= 1, got {batch}')
+        if annotated_format not in ANNOTATED_FORMATS:
+            raise SourceError(f'--annotated must be one of {", ".join(ANNOTATED_FORMATS)}')
+        self.detector = detector
+        self.output = Path(output)
+        self.batch = batch
+        self.annotate = annotate
+        self.annotated_format = annotated_format
+        self.save_images = save_images
+        self.progress = progress
+
+    def run(self, source: str | os.PathLike, topics: Sequence[str] | None = None
+            ) -> RunSummary:
+        """Process ``source``; returns the summary (also written as ``summary.json``)."""
+        source = Path(source)
+        kind = source_kind(source)
+        self.output.mkdir(parents=True, exist_ok=True)
+        summary = RunSummary()
+        start = time.perf_counter()
+        if kind == 'bag':
+            self._run_bag(source, topics, summary)
+        else:
+            if topics:
+                raise SourceError(f'--topics applies to rosbag2 sources, not to {source}')
+            self._run_files(source, kind, summary)
+        summary.seconds = time.perf_counter() - start
+        atomic_write_text(self.output / 'summary.json', json.dumps(summary.as_dict(), indent=1))
+        summary.outputs.append(str(self.output / 'summary.json'))
+        return summary
+
+    def _annotated(self, frame: Frame, det: Any) -> np.ndarray:
+        from darknet53_ros.io.draw import draw_detections
+
+        return draw_detections(frame.image, det.boxes, det.scores, det.class_ids, det.names)
+
+    def _frames_with_progress(self, frames: Iterable[Frame], total: int | None,
+                              desc: str) -> Iterable[Frame]:
+        if not self.progress:
+            return frames
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return frames
+        return tqdm(frames, total=total, desc=desc, unit='frame', leave=False)
+
+    def _process(self, frames: Iterable[Frame], summary: RunSummary,
+                 sink: Any) -> None:
+        for batch in _batches(frames, self.batch, summary):
+            detections = self.detector.detect_batch([f.image for f in batch])
+            for frame, det in zip(batch, detections):
+                summary.processed += 1
+                summary.detections += len(det)
+                summary.per_source[frame.topic or 'files'] += 1
+                sink(frame, det)
+
+    def _run_files(self, source: Path, kind: str, summary: RunSummary) -> None:
+        coco = _CocoSink()
+        video = None
+        images = _ImageSink(self.output, self.save_images) if self.annotate else None
+        if kind == 'video':
+            fps, total = video_info(source)
+            frames: Iterable[Frame] = iter_video(source)
+            video = _VideoSink(self.output, source, fps) if self.annotate else None
+            images = None
+        else:
+            paths = [source] if kind == 'image' else folder_images(source)
+            if not paths:
+                raise SourceError(f'{source}: no image files '
+                                  f'({", ".join(sorted(IMAGE_SUFFIXES))})')
+            total = len(paths)
+            frames = iter_images(paths)
+
+        def sink(frame: Frame, det: Any) -> None:
+            coco.add(frame, det)
+            if video is not None or images is not None:
+                annotated = self._annotated(frame, det)
+                (video or images).add(frame, annotated)
+
+        ok = False
+        try:
+            self._process(self._frames_with_progress(frames, total or None, source.name),
+                          summary, sink)
+            ok = True
+        finally:
+            if video is not None:
+                summary.outputs += video.close(self.output, ok)
+        summary.outputs += coco.close(self.output)
+        if images is not None:
+            summary.outputs += images.close(self.output)
+
+    def _run_bag(self, source: Path, topics: Sequence[str] | None,
+                 summary: RunSummary) -> None:
+        from darknet53_ros.io.bags import BagReader
+
+        with BagReader(source) as reader:
+            available = [t.name for t in reader.image_topics()]
+            chosen = list(topics) if topics else available
+            missing = sorted(set(chosen) - set(available))
+            if missing:
+                raise SourceError(f'rosbag2 {source}: no image topic {", ".join(missing)} '
+                                  f'(image topics: {", ".join(available) or "none"})')
+            if not chosen:
+                raise SourceError(f'rosbag2 {source}: no sensor_msgs/Image or '
+                                  'CompressedImage topics')
+            total = sum(reader.topics[t].count for t in chosen) or None
+            coco = _CocoSink()
+            images = (_ImageSink(self.output, self.save_images)
+                      if self.save_images else None)
+            bag = _BagSink(self.output, source, getattr(self.detector, 'names', None),
+                           self.annotated_format if self.annotate else 'none')
+
+            def sink(frame: Frame, det: Any) -> None:
+                coco.add(frame, det)
+                want = self.annotate and (bag.annotated != 'none' or images is not None)
+                annotated = self._annotated(frame, det) if want else None
+                bag.add(frame, det, annotated)
+                if images is not None and annotated is not None:
+                    images.add(frame, annotated)
+
+            ok = False
+            try:
+                frames = self._frames_with_progress(iter_bag(reader, chosen), total,
+                                                    source.name)
+                self._process(frames, summary, sink)
+                ok = True
+            finally:
+                summary.outputs += bag.close(ok)
+            summary.outputs += coco.close(self.output)
+            if images is not None:
+                summary.outputs += images.close(self.output)
+
+
+def format_summary(summary: RunSummary) -> str:
+    """Human-readable end-of-run summary."""
+    lines = [f'processed {summary.processed} frames in {summary.seconds:.1f} s'
+             f' ({summary.processed / summary.seconds:.1f} fps)' if summary.seconds else
+             f'processed {summary.processed} frames',
+             f'detections: {summary.detections}']
+    if len(summary.per_source) > 1 or 'files' not in summary.per_source:
+        lines += [f'  {name}: {count} frames' for name, count in sorted(
+            summary.per_source.items())]
+    if summary.failures:
+        reasons = Counter(reason.split(':')[0] for _, _, reason in summary.failures)
+        lines.append(f'skipped {summary.failed} frames: ' + ', '.join(
+            f'{count} x {reason}' for reason, count in reasons.most_common()))
+        for source, index, reason in summary.failures[:10]:
+            lines.append(f'  {source} [{index}]: {reason}')
+        if summary.failed > 10:
+            lines.append(f'  ... {summary.failed - 10} more in summary.json')
+    lines += [f'wrote {path}' for path in summary.outputs]
+    return '\n'.join(lines)
