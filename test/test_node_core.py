@@ -431,6 +431,7 @@ class _SwitchableBackend:
         self.max_batch = backend.max_batch
         self.fixed_batch = backend.fixed_batch
         self.path = backend.path
+        self.describe = backend.describe
         self.entered = threading.Event()
         self.release = threading.Event()
         self.release.set()

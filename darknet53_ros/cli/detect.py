@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from darknet53_ros.inference.backends.registry import backend_choices
+
 
 def add_detector_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by commands that build a Detector."""
-    parser.add_argument('--backend', choices=('auto', 'onnxruntime', 'tensorrt'),
+    parser.add_argument('--backend', choices=backend_choices(),
                         default='auto', help='inference backend (default: by file type)')
     parser.add_argument('--conf', type=float, default=0.25,
                         help='confidence threshold (default 0.25)')

@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from darknet53_ros.errors import ConfigError, SourceError
+from darknet53_ros.inference.backends.registry import backend_choices
 from darknet53_ros.ros.node_core import Outputs
 
 _LOG = logging.getLogger('darknet53.replay')
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--cameras', nargs='+', metavar='CAMERA',
                         help="cameras as 'NAME:TOPIC[:TRANSPORT]' or bag topics (default: "
                              "the params file's, else every image topic)")
-    parser.add_argument('--backend', choices=('auto', 'onnxruntime', 'tensorrt'),
+    parser.add_argument('--backend', choices=backend_choices(),
                         help='override the backend parameter')
     parser.add_argument('--realtime', action='store_true',
                         help='replay at bag rate with the inference thread, honouring '

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from darknet53_ros.errors import ConfigError, ModelError
+from darknet53_ros.inference.backends.registry import backend_choices
 from darknet53_ros.io.draw import draw_detections
 from darknet53_ros.ros.scheduler import (
     DROP_REASONS,
@@ -129,7 +130,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               'darknet53_ros Python package (which holds the bundled demo in models/).'),
     ParamSpec('backend', 'string', 'auto',
               'Inference backend; auto picks by extension (.onnx: onnxruntime, '
-              '.engine/.plan: tensorrt).', choices=('auto', 'onnxruntime', 'tensorrt')),
+              '.engine/.plan: tensorrt).', choices=backend_choices()),
     ParamSpec('class_names_file', 'string', '',
               'Optional class names file (one name per line), absolute or relative like '
               'model; empty: the names stored in the model.'),
@@ -679,18 +680,6 @@ def _stamp_ns(header: Any) -> int | None:
         return None
 
 
-def backend_name(backend: Any) -> str:
-    """``onnxruntime``/``tensorrt`` (or the backend's class name)."""
-    name = getattr(backend, 'name', None)
-    if isinstance(name, str) and name:
-        return name
-    cls = type(backend).__name__.lower()
-    for known in ('onnxruntime', 'tensorrt'):
-        if known in cls:
-            return known
-    return type(backend).__name__
-
-
 class NodeCore:
     """The detector node without ROS: scheduler, worker, conversion, messages, diagnostics.
 
@@ -955,25 +944,11 @@ class NodeCore:
         return dict(self._backend_info)
 
     def _read_backend_info(self) -> dict[str, Any]:
-        backend = self.detector.backend
-        name = backend_name(backend)
-        metadata = getattr(backend, 'metadata', None) or {}
-        engine_metadata = getattr(backend, 'engine_metadata', None) or {}
-        precision = (getattr(backend, 'precision', None) or engine_metadata.get('precision')
-                     or 'unknown')
-        engine_file = getattr(backend, 'engine_path', None) or getattr(backend, 'path', None) \
-            or self.model_path
-        info = {
-            'backend': name,
-            'precision': str(precision),
-            'engine_file': str(engine_file),
-            'input_size': f'{self.detector.width}x{self.detector.height}',
-            'classes': len(self.detector.names) if self.detector.names else
-            metadata.get('classes', 'unknown'),
-        }
-        providers = getattr(backend, 'providers', None)
-        if providers:
-            info['providers'] = ', '.join(providers)
+        info: dict[str, Any] = dict(self.detector.backend.describe())
+        info['engine_file'] = info.pop('model_file', str(self.model_path))
+        info['input_size'] = f'{self.detector.width}x{self.detector.height}'
+        if self.detector.names:
+            info['classes'] = len(self.detector.names)
         return info
 
     def diagnostics(self) -> dict[str, dict[str, Any]]:

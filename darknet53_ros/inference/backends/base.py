@@ -30,6 +30,9 @@ class Backend(abc.ABC):
     """One loaded model. Use as a context manager or call :meth:`close`.
 
     Attributes:
+        name: the backend's registry name (``onnxruntime``, ``tensorrt``).
+        precision: what the loaded model computes in (``fp32``, ``fp16``, ``int8``).
+        model_path: the file the backend loaded.
         input_name: the input tensor's name (``images``).
         input_shape: ``(batch, 3, height, width)``; ``batch`` is ``None`` (or -1) when dynamic.
         output_names: names of the outputs :meth:`infer` returns (``boxes``, ``scores`` first).
@@ -38,6 +41,9 @@ class Backend(abc.ABC):
             empty when the model carries none.
     """
 
+    name: str = ''
+    precision: str = 'fp32'
+    model_path: Path
     input_name: str = INPUT_NAME
     input_shape: tuple[int | None, int, int, int]
     output_names: tuple[str, ...] = OUTPUT_NAMES
@@ -50,6 +56,23 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release the backend's resources (sessions, engines, device memory)."""
+
+    def describe(self) -> dict[str, str]:
+        """What this backend runs, for logs and diagnostics: ``backend``, ``precision``,
+        ``model_file``, ``input_size`` and ``classes``, plus what :meth:`details` adds."""
+        info = {
+            'backend': self.name,
+            'precision': self.precision,
+            'model_file': str(self.model_path),
+            'input_size': f'{self.input_shape[3]}x{self.input_shape[2]}',
+            'classes': str(self.metadata.get('classes', 'unknown')),
+        }
+        info.update(self.details())
+        return info
+
+    def details(self) -> dict[str, str]:
+        """Backend-specific facts for :meth:`describe` (providers, GPU, TensorRT version)."""
+        return {}
 
     @property
     def fixed_batch(self) -> int | None:

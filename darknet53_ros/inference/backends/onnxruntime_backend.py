@@ -37,6 +37,8 @@ class OnnxRuntimeBackend(Backend):
             only log, so that hand-built models without metadata still run).
     """
 
+    name = 'onnxruntime'
+
     def __init__(self, path: str | os.PathLike[str], device: str = 'cpu',
                  intra_op_threads: int | None = None,
                  outputs: tuple[str, ...] | None = OUTPUT_NAMES,
@@ -46,7 +48,7 @@ class OnnxRuntimeBackend(Backend):
         except ImportError as exc:
             raise BackendError('onnxruntime is not installed: pip install onnxruntime '
                                f"(or the package's [cpu] extra): {exc}") from None
-        self.path = Path(path)
+        self.path = self.model_path = Path(path)
         if not self.path.is_file():
             raise ModelError(f'{self.path}: no such ONNX model file')
         providers = providers or self._providers(ort, device)
@@ -71,6 +73,10 @@ class OnnxRuntimeBackend(Backend):
                 raise
             _LOG.warning('%s: no valid darknet53_ros metadata; class names unknown', self.path)
             self.metadata = {}
+
+    def details(self) -> dict[str, str]:
+        """The ONNX Runtime execution providers in use."""
+        return {'providers': ', '.join(self.providers)}
 
     @staticmethod
     def _providers(ort: Any, device: str) -> list[str]:

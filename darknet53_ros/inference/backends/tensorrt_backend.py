@@ -72,6 +72,8 @@ class TensorRTBackend(Backend):
         expected: metadata fields the caller requires (class names, ONNX sha256, ...).
     """
 
+    name = 'tensorrt'
+
     def __init__(self, engine_path: str | Path, device: int = 0, check_metadata: bool = True,
                  expected: dict[str, Any] | None = None) -> None:
         from darknet53_ros.inference.backends.cuda_runtime import (
@@ -89,7 +91,7 @@ class TensorRTBackend(Backend):
         require_tensorrt()
         import tensorrt as trt
 
-        self.engine_path = Path(engine_path)
+        self.engine_path = self.model_path = Path(engine_path)
         self._lock = threading.Lock()
         self._closed = False
         self._trt_context: Any = None
@@ -108,6 +110,7 @@ class TensorRTBackend(Backend):
                 self.engine_metadata = {}
         if not self.engine_path.is_file():
             raise EngineError(f'{self.engine_path}: engine file not found')
+        self.precision = str(self.engine_metadata.get('precision') or 'unknown')
         props = self.engine_metadata.get('model_metadata') or {}
         try:
             self.metadata = parse_metadata(props, str(self.engine_path)) if props else {}
@@ -133,6 +136,12 @@ class TensorRTBackend(Backend):
         except BaseException:
             self.close()
             raise
+
+    def details(self) -> dict[str, str]:
+        """The GPU and TensorRT the engine was built for (from its metadata)."""
+        keys = ('tensorrt_version', 'gpu_name', 'compute_capability', 'dla_core')
+        return {key: str(self.engine_metadata[key]) for key in keys
+                if self.engine_metadata.get(key) is not None}
 
     def _setup_tensors(self, trt: Any) -> None:
         engine = self._engine
