@@ -6,6 +6,7 @@ Backend` plus one :class:`BackendSpec` line in :data:`BACKENDS`. The factory, th
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 import importlib
 import os
@@ -30,7 +31,7 @@ class BackendSpec:
     loader: str
     install: str
 
-    def load_class(self) -> type[Backend]:
+    def load_class(self) -> Callable[..., Backend]:
         """Import the backend class.
 
         Raises:
@@ -42,7 +43,7 @@ class BackendSpec:
         except ImportError as exc:
             raise BackendError(f'the {self.title} backend is unavailable ({exc}); '
                                f'{self.install}') from None
-        cls: type[Backend] = getattr(module, class_name)
+        cls: Callable[..., Backend] = getattr(module, class_name)
         return cls
 
 
