@@ -305,6 +305,9 @@ def test_class_names_file(tmp_path, model_path):
     names.write_text('x\n')
     with pytest.raises(ConfigError, match='parameter class_names_file: 1 names'):
         load_detector(_params(class_names_file=str(names)), model_path=model_path)
+    names.write_text('\n  \n')
+    with pytest.raises(ConfigError, match='parameter class_names_file: .*no class names'):
+        load_detector(_params(class_names_file=str(names)), model_path=model_path)
 
 
 # -- processing --------------------------------------------------------------------------------
