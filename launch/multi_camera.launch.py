@@ -29,7 +29,8 @@ def _join(*parts):
 
 
 def _detectors(context, *args, **kwargs):
-    from darknet53_ros.ros.node_core import load_params_file, parse_cameras
+    from darknet53_ros.ros.cameras import parse_cameras
+    from darknet53_ros.ros.params import load_params_file
 
     def get(name):
         return LaunchConfiguration(name).perform(context).strip()

@@ -1,16 +1,20 @@
-"""Launch files and config files: arguments described, parameter names match node_core."""
+"""Launch files, config files and the README: arguments described, parameters match the schema
+(darknet53_ros.ros.params)."""
 import ast
 import importlib.util
 from pathlib import Path
+import re
 
 import pytest
 import yaml
 
-from darknet53_ros.ros.node_core import PARAMETERS, NodeParams, load_params_file, parse_cameras
+from darknet53_ros.ros.cameras import parse_cameras
+from darknet53_ros.ros.params import PARAMETERS, NodeParams, load_params_file
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch'
 CONFIG = ROOT / 'config'
+README = ROOT / 'README.md'
 PARAM_NAMES = {spec.name for spec in PARAMETERS}
 
 EXPECTED_ARGS = {
@@ -70,6 +74,56 @@ def test_detector_yaml_declares_exactly_the_node_parameters():
     assert [c.entry() for c in params.cameras] == ['camera:/camera/image_raw:raw']
     text = (CONFIG / 'detector.yaml').read_text(encoding='utf-8')
     assert text.count('    # (runtime)') == sum(not s.read_only for s in PARAMETERS)
+
+
+
+def _yaml_comments(path):
+    """{parameter: the comment lines just above it} of a params YAML file."""
+    comments, block = {}, []
+    for line in path.read_text(encoding='utf-8').splitlines():
+        match = re.match(r'^    ([a-z_]+):', line)
+        if line.startswith('    #'):
+            block.append(line.strip().lstrip('#').strip())
+        elif match:
+            comments[match[1]] = ' '.join(block)
+            block = []
+        else:
+            block = []
+    return comments
+
+
+def test_detector_yaml_documents_every_parameter():
+    comments = _yaml_comments(CONFIG / 'detector.yaml')
+    assert list(comments) == [spec.name for spec in PARAMETERS]
+    for spec in PARAMETERS:
+        assert len(comments[spec.name]) > 10, f'detector.yaml: {spec.name} has no comment'
+        assert ('(runtime)' in comments[spec.name]) == (not spec.read_only), \
+            f'detector.yaml: (runtime) mark of {spec.name}'
+
+
+def _readme_parameter_table():
+    """{parameter: (default, meaning)} of the README's node parameter table."""
+    text = README.read_text(encoding='utf-8')
+    section = text[text.index('<!-- section:node -->'):text.index('<!-- /section:node -->')]
+    lines = section[section.index('| parameter | default | meaning |'):].splitlines()
+    rows = {}
+    for line in lines[2:]:
+        if not line.startswith('|'):
+            break
+        match = re.match(r'^\| `([^`]+)` \| `([^`]*)` \| (.+) \|$', line)
+        assert match, f'README parameter table row: {line}'
+        rows[match[1]] = (match[2], match[3])
+    return rows
+
+
+def test_readme_parameter_table_matches_the_schema():
+    rows = _readme_parameter_table()
+    assert list(rows) == [spec.name for spec in PARAMETERS]
+    for spec in PARAMETERS:
+        default, meaning = rows[spec.name]
+        assert default == spec.default_text, f'README: default of {spec.name}'
+        assert meaning.startswith('runtime;') == (not spec.read_only), \
+            f'README: runtime mark of {spec.name}'
 
 
 def test_multi_camera_yaml():

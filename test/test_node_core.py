@@ -1,5 +1,5 @@
-"""Tests for darknet53_ros.ros.node_core: the ROS node's behaviour without ROS (rosbags
-messages)."""
+"""Tests for darknet53_ros.ros (node_core, params, cameras, model_files, diagnostics): the ROS
+node's behaviour without ROS (rosbags messages)."""
 from dataclasses import fields
 import threading
 
@@ -10,21 +10,18 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import ConfigError, ModelError
-from darknet53_ros.ros.node_core import (
-    ALL_DROP_REASONS,
+from darknet53_ros.inference.detector import DetectorConfig
+from darknet53_ros.io.encodings import msg_to_bgr
+from darknet53_ros.ros.cameras import CameraSpec, parse_camera, parse_cameras
+from darknet53_ros.ros.diagnostics import ALL_DROP_REASONS, ThrottledLog
+from darknet53_ros.ros.model_files import load_detector, prepare_model, resolve_data_path
+from darknet53_ros.ros.node_core import IMAGE_DECODER, NodeCore, Outputs
+from darknet53_ros.ros.params import (
+    DETECTOR_FIELDS,
     PARAMETERS,
-    CameraSpec,
-    NodeCore,
+    RUNTIME_PARAMETERS,
     NodeParams,
-    Outputs,
-    ThrottledLog,
-    load_detector,
     load_params_file,
-    make_converter,
-    parse_camera,
-    parse_cameras,
-    prepare_model,
-    resolve_data_path,
     validate_parameter,
 )
 
@@ -148,6 +145,26 @@ def test_parameter_specs_match_params_dataclass():
     assert {'model', 'backend', 'cameras', 'max_batch', 'qos_reliability'}.isdisjoint(runtime)
     assert NodeParams.from_dict(defaults.as_dict()) == defaults
 
+
+
+def test_parameter_schema_is_the_single_source():
+    """Types, runtime set and detector fields all derive from the NodeParams fields."""
+    python_types = {'string': str, 'bool': bool, 'integer': int, 'double': float}
+    defaults = NodeParams()
+    for spec in PARAMETERS:
+        if spec.type in python_types:
+            assert type(spec.default) is python_types[spec.type], spec.name
+            assert getattr(defaults, spec.name) == spec.default
+    assert RUNTIME_PARAMETERS == {s.name for s in PARAMETERS if not s.read_only}
+    assert DETECTOR_FIELDS == {'conf_threshold': 'conf_threshold',
+                               'nms_threshold': 'nms_threshold',
+                               'max_detections': 'max_detections'}
+    config_fields = {f.name for f in fields(DetectorConfig)}
+    assert set(DETECTOR_FIELDS.values()) <= config_fields
+    assert set(DETECTOR_FIELDS) <= RUNTIME_PARAMETERS
+    assert defaults.detector_options() == {
+        'conf_threshold': 0.25, 'nms_threshold': 0.45, 'max_detections': 100}
+    assert [c.entry() for c in defaults.cameras] == ['camera:camera/image_raw:raw']
 
 @pytest.mark.parametrize('name, value', [
     ('conf_threshold', 1.5), ('conf_threshold', -0.01), ('nms_threshold', float('nan')),
@@ -287,6 +304,9 @@ def test_class_names_file(tmp_path, model_path):
     detector.close()
     names.write_text('x\n')
     with pytest.raises(ConfigError, match='parameter class_names_file: 1 names'):
+        load_detector(_params(class_names_file=str(names)), model_path=model_path)
+    names.write_text('\n  \n')
+    with pytest.raises(ConfigError, match='parameter class_names_file: .*no class names'):
         load_detector(_params(class_names_file=str(names)), model_path=model_path)
 
 
@@ -430,7 +450,7 @@ class _SwitchableBackend:
         self.metadata = backend.metadata
         self.max_batch = backend.max_batch
         self.fixed_batch = backend.fixed_batch
-        self.path = backend.path
+        self.model_path = backend.model_path
         self.describe = backend.describe
         self.entered = threading.Event()
         self.release = threading.Event()
@@ -621,11 +641,28 @@ def test_throttled_log_per_key():
     assert log('a', 'x') and log('a', 'y')
 
 
-def test_converter_falls_back_to_encodings(types):
-    name, convert = make_converter(prefer_cv_bridge=False)
-    assert name == 'darknet53_ros.io.encodings'
+def test_images_are_decoded_by_the_package_decoder(model_path, types, monkeypatch):
+    """One decoder: the node, replay and tests all decode with io.encodings.msg_to_bgr."""
+    from darknet53_ros.ros import node_core
+
+    assert node_core.msg_to_bgr is msg_to_bgr
+    calls = []
+
+    def spy(msg):
+        calls.append(msg)
+        return msg_to_bgr(msg)
+
+    monkeypatch.setattr(node_core, 'msg_to_bgr', spy)
+    outputs = Collect()
+    core = _core(model_path, types, outputs=outputs)
     image = _scene(10, 12, 0)
-    np.testing.assert_array_equal(convert(_raw(types, image, 'x')), image)
+    msg = _raw(types, image, 'x')
+    core.submit('a', msg)
+    assert core.process_pending() == 1 and calls == [msg]
+    assert core.diagnostics()['darknet53_detector: detector']['image_converter'] == \
+        IMAGE_DECODER == 'darknet53_ros.io.encodings'
+    np.testing.assert_array_equal(msg_to_bgr(msg), image)
+    core.shutdown()
 
 
 def test_camera_spec_defaults():

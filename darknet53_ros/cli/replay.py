@@ -203,7 +203,8 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
     """
     from darknet53_ros.io.bags import BagReader, BagWriter
     from darknet53_ros.io.messages import MessageTypes
-    from darknet53_ros.ros.node_core import NodeParams, load_detector, load_params_file
+    from darknet53_ros.ros.model_files import load_detector
+    from darknet53_ros.ros.params import NodeParams, load_params_file
 
     if not rate > 0:
         raise ConfigError(f'--rate: {rate} must be > 0')

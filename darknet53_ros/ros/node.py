@@ -1,7 +1,7 @@
 """The ROS 2 detector node (``ros2 run darknet53_ros detector_node``): rclpy glue only.
 
 All behaviour lives in :mod:`darknet53_ros.ros.node_core` (tested without ROS); this module
-declares the parameters of :data:`~darknet53_ros.ros.node_core.PARAMETERS`, wires subscriptions,
+declares the parameters of :data:`~darknet53_ros.ros.params.PARAMETERS`, wires subscriptions,
 publishers and timers to a :class:`~darknet53_ros.ros.node_core.NodeCore`, and shuts down cleanly.
 
 Topics (relative names, so ``__ns:=`` / launch namespaces apply), per camera ``NAME``:
@@ -14,8 +14,9 @@ Topics (relative names, so ``__ns:=`` / launch namespaces apply), per camera ``N
 - ``label_info`` (``vision_msgs/LabelInfo``, transient local; when vision_msgs has it) and
   ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, every ``diagnostics_period``).
 
-Image callbacks only hand the message to the scheduler; the inference thread decodes, runs the
-shared engine on a batch of cameras and publishes.
+Image callbacks only hand the message to the scheduler; the inference thread decodes (with the
+package's own decoder, :func:`darknet53_ros.io.encodings.msg_to_bgr`), runs the shared engine on
+a batch of cameras and publishes.
 """
 from __future__ import annotations
 
@@ -24,17 +25,11 @@ import sys
 from typing import Any
 
 from darknet53_ros.errors import ConfigError, Darknet53Error
-from darknet53_ros.ros.node_core import (
-    NODE_NAME,
-    PARAMETERS,
-    CameraSpec,
-    NodeCore,
-    NodeParams,
-    Outputs,
-    ParamSpec,
-    load_detector,
-    make_converter,
-)
+from darknet53_ros.io.messages import MessageTypes
+from darknet53_ros.ros.cameras import CameraSpec
+from darknet53_ros.ros.model_files import load_detector
+from darknet53_ros.ros.node_core import NodeCore, Outputs
+from darknet53_ros.ros.params import NODE_NAME, PARAMETERS, NodeParams, ParamSpec
 
 __all__ = ['DetectorNode', 'main', 'parameter_descriptor']
 
@@ -117,8 +112,6 @@ class DetectorNode:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-        from darknet53_ros.io.messages import MessageTypes
-
         node = self.node
         for spec in PARAMETERS:
             default = list(spec.default) if spec.type == 'string_array' else spec.default
@@ -131,8 +124,7 @@ class DetectorNode:
         clock = node.get_clock()
         try:
             self.core = NodeCore(params, detector, types, outputs, logger=node.get_logger(),
-                                 now_ns=lambda: clock.now().nanoseconds,
-                                 converter=make_converter(True), model_path=model_path,
+                                 now_ns=lambda: clock.now().nanoseconds, model_path=model_path,
                                  node_name=node.get_fully_qualified_name())
         except BaseException:
             detector.close()

@@ -1,0 +1,142 @@
+"""Model files of the detector node: where a ``model`` parameter points, and loading it.
+
+Relative paths are looked up in the package share directory, then in the Python package
+(:func:`resolve_data_path`); a Darknet ``.cfg`` is exported to ONNX once into a cache
+(:func:`prepare_model`); :func:`load_detector` builds the
+:class:`~darknet53_ros.inference.detector.Detector` a :class:`~darknet53_ros.ros.params.NodeParams`
+describes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from darknet53_ros.errors import ConfigError, DarknetError, ModelError
+from darknet53_ros.fileio import atomic_path
+from darknet53_ros.inference.detector import Detector
+from darknet53_ros.model.cfg import load_cfg
+from darknet53_ros.model.onnx_export import export_onnx, read_names
+from darknet53_ros.model.weights import read_weights
+from darknet53_ros.ros.params import PACKAGE, NodeParams
+
+__all__ = ['load_detector', 'package_share_dir', 'prepare_model', 'resolve_data_path']
+
+
+def package_share_dir() -> Path | None:
+    """The package's ament share directory, or None without ament / when not installed."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except Exception:  # ImportError, PackageNotFoundError
+        return None
+
+
+def resolve_data_path(value: str, param: str = 'model',
+                      share_dir: str | os.PathLike[str] | None | bool = True) -> Path:
+    """Find a model/engine/names file given as a parameter.
+
+    Absolute paths (``~`` expanded) are used as they are; relative ones are looked up in the
+    package share directory (``share_dir``: a path, True to ask ament, False/None to skip),
+    then in the darknet53_ros Python package (``models/demo.cfg``), then in its ``models/``.
+
+    Raises:
+        ConfigError: not found (naming the parameter and every place looked in).
+    """
+    path = Path(os.path.expanduser(value))
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = []
+        share = package_share_dir() if share_dir is True else share_dir or None
+        if share:
+            candidates.append(Path(share) / path)
+        package = Path(__file__).resolve().parents[1]
+        candidates.append(package / path)
+        if path.parts and path.parts[0] != 'models':
+            candidates.append(package / 'models' / path)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f'parameter {param}: {value!r} not found (looked in: '
+                      f'{", ".join(str(c) for c in candidates)})')
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return Path(base) / PACKAGE
+
+
+def prepare_model(path: str | os.PathLike[str],
+                  cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Return a file a backend can load: ``.onnx``/``.engine``/``.plan`` as they are; a
+    Darknet ``.cfg`` (with ``.weights`` and optional ``.names`` of the same stem) is exported
+    to ONNX once into ``cache_dir`` (default ``~/.cache/darknet53_ros``), keyed by content.
+
+    Raises:
+        ModelError: the ``.weights`` file is missing; DarknetError/ExportError from export.
+    """
+    path = Path(path)
+    if path.suffix.lower() != '.cfg':
+        return path
+    weights_path = path.with_suffix('.weights')
+    if not weights_path.is_file():
+        raise ModelError(f'{path}: no weights file {weights_path.name} beside the cfg')
+    names_path = path.with_suffix('.names')
+    digest = hashlib.sha256(path.read_bytes())
+    for extra in (weights_path, names_path):
+        if extra.is_file():
+            stat = extra.stat()
+            digest.update(f'{extra.resolve()}:{stat.st_size}:{stat.st_mtime_ns}'.encode())
+    target = Path(cache_dir) if cache_dir is not None else _cache_dir()
+    onnx_path = target / f'{path.stem}-{digest.hexdigest()[:16]}.onnx'
+    if onnx_path.is_file():
+        return onnx_path
+    network = load_cfg(path)
+    weights = read_weights(weights_path, network)
+    names = read_names(names_path) if names_path.is_file() else None
+    with atomic_path(onnx_path) as tmp:
+        export_onnx(network, weights, tmp, names=names)
+    return onnx_path
+
+
+def _class_names(params: NodeParams,
+                 share_dir: str | os.PathLike[str] | None | bool) -> list[str] | None:
+    """The ``class_names_file`` parameter's names (None when it is empty)."""
+    if not params.class_names_file:
+        return None
+    path = resolve_data_path(params.class_names_file, 'class_names_file', share_dir)
+    try:
+        return read_names(path)
+    except DarknetError as exc:
+        raise ConfigError(f'parameter class_names_file: {exc}') from None
+
+
+def load_detector(params: NodeParams, share_dir: str | os.PathLike[str] | None | bool = True,
+                  model_path: str | os.PathLike[str] | None = None,
+                  cache_dir: str | os.PathLike[str] | None = None) -> tuple[Detector, Path]:
+    """Load the :class:`~darknet53_ros.inference.detector.Detector` the parameters describe.
+
+    ``model_path`` (e.g. a command-line path) overrides the ``model`` parameter. Returns
+    ``(detector, model file)``.
+
+    Raises:
+        ConfigError, ModelError, BackendError: naming the parameter or file at fault.
+    """
+    if model_path is not None:
+        resolved = Path(model_path)
+        if not resolved.is_file():
+            raise ConfigError(f'model: {resolved} does not exist')
+    else:
+        resolved = resolve_data_path(params.model, 'model', share_dir)
+    resolved = prepare_model(resolved, cache_dir)
+    names = _class_names(params, share_dir)
+    detector = Detector.from_model(resolved, backend=params.backend, class_names=names,
+                                   **params.detector_options())
+    classes = detector.backend.metadata.get('classes')
+    if names is not None and classes is not None and len(names) != classes:
+        detector.close()
+        raise ConfigError(f'parameter class_names_file: {len(names)} names but the model '
+                          f'{resolved} has {classes} classes')
+    return detector, resolved
