@@ -1,4 +1,5 @@
-"""Tests for darknet53_ros.optimize.quantize (INT8 Q/DQ) and darknet53_ros.optimize.calibration."""
+"""Tests for INT8 Q/DQ quantisation (darknet53_ros.optimize.quantize, .qdq, .calibration_stats)
+and darknet53_ros.optimize.calibration."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,8 @@ ort = pytest.importorskip('onnxruntime')
 cv2 = pytest.importorskip('cv2')
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from darknet53_ros.optimize import calibration_stats as stats  # noqa: E402
+from darknet53_ros.optimize import qdq  # noqa: E402
 from darknet53_ros.optimize import quantize as q  # noqa: E402
 from darknet53_ros.optimize.calibration import (  # noqa: E402
     CalibrationImage,
@@ -159,8 +162,8 @@ def _run(model: onnx.ModelProto | Path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 def test_minmax_is_max_abs() -> None:
     x = np.array([[-3.5, 1.0], [2.0, 0.25]], np.float32)
-    assert q.minmax_threshold(x) == 3.5
-    hist = q.Histogram()
+    assert stats.minmax_threshold(x) == 3.5
+    hist = stats.Histogram()
     hist.update(x)
     assert hist.amax_for('minmax') == 3.5
 
@@ -168,7 +171,7 @@ def test_minmax_is_max_abs() -> None:
 def test_percentile_of_uniform() -> None:
     rng = np.random.default_rng(0)
     x = rng.uniform(-10, 10, 200_000)
-    hist = q.Histogram()
+    hist = stats.Histogram()
     hist.update(x)
     expected = np.percentile(np.abs(x), 99.0)
     assert hist.amax_for('percentile', 99.0) == pytest.approx(expected, rel=2e-3)
@@ -208,16 +211,16 @@ def test_entropy_matches_reference_loop(seed: int) -> None:
     x = np.abs(rng.standard_t(3 + seed, 50_000))
     x[rng.random(x.size) < 0.2 * seed] = 0.0
     counts, edges = np.histogram(x, bins=512, range=(0, x.max()))
-    got = q.entropy_threshold(counts, edges[1])
+    got = stats.entropy_threshold(counts, edges[1])
     assert got == pytest.approx(_entropy_reference(counts, edges[1]), rel=1e-9)
 
 
 def test_entropy_clips_heavy_tail_but_not_uniform() -> None:
     rng = np.random.default_rng(0)
-    heavy = q.Histogram()
+    heavy = stats.Histogram()
     heavy.update(rng.standard_cauchy(100_000))
     assert heavy.amax_for('entropy') < 0.2 * heavy.amax
-    uniform = q.Histogram()
+    uniform = stats.Histogram()
     uniform.update(rng.uniform(-1, 1, 100_000))
     assert uniform.amax_for('entropy') > 0.85
 
@@ -225,7 +228,7 @@ def test_entropy_clips_heavy_tail_but_not_uniform() -> None:
 def test_histogram_range_doubles_exactly() -> None:
     rng = np.random.default_rng(0)
     a, b = rng.uniform(0, 1, 10_000), rng.uniform(0, 3.5, 10_000)
-    hist = q.Histogram(bins=256)
+    hist = stats.Histogram(bins=256)
     hist.update(a)
     hist.update(-b)
     assert hist.amax == pytest.approx(max(a.max(), b.max()))
@@ -240,20 +243,20 @@ def test_histogram_range_doubles_exactly() -> None:
 
 def test_default_keep_fp_is_first_and_head_convs() -> None:
     model = toy_model()
-    assert q.first_convs(model) == ['conv_0']
-    assert q.head_convs(model) == ['conv_5', 'conv_10']
-    assert q.default_keep_fp(model) == ['conv_0', 'conv_5', 'conv_10']
+    assert qdq.first_convs(model) == ['conv_0']
+    assert qdq.head_convs(model) == ['conv_5', 'conv_10']
+    assert qdq.default_keep_fp(model) == ['conv_0', 'conv_5', 'conv_10']
 
 
 def test_plan_quantizes_residual_add_inputs_together() -> None:
-    plan = q.plan_quantization(toy_model(), keep_fp=['conv_0', 'conv_5', 'conv_1*'])
+    plan = qdq.plan_quantization(toy_model(), keep_fp=['conv_0', 'conv_5', 'conv_1*'])
     assert plan.kept == ['conv_0', 'conv_1', 'conv_1_leaky', 'conv_5', 'conv_10']
     assert 'conv_1' not in plan.convs and 'conv_2' in plan.convs
     readers = {t: set(r) for t, r in plan.activations.items()}
     assert 'shortcut_4' in readers['conv_1.a'] and 'shortcut_4' in readers['conv_3.a']
     assert not plan.conv_outputs
     with pytest.raises(ConfigError, match='nomatch'):
-        q.plan_quantization(toy_model(), keep_fp=['nomatch'])
+        qdq.plan_quantization(toy_model(), keep_fp=['nomatch'])
 
 
 @pytest.mark.parametrize('target', ['tensorrt', 'onnxruntime'])
@@ -272,11 +275,11 @@ def test_yolo_decode_is_never_quantised(tmp_path: Path, target: str) -> None:
     path = tmp_path / 'yolov3.onnx'
     export_onnx(network, random_weights(network, seed=0), path)
     model = onnx.load(str(path))
-    decode = q.decode_nodes(model)
+    decode = qdq.decode_nodes(model)
     assert {n.op_type for n in model.graph.node if n.name in decode} >= {'Add', 'Exp'}
     assert not decode & {n.name for n in model.graph.node if n.op_type == 'Conv'}
-    for keep in (q.default_keep_fp(model), []):
-        plan = q.plan_quantization(model, keep, target=target)
+    for keep in (qdq.default_keep_fp(model), []):
+        plan = qdq.plan_quantization(model, keep, target=target)
         readers = {r for rs in plan.activations.values() for r in rs}
         assert not readers & decode
         assert sum(r.startswith('shortcut_') for r in readers) == 23  # Darknet-53's residuals
@@ -302,9 +305,10 @@ def test_qdq_structure(quantized: tuple) -> None:
     assert max(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')) >= 13
     producers = {o: n for n in model.graph.node for o in n.output}
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    qdq = [n for n in model.graph.node if n.op_type in ('QuantizeLinear', 'DequantizeLinear')]
-    assert qdq
-    for node in qdq:
+    qdq_nodes = [n for n in model.graph.node
+                 if n.op_type in ('QuantizeLinear', 'DequantizeLinear')]
+    assert qdq_nodes
+    for node in qdq_nodes:
         zp = _init(model, node.input[2])
         assert zp.data_type == TensorProto.INT8, node.name
         assert not np.any(numpy_helper.to_array(zp)), node.name
@@ -331,7 +335,7 @@ def test_qdq_structure(quantized: tuple) -> None:
         if node.op_type in ('Concat', 'Resize'):
             assert all(producers.get(i) is None or producers[i].op_type != 'DequantizeLinear'
                        for i in node.input if i)
-    summary = q.qdq_summary(model)
+    summary = qdq.qdq_summary(model)
     assert not summary['problems'] and set(summary['float_convs']) == kept
     assert report.data['kept_fp'] == ['conv_0', 'conv_5', 'conv_10']
 
@@ -342,7 +346,7 @@ def test_int8_outputs_close_to_fp32_and_match_onnx_reference(quantized: tuple,
 
     path, _ = quantized
     held = smooth_images(3, seed=99)
-    x = np.stack([q._letterbox(img, SIZE, SIZE) for img in held])
+    x = np.stack([q.letterbox_one(img, SIZE, SIZE) for img in held])
     fp32, int8 = _run(toy_path, x), _run(path, x)
     assert np.abs(fp32['scores'] - int8['scores']).max() < 0.05
     assert np.abs(fp32['boxes'] - int8['boxes']).max() < 0.05 * SIZE
@@ -362,9 +366,9 @@ def test_report_contents(quantized: tuple) -> None:
     err = data['error']
     assert err['images'] == 2 and {'boxes', 'scores'} <= set(err['outputs'])
     assert 0.0 <= err['top1_agreement'] <= 1.0
-    for stats in data['tensors'].values():
-        assert stats['scale'] == pytest.approx(stats['amax'] / 127)
-        assert stats['amax'] <= stats['max_abs'] + 1e-6
+    for tensor in data['tensors'].values():
+        assert tensor['scale'] == pytest.approx(tensor['amax'] / 127)
+        assert tensor['amax'] <= tensor['max_abs'] + 1e-6
     props = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props
              if p.key == 'quantization'}
     assert props['quantization']['calibration_sha256'] == data['calibration']['sha256']
@@ -385,7 +389,7 @@ def test_onnxruntime_target_fuses_qlinearconv(toy_path: Path, tmp_path: Path) ->
     ort.InferenceSession(str(out), options, providers=['CPUExecutionProvider'])
     ops = {n.op_type for n in onnx.load(str(tmp_path / 'opt.onnx')).graph.node}
     assert 'QLinearConv' in ops
-    x = np.stack([q._letterbox(img, SIZE, SIZE) for img in smooth_images(2, seed=5)])
+    x = np.stack([q.letterbox_one(img, SIZE, SIZE) for img in smooth_images(2, seed=5)])
     assert np.abs(_run(toy_path, x)['scores'] - _run(out, x)['scores']).max() < 0.1
 
 
@@ -440,14 +444,14 @@ def test_real_exporter_yolov3_tiny(tmp_path: Path) -> None:
     network = load_cfg(cfg_path, width=160, height=160)
     model_path = tmp_path / 'tiny.onnx'
     export.export_onnx(network, random_weights(network), model_path)
-    keep = q.default_keep_fp(onnx.load(str(model_path)))
+    keep = qdq.default_keep_fp(onnx.load(str(model_path)))
     assert len(keep) == 3  # first conv + two heads
     out = tmp_path / 'tiny_int8.onnx'
     images = smooth_images(3, shape=(120, 160))
     report = q.quantize_model(model_path, images[:2], out, held_out=images[2:],
                               progress=False)
     assert report.data['kept_fp'] == keep
-    assert not q.qdq_summary(onnx.load(str(out)))['problems']
+    assert not qdq.qdq_summary(onnx.load(str(out)))['problems']
     assert report.data['error']['outputs']['scores']['max_abs'] < 0.1
     from darknet53_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 
