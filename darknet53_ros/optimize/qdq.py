@@ -282,7 +282,7 @@ def insert_qdq(model: Any, plan: QuantPlan, amax: dict[str, float], per_channel:
         wname = node.input[1]
         weight = numpy_helper.to_array(inits[wname]).astype(np.float32)
         scales = _weight_scales(weight, per_channel)
-        axis = {'axis': 0} if per_channel else {}
+        axis: dict[str, Any] = {'axis': 0} if per_channel else {}
         zeros = np.zeros(scales.shape, np.int8)
         w_scale = f'{node.name}_weight_scale'
         w_zero = f'{node.name}_weight_zero_point'

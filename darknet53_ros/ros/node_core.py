@@ -521,7 +521,8 @@ def prepare_model(path: str | os.PathLike[str],
         return onnx_path
     from darknet53_ros.fileio import atomic_path
     from darknet53_ros.model.cfg import load_cfg
-    from darknet53_ros.model.onnx_export import export_onnx, read_names
+    from darknet53_ros.model.names import read_names
+    from darknet53_ros.model.onnx_export import export_onnx
     from darknet53_ros.model.weights import read_weights
 
     network = load_cfg(path)
