@@ -149,6 +149,10 @@ def entropy_threshold(counts: np.ndarray, bin_width: float, quant_bins: int = QU
     return float(cand[int(np.argmin(kl))] * bin_width)
 
 
+# --------------------------------------------------------------------------------------------
+# Calibration run (ONNX Runtime)
+
+
 def cpu_session(model: Any, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session for an in-memory ``onnx.ModelProto`` (quiet logging)."""
     import onnxruntime as ort

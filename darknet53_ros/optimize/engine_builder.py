@@ -57,6 +57,10 @@ _LOG = logging.getLogger(__name__)
 PRECISIONS = ('fp32', 'fp16', 'int8')
 
 
+# --------------------------------------------------------------------------------------------
+# Build settings and rebuilds
+
+
 def parse_batch(text: str | int | Sequence[int]) -> tuple[int, int, int]:
     """``'MIN:OPT:MAX'`` (or one number for a fixed batch) -> ``(min, opt, max)``."""
     if isinstance(text, int):
@@ -115,6 +119,7 @@ def load_or_rebuild(engine_path: str | Path, onnx_path: str | Path | None = None
     return check_engine_metadata(engine_path, expected, runtime_info)
 
 
+# --------------------------------------------------------------------------------------------
 # ONNX inspection (onnx only, no TensorRT)
 
 
@@ -162,6 +167,10 @@ def onnx_summary(onnx_path: str | Path) -> dict[str, Any]:
         'onnx_sha256': sha256_file(path),
         'model_metadata': {k: v for k, v in props.items() if k != 'quantization'},
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Building (TensorRT, lazy)
 
 
 def _progress_monitor(enabled: bool) -> Any:

@@ -43,6 +43,10 @@ INT8_MAX = 127.0
 Target = Literal['tensorrt', 'onnxruntime']
 
 
+# --------------------------------------------------------------------------------------------
+# Graph analysis and placement
+
+
 @dataclass
 class QuantPlan:
     """Which tensors get Q/DQ pairs and which nodes consume the dequantised versions."""
@@ -223,6 +227,10 @@ def plan_quantization(model: Any, keep_fp: Sequence[str] = (),
     return plan
 
 
+# --------------------------------------------------------------------------------------------
+# Q/DQ insertion
+
+
 def _weight_scales(weight: np.ndarray, per_channel: bool) -> np.ndarray:
     if per_channel:
         amax = np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1)
@@ -354,6 +362,10 @@ def _set_opset(model: Any) -> None:
     for opset in model.opset_import:
         if opset.domain in ('', 'ai.onnx') and opset.version < OPSET:
             opset.version = OPSET
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and checking models
 
 
 def load_model(model: Any) -> Any:

@@ -97,6 +97,7 @@ def build_command(onnx_path: str | Path, out_path: str | Path, precision: str = 
     return shlex.join(args)
 
 
+# --------------------------------------------------------------------------------------------
 # Metadata
 
 
@@ -228,6 +229,7 @@ def _command_for_missing(path: Path) -> str:
         return rebuild_command(path)
 
 
+# --------------------------------------------------------------------------------------------
 # TensorRT (lazy)
 
 
