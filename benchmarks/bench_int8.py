@@ -18,6 +18,10 @@ import time
 
 import numpy as np
 
+from darknet53_ros.model.cfg import parse_cfg
+from darknet53_ros.model.generator import yolov3_cfg
+from darknet53_ros.model.onnx_export import export_onnx
+from darknet53_ros.model.weights import random_weights
 from darknet53_ros.optimize.quantize import quantize_model
 
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'darknet'
@@ -25,11 +29,6 @@ SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'darknet'
 
 def build_yolov3(path: Path, size: int) -> None:
     """Export YOLOv3 with random weights at ``size`` x ``size`` to ``path``."""
-    from darknet53_ros.model.cfg import parse_cfg
-    from darknet53_ros.model.generator import yolov3_cfg
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.weights import random_weights
-
     network = parse_cfg(yolov3_cfg(width=size, height=size), source='yolov3.cfg')
     export_onnx(network, random_weights(network, seed=0), path)
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from .fakes.fixtures import fakes  # noqa: F401 - fixture of the fake tensorrt/pycuda modules
+
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'darknet'
 
 

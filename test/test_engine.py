@@ -1,5 +1,6 @@
-"""Tests for darknet53_ros.optimize.engine: versions, batch profiles, metadata checks (no
-TensorRT)."""
+"""Tests for the engine file format (darknet53_ros.inference.backends.engine_file: versions,
+metadata checks) and the builder's plain parts (darknet53_ros.optimize.engine_builder: batch
+profiles, ONNX summary, rebuilds, validation before TensorRT) (no TensorRT)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from darknet53_ros.errors import ConfigError, EngineError
-from darknet53_ros.optimize import engine as eng
+from darknet53_ros.inference.backends import engine_file as ef
+from darknet53_ros.optimize import engine_builder as eb
 
 RUNTIME = {'tensorrt_version': '10.3.0', 'compute_capability': (8, 7), 'gpu_name': 'Orin'}
 
@@ -22,10 +24,10 @@ def _write(tmp_path: Path, name: str = 'model.engine', data: bytes = b'dummy eng
         'precision': 'int8', 'input_name': 'images', 'input_shape': [3, 416, 416],
         'batch': [1, 2, 4], 'class_names': ['a', 'b'], 'onnx_sha256': 'abc',
         'calibration_sha256': 'cal', 'onnx_path': 'm.onnx',
-        'build_command': eng.build_command('m.onnx', path, 'int8', (1, 2, 4)),
+        'build_command': ef.build_command('m.onnx', path, 'int8', (1, 2, 4)),
     }
     metadata.update(fields)
-    eng.write_engine(path, data, metadata)
+    ef.write_engine(path, data, metadata)
     return path
 
 
@@ -33,43 +35,43 @@ def _write(tmp_path: Path, name: str = 'model.engine', data: bytes = b'dummy eng
     ('8.5.2.2', (8, 5, 2, 2)), ('10.3.0', (10, 3, 0)), ('11.0.0a1', (11, 0, 0)),
     ('8.6.1.post1', (8, 6, 1)), (' 9 ', (9,))])
 def test_parse_version(text: str, expected: tuple) -> None:
-    assert eng.parse_version(text) == expected
+    assert ef.parse_version(text) == expected
 
 
 def test_version_comparison_is_numeric() -> None:
-    assert eng.version_at_least('10.3.0', (9,))  # '10' < '9' as strings
-    assert not eng.version_at_least('8.5.2', (8, 6))
-    assert eng.version_at_least((11, 0), (11,))
+    assert ef.version_at_least('10.3.0', (9,))  # '10' < '9' as strings
+    assert not ef.version_at_least('8.5.2', (8, 6))
+    assert ef.version_at_least((11, 0), (11,))
     with pytest.raises(ConfigError):
-        eng.parse_version('abc')
+        ef.parse_version('abc')
 
 
 @pytest.mark.parametrize(('text', 'expected'), [
     ('1:4:8', (1, 4, 8)), ('2', (2, 2, 2)), (3, (3, 3, 3)), ((1, 1, 2), (1, 1, 2))])
 def test_parse_batch(text: object, expected: tuple) -> None:
-    assert eng.parse_batch(text) == expected
+    assert eb.parse_batch(text) == expected
 
 
 @pytest.mark.parametrize('text', ['4:2:8', '0:1:1', '1:2', 'a:b:c', '1:2:3:4'])
 def test_parse_batch_rejects(text: str) -> None:
     with pytest.raises(ConfigError, match='batch'):
-        eng.parse_batch(text)
+        eb.parse_batch(text)
 
 
 def test_build_command_quotes_and_defaults() -> None:
-    cmd = eng.build_command('my model.onnx', 'engines/x.engine', 'int8', (1, 2, 4), dla_core=0,
+    cmd = ef.build_command('my model.onnx', 'engines/x.engine', 'int8', (1, 2, 4), dla_core=0,
                             calib_source='imgs', timing_cache='t.cache')
     assert cmd == ("darknet53 build-engine --model 'my model.onnx' --precision int8 --batch "
                    '1:2:4 --dla-core 0 --calib imgs --timing-cache t.cache -o engines/x.engine')
     assert '--workspace' not in cmd
-    assert eng.metadata_path('engines/x.engine') == Path('engines/x.engine.json')
+    assert ef.metadata_path('engines/x.engine') == Path('engines/x.engine.json')
 
 
 def test_metadata_roundtrip_and_valid_check(tmp_path: Path) -> None:
     path = _write(tmp_path)
-    data = json.loads(eng.metadata_path(path).read_text())
-    assert data['format'] == eng.METADATA_FORMAT and len(data['engine_sha256']) == 64
-    meta = eng.check_engine_metadata(path, expected={'precision': 'int8', 'batch': (1, 2, 4),
+    data = json.loads(ef.metadata_path(path).read_text())
+    assert data['format'] == ef.METADATA_FORMAT and len(data['engine_sha256']) == 64
+    meta = ef.check_engine_metadata(path, expected={'precision': 'int8', 'batch': (1, 2, 4),
                                                      'class_names': ('a', 'b')},
                                      runtime_info=RUNTIME)
     assert meta['onnx_sha256'] == 'abc'
@@ -83,7 +85,7 @@ def test_expected_field_mismatch_names_field_and_command(tmp_path: Path, field: 
                                                          value: object, found: str) -> None:
     path = _write(tmp_path)
     with pytest.raises(EngineError) as info:
-        eng.check_engine_metadata(path, expected={field: value}, runtime_info=RUNTIME)
+        ef.check_engine_metadata(path, expected={field: value}, runtime_info=RUNTIME)
     message = str(info.value)
     assert repr(field) in message and found in message
     assert f'darknet53 build-engine --model m.onnx --precision int8 --batch 1:2:4 -o {path}' \
@@ -93,17 +95,17 @@ def test_expected_field_mismatch_names_field_and_command(tmp_path: Path, field: 
 def test_runtime_mismatch(tmp_path: Path) -> None:
     path = _write(tmp_path)
     with pytest.raises(EngineError, match="'tensorrt_version'.*expected '10.4'"):
-        eng.check_engine_metadata(path, runtime_info={**RUNTIME, 'tensorrt_version': '10.4'})
+        ef.check_engine_metadata(path, runtime_info={**RUNTIME, 'tensorrt_version': '10.4'})
     with pytest.raises(EngineError, match="'compute_capability'.*expected '7.2'.*'8.7'"):
-        eng.check_engine_metadata(path, runtime_info={**RUNTIME, 'compute_capability': (7, 2)})
-    eng.check_engine_metadata(path, runtime_info={'tensorrt_version': '10.3.0.0'})
+        ef.check_engine_metadata(path, runtime_info={**RUNTIME, 'compute_capability': (7, 2)})
+    ef.check_engine_metadata(path, runtime_info={'tensorrt_version': '10.3.0.0'})
 
 
 def test_other_gpu_same_capability_only_warns(tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     path = _write(tmp_path)
     with caplog.at_level(logging.WARNING):
-        eng.check_engine_metadata(path, runtime_info={**RUNTIME, 'gpu_name': 'Orin NX'})
+        ef.check_engine_metadata(path, runtime_info={**RUNTIME, 'gpu_name': 'Orin NX'})
     assert 'Orin NX' in caplog.text
 
 
@@ -111,24 +113,24 @@ def test_changed_missing_or_corrupt(tmp_path: Path) -> None:
     path = _write(tmp_path)
     path.write_bytes(b'other engine')
     with pytest.raises(EngineError, match='engine_sha256.*changed'):
-        eng.check_engine_metadata(path)
-    eng.check_engine_metadata(path, verify_hash=False)
-    eng.metadata_path(path).write_text('{not json')
+        ef.check_engine_metadata(path)
+    ef.check_engine_metadata(path, verify_hash=False)
+    ef.metadata_path(path).write_text('{not json')
     with pytest.raises(EngineError, match='(?s)unreadable.*Rebuild it with'):
-        eng.check_engine_metadata(path)
-    eng.metadata_path(path).unlink()
+        ef.check_engine_metadata(path)
+    ef.metadata_path(path).unlink()
     with pytest.raises(EngineError, match='metadata missing'):
-        eng.check_engine_metadata(path)
+        ef.check_engine_metadata(path)
     with pytest.raises(EngineError, match='(?s)not found.*darknet53 build-engine'):
-        eng.check_engine_metadata(tmp_path / 'absent.engine')
+        ef.check_engine_metadata(tmp_path / 'absent.engine')
     with pytest.raises(ConfigError, match='bogus'):
-        eng.check_engine_metadata(_write(tmp_path, 'b.engine'), expected={'bogus': 1})
+        ef.check_engine_metadata(_write(tmp_path, 'b.engine'), expected={'bogus': 1})
 
 
 def test_load_or_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _write(tmp_path, tensorrt_version='8.5.2')
     with pytest.raises(EngineError, match='tensorrt_version'):
-        eng.load_or_rebuild(path, runtime_info=RUNTIME)
+        eb.load_or_rebuild(path, runtime_info=RUNTIME)
     calls = []
 
     def fake_build(onnx_path: object, out_path: object, **kwargs: object) -> dict:
@@ -136,13 +138,13 @@ def test_load_or_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         _write(tmp_path, Path(str(out_path)).name, data=b'rebuilt')
         return {}
 
-    monkeypatch.setattr(eng, 'build_engine', fake_build)
-    meta = eng.load_or_rebuild(path, rebuild=True, runtime_info=RUNTIME, workspace_mib=256)
+    monkeypatch.setattr(eb, 'build_engine', fake_build)
+    meta = eb.load_or_rebuild(path, rebuild=True, runtime_info=RUNTIME, workspace_mib=256)
     assert meta['tensorrt_version'] == '10.3.0' and path.read_bytes() == b'rebuilt'
     onnx_path, kwargs = calls[0]
     assert onnx_path == 'm.onnx' and kwargs['precision'] == 'int8'
     assert kwargs['batch'] == (1, 2, 4) and kwargs['workspace_mib'] == 256
-    assert eng.load_or_rebuild(path, rebuild=True, runtime_info=RUNTIME) == meta
+    assert eb.load_or_rebuild(path, rebuild=True, runtime_info=RUNTIME) == meta
     assert len(calls) == 1  # valid engine: no rebuild
 
 
@@ -152,20 +154,20 @@ def test_onnx_summary(tmp_path: Path) -> None:
 
     path = tmp_path / 'toy.onnx'
     onnx.save(toy_model(), str(path))
-    info = eng.onnx_summary(path)
+    info = eb.onnx_summary(path)
     assert info['input_name'] == 'images' and info['input_shape'] == [3, 32, 32]
     assert info['class_names'] == ['a', 'b'] and not info['qdq'] and not info['fp16']
     assert info['model_metadata']['classes'] == '2' and len(info['onnx_sha256']) == 64
 
 
 def test_without_tensorrt_build_fails_clearly(tmp_path: Path) -> None:
-    if eng.tensorrt_available():
+    if ef.tensorrt_available():
         pytest.skip('TensorRT is installed here')
     with pytest.raises(EngineError, match='TensorRT is not installed; build engines on the '
                        'target device'):
-        eng.require_tensorrt()
+        ef.require_tensorrt()
     with pytest.raises(EngineError, match='JetPack'):
-        eng.build_engine(tmp_path / 'm.onnx', tmp_path / 'm.engine')
+        eb.build_engine(tmp_path / 'm.onnx', tmp_path / 'm.engine')
     from darknet53_ros.cli.main import main
     assert main(['build-engine', '--model', str(tmp_path / 'm.onnx'), '-o',
                  str(tmp_path / 'm.engine')]) == 2
@@ -173,8 +175,8 @@ def test_without_tensorrt_build_fails_clearly(tmp_path: Path) -> None:
 
 def test_build_engine_validates_before_tensorrt(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match='precision'):
-        eng.build_engine('m.onnx', 'm.engine', precision='int4')
+        eb.build_engine('m.onnx', 'm.engine', precision='int4')
     with pytest.raises(ConfigError, match='DLA'):
-        eng.build_engine('m.onnx', 'm.engine', precision='fp32', dla_core=0)
+        eb.build_engine('m.onnx', 'm.engine', precision='fp32', dla_core=0)
     with pytest.raises(ConfigError, match='workspace'):
-        eng.build_engine('m.onnx', 'm.engine', workspace_mib=0)
+        eb.build_engine('m.onnx', 'm.engine', workspace_mib=0)

@@ -169,8 +169,8 @@ def _tiny_onnx(path: Path) -> None:
 
 def test_calibration_overlap_detected(tmp_path: Path) -> None:
     pytest.importorskip('onnxruntime')
-    from darknet53_ros.optimize.calibration import image_digest, load_image
-    from darknet53_ros.tools.evaluate import evaluate_model
+    from darknet53_ros.optimize.calibration import image_digest
+    from darknet53_ros.tools.evaluate import evaluate_model, load_image
 
     root = _write_split(tmp_path, True)
     model = tmp_path / 'm.onnx'

@@ -1,4 +1,5 @@
-"""Tests for darknet53_ros.optimize.quantize (INT8 Q/DQ) and darknet53_ros.optimize.calibration."""
+"""Tests for INT8 Q/DQ quantisation (darknet53_ros.optimize.quantize, .qdq, .calibration_stats)
+and darknet53_ros.optimize.calibration."""
 from __future__ import annotations
 
 import json
@@ -7,24 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from darknet53_ros.errors import ConfigError, ModelError, SourceError
+from darknet53_ros.errors import ConfigError, ModelError
 
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
 cv2 = pytest.importorskip('cv2')
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+from darknet53_ros.optimize import qdq  # noqa: E402
 from darknet53_ros.optimize import quantize as q  # noqa: E402
-from darknet53_ros.optimize.calibration import (  # noqa: E402
-    CalibrationImage,
-    bag_images,
-    calibration_images,
-    folder_images,
-    image_digest,
-    source_kind,
-    split_images,
-    video_frames,
-)
 
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'darknet'
 SIZE = 32
@@ -154,106 +146,25 @@ def _run(model: onnx.ModelProto | Path, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
-# Calibration statistics
-
-
-def test_minmax_is_max_abs() -> None:
-    x = np.array([[-3.5, 1.0], [2.0, 0.25]], np.float32)
-    assert q.minmax_threshold(x) == 3.5
-    hist = q.Histogram()
-    hist.update(x)
-    assert hist.amax_for('minmax') == 3.5
-
-
-def test_percentile_of_uniform() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-10, 10, 200_000)
-    hist = q.Histogram()
-    hist.update(x)
-    expected = np.percentile(np.abs(x), 99.0)
-    assert hist.amax_for('percentile', 99.0) == pytest.approx(expected, rel=2e-3)
-    assert hist.amax_for('percentile', 100.0) == pytest.approx(np.abs(x).max(), rel=1e-3)
-    with pytest.raises(ConfigError):
-        hist.amax_for('percentile', 0.0)
-
-
-def _entropy_reference(counts: np.ndarray, width: float, levels: int = 128) -> float:
-    """Direct loop implementation of TensorRT's KL threshold search (for comparison)."""
-    hist = counts.astype(np.float64)
-    last = int(np.nonzero(hist)[0][-1]) + 1
-    best, best_i = np.inf, None
-    for i in range(levels, last + 1):
-        p = hist[:i].copy()
-        p[-1] += hist[i:].sum()
-        raw = hist[:i]
-        qd = np.zeros(i)
-        for j in range(levels):
-            lo, hi = j * i // levels, (j + 1) * i // levels
-            nz = raw[lo:hi] > 0
-            if nz.any():
-                qd[lo:hi][nz] = raw[lo:hi].sum() / nz.sum()
-        if qd.sum() == 0:
-            continue
-        p, qd = p / p.sum(), qd / qd.sum()
-        mask = p > 0
-        kl = np.sum(p[mask] * np.log(p[mask] / np.where(qd[mask] > 0, qd[mask], 1e-12)))
-        if kl < best:
-            best, best_i = kl, i
-    return best_i * width
-
-
-@pytest.mark.parametrize('seed', [0, 1, 2])
-def test_entropy_matches_reference_loop(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    x = np.abs(rng.standard_t(3 + seed, 50_000))
-    x[rng.random(x.size) < 0.2 * seed] = 0.0
-    counts, edges = np.histogram(x, bins=512, range=(0, x.max()))
-    got = q.entropy_threshold(counts, edges[1])
-    assert got == pytest.approx(_entropy_reference(counts, edges[1]), rel=1e-9)
-
-
-def test_entropy_clips_heavy_tail_but_not_uniform() -> None:
-    rng = np.random.default_rng(0)
-    heavy = q.Histogram()
-    heavy.update(rng.standard_cauchy(100_000))
-    assert heavy.amax_for('entropy') < 0.2 * heavy.amax
-    uniform = q.Histogram()
-    uniform.update(rng.uniform(-1, 1, 100_000))
-    assert uniform.amax_for('entropy') > 0.85
-
-
-def test_histogram_range_doubles_exactly() -> None:
-    rng = np.random.default_rng(0)
-    a, b = rng.uniform(0, 1, 10_000), rng.uniform(0, 3.5, 10_000)
-    hist = q.Histogram(bins=256)
-    hist.update(a)
-    hist.update(-b)
-    assert hist.amax == pytest.approx(max(a.max(), b.max()))
-    assert hist.limit >= hist.amax and hist.counts.sum() == 20_000
-    ref, _ = np.histogram(np.abs(np.concatenate([a, b])), bins=256, range=(0, hist.limit))
-    assert np.abs(ref - hist.counts).sum() <= 4  # only values on bin edges may differ
-
-
-# --------------------------------------------------------------------------------------------
 # Placement and structure
 
 
 def test_default_keep_fp_is_first_and_head_convs() -> None:
     model = toy_model()
-    assert q.first_convs(model) == ['conv_0']
-    assert q.head_convs(model) == ['conv_5', 'conv_10']
-    assert q.default_keep_fp(model) == ['conv_0', 'conv_5', 'conv_10']
+    assert qdq.first_convs(model) == ['conv_0']
+    assert qdq.head_convs(model) == ['conv_5', 'conv_10']
+    assert qdq.default_keep_fp(model) == ['conv_0', 'conv_5', 'conv_10']
 
 
 def test_plan_quantizes_residual_add_inputs_together() -> None:
-    plan = q.plan_quantization(toy_model(), keep_fp=['conv_0', 'conv_5', 'conv_1*'])
+    plan = qdq.plan_quantization(toy_model(), keep_fp=['conv_0', 'conv_5', 'conv_1*'])
     assert plan.kept == ['conv_0', 'conv_1', 'conv_1_leaky', 'conv_5', 'conv_10']
     assert 'conv_1' not in plan.convs and 'conv_2' in plan.convs
     readers = {t: set(r) for t, r in plan.activations.items()}
     assert 'shortcut_4' in readers['conv_1.a'] and 'shortcut_4' in readers['conv_3.a']
     assert not plan.conv_outputs
     with pytest.raises(ConfigError, match='nomatch'):
-        q.plan_quantization(toy_model(), keep_fp=['nomatch'])
+        qdq.plan_quantization(toy_model(), keep_fp=['nomatch'])
 
 
 @pytest.mark.parametrize('target', ['tensorrt', 'onnxruntime'])
@@ -272,11 +183,11 @@ def test_yolo_decode_is_never_quantised(tmp_path: Path, target: str) -> None:
     path = tmp_path / 'yolov3.onnx'
     export_onnx(network, random_weights(network, seed=0), path)
     model = onnx.load(str(path))
-    decode = q.decode_nodes(model)
+    decode = qdq.decode_nodes(model)
     assert {n.op_type for n in model.graph.node if n.name in decode} >= {'Add', 'Exp'}
     assert not decode & {n.name for n in model.graph.node if n.op_type == 'Conv'}
-    for keep in (q.default_keep_fp(model), []):
-        plan = q.plan_quantization(model, keep, target=target)
+    for keep in (qdq.default_keep_fp(model), []):
+        plan = qdq.plan_quantization(model, keep, target=target)
         readers = {r for rs in plan.activations.values() for r in rs}
         assert not readers & decode
         assert sum(r.startswith('shortcut_') for r in readers) == 23  # Darknet-53's residuals
@@ -302,9 +213,10 @@ def test_qdq_structure(quantized: tuple) -> None:
     assert max(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')) >= 13
     producers = {o: n for n in model.graph.node for o in n.output}
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    qdq = [n for n in model.graph.node if n.op_type in ('QuantizeLinear', 'DequantizeLinear')]
-    assert qdq
-    for node in qdq:
+    qdq_nodes = [n for n in model.graph.node
+                 if n.op_type in ('QuantizeLinear', 'DequantizeLinear')]
+    assert qdq_nodes
+    for node in qdq_nodes:
         zp = _init(model, node.input[2])
         assert zp.data_type == TensorProto.INT8, node.name
         assert not np.any(numpy_helper.to_array(zp)), node.name
@@ -331,7 +243,7 @@ def test_qdq_structure(quantized: tuple) -> None:
         if node.op_type in ('Concat', 'Resize'):
             assert all(producers.get(i) is None or producers[i].op_type != 'DequantizeLinear'
                        for i in node.input if i)
-    summary = q.qdq_summary(model)
+    summary = qdq.qdq_summary(model)
     assert not summary['problems'] and set(summary['float_convs']) == kept
     assert report.data['kept_fp'] == ['conv_0', 'conv_5', 'conv_10']
 
@@ -342,7 +254,7 @@ def test_int8_outputs_close_to_fp32_and_match_onnx_reference(quantized: tuple,
 
     path, _ = quantized
     held = smooth_images(3, seed=99)
-    x = np.stack([q._letterbox(img, SIZE, SIZE) for img in held])
+    x = np.stack([q.letterbox_one(img, SIZE, SIZE) for img in held])
     fp32, int8 = _run(toy_path, x), _run(path, x)
     assert np.abs(fp32['scores'] - int8['scores']).max() < 0.05
     assert np.abs(fp32['boxes'] - int8['boxes']).max() < 0.05 * SIZE
@@ -362,9 +274,9 @@ def test_report_contents(quantized: tuple) -> None:
     err = data['error']
     assert err['images'] == 2 and {'boxes', 'scores'} <= set(err['outputs'])
     assert 0.0 <= err['top1_agreement'] <= 1.0
-    for stats in data['tensors'].values():
-        assert stats['scale'] == pytest.approx(stats['amax'] / 127)
-        assert stats['amax'] <= stats['max_abs'] + 1e-6
+    for tensor in data['tensors'].values():
+        assert tensor['scale'] == pytest.approx(tensor['amax'] / 127)
+        assert tensor['amax'] <= tensor['max_abs'] + 1e-6
     props = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props
              if p.key == 'quantization'}
     assert props['quantization']['calibration_sha256'] == data['calibration']['sha256']
@@ -385,7 +297,7 @@ def test_onnxruntime_target_fuses_qlinearconv(toy_path: Path, tmp_path: Path) ->
     ort.InferenceSession(str(out), options, providers=['CPUExecutionProvider'])
     ops = {n.op_type for n in onnx.load(str(tmp_path / 'opt.onnx')).graph.node}
     assert 'QLinearConv' in ops
-    x = np.stack([q._letterbox(img, SIZE, SIZE) for img in smooth_images(2, seed=5)])
+    x = np.stack([q.letterbox_one(img, SIZE, SIZE) for img in smooth_images(2, seed=5)])
     assert np.abs(_run(toy_path, x)['scores'] - _run(out, x)['scores']).max() < 0.1
 
 
@@ -440,14 +352,14 @@ def test_real_exporter_yolov3_tiny(tmp_path: Path) -> None:
     network = load_cfg(cfg_path, width=160, height=160)
     model_path = tmp_path / 'tiny.onnx'
     export.export_onnx(network, random_weights(network), model_path)
-    keep = q.default_keep_fp(onnx.load(str(model_path)))
+    keep = qdq.default_keep_fp(onnx.load(str(model_path)))
     assert len(keep) == 3  # first conv + two heads
     out = tmp_path / 'tiny_int8.onnx'
     images = smooth_images(3, shape=(120, 160))
     report = q.quantize_model(model_path, images[:2], out, held_out=images[2:],
                               progress=False)
     assert report.data['kept_fp'] == keep
-    assert not q.qdq_summary(onnx.load(str(out)))['problems']
+    assert not qdq.qdq_summary(onnx.load(str(out)))['problems']
     assert report.data['error']['outputs']['scores']['max_abs'] < 0.1
     from darknet53_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 
@@ -471,91 +383,3 @@ def test_cli_quantize(toy_path: Path, tmp_path: Path) -> None:
     assert data['calibration']['count'] == 3 and data['held_out']['count'] == 1
     assert main(['quantize', '--model', str(toy_path), '--calib', str(tmp_path / 'none'),
                  '-o', str(out)]) == 2
-
-
-# --------------------------------------------------------------------------------------------
-# Calibration sources
-
-
-def test_folder_source_and_split(tmp_path: Path) -> None:
-    images = smooth_images(4)
-    for i, img in enumerate(images):
-        cv2.imwrite(str(tmp_path / f'{i}.png'), img)
-    cv2.imwrite(str(tmp_path / 'dup.png'), images[0])
-    (tmp_path / 'broken.jpg').write_bytes(b'not an image')
-    (tmp_path / 'notes.txt').write_text('ignored')
-    items = list(folder_images(tmp_path))
-    assert len(items) == 5 and all(i.image.dtype == np.uint8 for i in items)
-    assert source_kind(tmp_path) == 'folder'
-    calib, held = split_images(calibration_images(tmp_path), count=10, held_out=1)
-    calib = list(calib)
-    assert len(held) == 1 and len(calib) == 3  # duplicate skipped
-    assert not {image_digest(i.image) for i in calib} & {image_digest(held[0].image)}
-    with pytest.raises(SourceError):
-        list(folder_images(tmp_path / 'missing'))
-
-
-def test_video_source(tmp_path: Path) -> None:
-    path = tmp_path / 'clip.avi'
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 48))
-    if not writer.isOpened():
-        pytest.skip('OpenCV has no MJPG writer here')
-    for img in smooth_images(6):
-        writer.write(img)
-    writer.release()
-    frames = list(video_frames(path, step=2))
-    assert [f.key.rsplit('=', 1)[1] for f in frames] == ['0', '2', '4']
-    assert frames[0].image.shape == (48, 64, 3)
-    assert source_kind(path) == 'video'
-
-
-def test_bag_source(tmp_path: Path) -> None:
-    pytest.importorskip('rosbags')
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    store = get_typestore(Stores.ROS2_HUMBLE)
-    Image = store.types['sensor_msgs/msg/Image']
-    Compressed = store.types['sensor_msgs/msg/CompressedImage']
-    Header = store.types['std_msgs/msg/Header']
-    Time = store.types['builtin_interfaces/msg/Time']
-    img = smooth_images(1)[0]
-    header = Header(stamp=Time(sec=0, nanosec=0), frame_id='cam')
-
-    def raw(encoding: str, pixels: np.ndarray, pad: int = 0) -> object:
-        h, w = pixels.shape[:2]
-        rows = pixels.reshape(h, -1)
-        data = np.concatenate([rows, np.zeros((h, pad), np.uint8)], axis=1).ravel()
-        return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
-                     step=rows.shape[1] + pad, data=data)
-
-    ok, jpg = cv2.imencode('.png', img)
-    msgs = [raw('bgr8', img, pad=4), raw('rgb8', img[..., ::-1].copy()),
-            raw('mono8', img[..., 1].copy()), raw('32FC1', img)]
-    bag = tmp_path / 'bag'
-    with Writer(bag, version=9) as writer:
-        conn = writer.add_connection('/cam/image', Image.__msgtype__, typestore=store)
-        cconn = writer.add_connection('/cam/compressed', Compressed.__msgtype__,
-                                      typestore=store)
-        for i, msg in enumerate(msgs):
-            writer.write(conn, i, store.serialize_cdr(msg, Image.__msgtype__))
-        for i, data in enumerate([jpg.ravel(), np.frombuffer(b'garbage', np.uint8)]):
-            msg = Compressed(header=header, format='png', data=data)
-            writer.write(cconn, 10 + i, store.serialize_cdr(msg, Compressed.__msgtype__))
-    assert source_kind(bag) == 'bag'
-    frames = list(bag_images(bag, '/cam/image'))
-    assert len(frames) == 3  # the 32FC1 frame is dropped
-    np.testing.assert_array_equal(frames[0].image, img)
-    np.testing.assert_array_equal(frames[1].image, img)
-    np.testing.assert_array_equal(frames[2].image[..., 0], img[..., 1])
-    compressed = list(calibration_images(bag, topic='/cam/compressed'))
-    assert len(compressed) == 1
-    np.testing.assert_array_equal(compressed[0].image, img)
-    with pytest.raises(SourceError, match='image topics'):
-        list(bag_images(bag))
-    with pytest.raises(SourceError, match='no image topic'):
-        list(bag_images(bag, '/other'))
-
-
-def test_calibration_image_key() -> None:
-    assert CalibrationImage('k', np.zeros((1, 1, 3), np.uint8)).key == 'k'

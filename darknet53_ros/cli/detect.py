@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_detector(model: Path, args: argparse.Namespace):
     """Detector from the shared command-line options."""
     from darknet53_ros.inference.detector import Detector
-    from darknet53_ros.model.onnx_export import read_names
+    from darknet53_ros.model.names import read_names
 
     names = read_names(args.names) if getattr(args, 'names', None) else None
     options = {}

@@ -101,7 +101,8 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 def run_build_engine(args: argparse.Namespace) -> int:
     """Build the engine and print where it went."""
-    from darknet53_ros.optimize.engine import build_engine, require_tensorrt
+    from darknet53_ros.inference.backends.engine_file import require_tensorrt
+    from darknet53_ros.optimize.engine_builder import build_engine
 
     require_tensorrt()
     metadata = build_engine(args.model, args.output, precision=args.precision,

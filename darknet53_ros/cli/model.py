@@ -129,7 +129,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export cfg + weights to ONNX."""
-    from darknet53_ros.model.onnx_export import export_onnx, read_names
+    from darknet53_ros.model.names import read_names
+    from darknet53_ros.model.onnx_export import export_onnx
     from darknet53_ros.model.weights import random_weights, read_weights
 
     network = load_cfg(args.cfg, args.width, args.height)

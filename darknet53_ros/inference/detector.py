@@ -17,9 +17,10 @@ import numpy as np
 
 from darknet53_ros.errors import ConfigError, ModelError
 from darknet53_ros.inference.backends.base import Backend
+from darknet53_ros.inference.backends.registry import create_backend
 from darknet53_ros.inference.postprocess import (
-    NMS_METHODS,
     Detections,
+    check_nms_method,
     check_thresholds,
     postprocess,
 )
@@ -58,9 +59,7 @@ class DetectorConfig:
             value = getattr(self, field)
             if value is not None and (not isinstance(value, (int, np.integer)) or value <= 0):
                 raise ConfigError(f'{field}: {value!r} must be a positive integer')
-        if self.nms_method not in NMS_METHODS:
-            raise ConfigError(f'nms_method: {self.nms_method!r}, expected one of '
-                              f'{", ".join(NMS_METHODS)}')
+        check_nms_method(self.nms_method)
 
 
 _CONFIG_FIELDS = frozenset(f.name for f in fields(DetectorConfig))
@@ -109,8 +108,6 @@ class Detector:
         """Load ``path`` with :func:`create_backend`; ``kw`` naming :class:`DetectorConfig`
         fields configure detection, the others go to the backend (``device``,
         ``intra_op_threads``, ...)."""
-        from darknet53_ros.inference.backends.registry import create_backend
-
         config = DetectorConfig(**{k: v for k, v in kw.items() if k in _CONFIG_FIELDS})
         opts = {k: v for k, v in kw.items() if k not in _CONFIG_FIELDS}
         instance = create_backend(path, backend, **opts)

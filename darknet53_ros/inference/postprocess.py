@@ -68,7 +68,8 @@ class Detections:
                    np.zeros(0, np.int64), names)
 
 
-def _check_method(method: str) -> str:
+def check_nms_method(method: str) -> str:
+    """Return ``method`` if it is one of :data:`NMS_METHODS`, else raise :class:`ConfigError`."""
     if method not in NMS_METHODS:
         raise ConfigError(f'nms_method: {method!r}, expected one of {", ".join(NMS_METHODS)}')
     return method
@@ -103,7 +104,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None = No
     Returns:
         Indices into ``boxes`` of the kept boxes, by descending score (ties: lower index).
     """
-    if _check_method(method) == 'auto':
+    if check_nms_method(method) == 'auto':
         use_opencv = len(scores) <= AUTO_OPENCV_MAX_CANDIDATES and _have_opencv()
         method = 'opencv' if use_opencv else 'numpy'
     if method == 'opencv':
@@ -291,7 +292,7 @@ def postprocess(boxes: np.ndarray, scores: np.ndarray,
     padded batches). Boxes come back in source pixels through each image's transform.
     """
     check_thresholds(conf_threshold, nms_threshold, max_detections)
-    _check_method(nms_method)
+    check_nms_method(nms_method)
     if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.ndim != 3 \
             or scores.shape[:2] != boxes.shape[:2]:
         raise ModelError(f'outputs boxes {boxes.shape} / scores {scores.shape}: expected '

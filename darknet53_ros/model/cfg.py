@@ -8,6 +8,7 @@ impossible shape raises :class:`DarknetError` naming the file, line and key.
 """
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,10 +290,14 @@ class _Options:
             raise DarknetError(f'{self.where(key)}: must be finite, got {value}')
         return value
 
-    def ints(self, key: str, default: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    # The methods ``int`` and ``float`` shadow the builtins in this class body, hence
+    # ``builtins.int``/``builtins.float`` in the annotations below.
+    def ints(self, key: str, default: tuple[builtins.int, ...] | None = None,
+             ) -> tuple[builtins.int, ...]:
         return self._get(key, default, _parse_int_list, 'a comma-separated list of integers')
 
-    def floats(self, key: str, default: tuple[float, ...] | None = None) -> tuple[float, ...]:
+    def floats(self, key: str, default: tuple[builtins.float, ...] | None = None,
+               ) -> tuple[builtins.float, ...]:
         values = self._get(key, default, _parse_float_list, 'a comma-separated list of numbers')
         if any(v != v or v in (float('inf'), float('-inf')) for v in values):
             raise DarknetError(f'{self.where(key)}: values must be finite')

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -62,7 +63,7 @@ class _Graph:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: object) -> str:
+    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
         self.nodes.append(helper.make_node(op, list(inputs), [output], name=output, **attrs))
         return output
 
@@ -296,16 +297,3 @@ def _metadata(network: Network, names: Sequence[str] | None) -> dict[str, str]:
         'heads': json.dumps([y.index - 1 for y in yolos]),
         'source_cfg': Path(network.source).name,
     }
-
-
-def read_names(path: str | Path) -> list[str]:
-    """Read a Darknet ``.names`` file (one class name per line, blank lines ignored)."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding='utf-8').splitlines()
-    except OSError as exc:
-        raise DarknetError(f'{path}: cannot read class names: {exc}') from None
-    names = [line.strip() for line in lines if line.strip()]
-    if not names:
-        raise DarknetError(f'{path}: no class names found')
-    return names

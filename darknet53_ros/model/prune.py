@@ -133,7 +133,8 @@ def _slice_conv(conv: ConvWeights, out_keep: np.ndarray | None,
     kernel = conv.weights if out_keep is None else conv.weights[out_keep]
     if in_keep is not None:
         kernel = kernel[:, in_keep]
-    return ConvWeights(biases=rows(conv.biases), weights=np.ascontiguousarray(kernel),
+    biases = conv.biases if out_keep is None else conv.biases[out_keep]
+    return ConvWeights(biases=biases, weights=np.ascontiguousarray(kernel),
                        scales=rows(conv.scales), rolling_mean=rows(conv.rolling_mean),
                        rolling_var=rows(conv.rolling_var))
 
@@ -167,9 +168,12 @@ def apply_pruning(network: Network, weights: DarknetWeights,
 
 
 def prune(network: Network, weights: DarknetWeights, ratio: float, method: str = 'l1',
-          **floors: float) -> PruneResult:
-    """Select and remove the least important filters (see the module docstring)."""
-    kept = select_filters(network, weights, ratio, method, **floors)
+          min_keep_fraction: float = 0.1, min_filters: int = 8,
+          channel_multiple: int = 8) -> PruneResult:
+    """Select and remove the least important filters (see the module docstring and
+    :func:`select_filters` for the floors)."""
+    kept = select_filters(network, weights, ratio, method, min_keep_fraction, min_filters,
+                          channel_multiple)
     return apply_pruning(network, weights, kept)
 
 

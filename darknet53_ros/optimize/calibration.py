@@ -2,9 +2,8 @@
 
 Every source yields :class:`CalibrationImage` items (a key naming where the image came from and
 the BGR ``uint8`` pixels) lazily, so large sources are never held in memory. Reading and
-decoding are the offline runner's (:mod:`darknet53_ros.tools.runner`, every ``sensor_msgs``
-encoding
-of :mod:`darknet53_ros.io.encodings`); frames that cannot be decoded are dropped, counted and
+decoding are :mod:`darknet53_ros.io.sources`' (every ``sensor_msgs`` encoding of
+:mod:`darknet53_ros.io.encodings`); frames that cannot be decoded are dropped, counted and
 logged, never fatal.
 
 :func:`image_digest` hashes the decoded pixels; quantisation reports list it for every image so
@@ -21,12 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from darknet53_ros.errors import ConfigError, ImageError, SourceError
-from darknet53_ros.tools.runner import Frame, source_kind
+from darknet53_ros.io.bags import BagReader
+from darknet53_ros.io.sources import (
+    Frame,
+    iter_bag,
+    iter_images,
+    iter_video,
+    read_image,
+    source_kind,
+)
+from darknet53_ros.io.sources import folder_images as image_files
 
 _LOG = logging.getLogger(__name__)
 
-__all__ = ['CalibrationImage', 'bag_images', 'calibration_images', 'folder_images',
-           'image_digest', 'load_image', 'source_kind', 'split_images', 'video_frames']
+__all__ = ['CalibrationImage', 'bag_images', 'calibration_hash', 'calibration_images',
+           'folder_images', 'image_digest', 'image_file', 'source_kind', 'split_images',
+           'video_frames']
 
 
 @dataclass(frozen=True)
@@ -45,16 +54,19 @@ def image_digest(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as BGR ``uint8`` (colour), raising :class:`ImageError` if unreadable."""
-    from darknet53_ros.tools.runner import read_image
+def calibration_hash(digests: Iterable[str]) -> str:
+    """One sha256 over the calibration images' digests (order independent)."""
+    return hashlib.sha256('\n'.join(sorted(digests)).encode()).hexdigest()
 
+
+def image_file(path: str | Path) -> CalibrationImage:
+    """One image file as a calibration image; :class:`ImageError` when missing or unreadable."""
     if not Path(path).is_file():
         raise ImageError(f'{path}: image file not found')
     frame = read_image(Path(path), 0)
     if frame.image is None:
         raise ImageError(f'{path}: {frame.error}')
-    return frame.image
+    return CalibrationImage(str(path), frame.image)
 
 
 def _keep(frames: Iterable[Frame], what: str, step: int,
@@ -77,9 +89,6 @@ def _keep(frames: Iterable[Frame], what: str, step: int,
 
 def folder_images(path: str | Path) -> Iterator[CalibrationImage]:
     """Images in a folder, sorted by name; unreadable files are skipped and logged."""
-    from darknet53_ros.tools.runner import folder_images as image_files
-    from darknet53_ros.tools.runner import iter_images
-
     root = Path(path)
     if not root.is_dir():
         raise SourceError(f'{root}: not a folder')
@@ -91,8 +100,6 @@ def folder_images(path: str | Path) -> Iterator[CalibrationImage]:
 
 def video_frames(path: str | Path, step: int = 1) -> Iterator[CalibrationImage]:
     """Every ``step``-th frame of a video file (OpenCV ``VideoCapture``)."""
-    from darknet53_ros.tools.runner import iter_video
-
     if not Path(path).is_file():
         raise SourceError(f'{path}: video file not found')
     return _keep(iter_video(Path(path)), 'frame', step,
@@ -105,9 +112,6 @@ def bag_images(path: str | Path, topic: str | None = None,
 
     With ``topic=None`` the bag must have exactly one image topic.
     """
-    from darknet53_ros.io.bags import BagReader
-    from darknet53_ros.tools.runner import iter_bag
-
     if step < 1:
         raise ConfigError(f'message step {step}: must be >= 1')
     with BagReader(path) as reader:
@@ -134,7 +138,7 @@ def calibration_images(source: str | Path, topic: str | None = None, step: int =
         return video_frames(source, step)
     if kind == 'bag':
         return bag_images(source, topic, step)
-    return iter([CalibrationImage(str(source), load_image(source))])
+    return iter([image_file(source)])
 
 
 def split_images(images: Iterable[CalibrationImage], count: int | None = None,

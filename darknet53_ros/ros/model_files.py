@@ -16,7 +16,8 @@ from darknet53_ros.errors import ConfigError, DarknetError, ModelError
 from darknet53_ros.fileio import atomic_path
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.model.cfg import load_cfg
-from darknet53_ros.model.onnx_export import export_onnx, read_names
+from darknet53_ros.model.names import read_names
+from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.weights import read_weights
 from darknet53_ros.ros.params import PACKAGE, NodeParams
 

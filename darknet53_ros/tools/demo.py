@@ -22,7 +22,8 @@ def demo_model_files() -> tuple[Path, Path, Path]:
 def export_demo_model(out: Path) -> Path:
     """Export the bundled demo model to ``out`` (ONNX) and return its path."""
     from darknet53_ros.model.cfg import load_cfg
-    from darknet53_ros.model.onnx_export import export_onnx, read_names
+    from darknet53_ros.model.names import read_names
+    from darknet53_ros.model.onnx_export import export_onnx
     from darknet53_ros.model.weights import read_weights
 
     cfg, weights, names = demo_model_files()

@@ -220,7 +220,8 @@ def run_study(cfg: Path, weights: Path, data: Path, out: Path,
     """Run the grid; writes study.json, study.md and pareto.png into ``out``."""
     from darknet53_ros.fileio import atomic_write_text
     from darknet53_ros.model.cfg import load_cfg
-    from darknet53_ros.model.onnx_export import export_onnx, read_names
+    from darknet53_ros.model.names import read_names
+    from darknet53_ros.model.onnx_export import export_onnx
     from darknet53_ros.model.prune import prune
     from darknet53_ros.model.weights import read_weights, write_weights
     from darknet53_ros.tools.evaluate import evaluate_model

@@ -24,6 +24,13 @@ import numpy as np
 
 from darknet53_ros.errors import BackendError, EngineError, ModelError
 from darknet53_ros.inference.backends.base import Backend, parse_metadata
+from darknet53_ros.inference.backends.cuda_runtime import CudaContext, IOBuffers, device_info
+from darknet53_ros.inference.backends.engine_file import (
+    check_engine_metadata,
+    read_engine_metadata,
+    require_tensorrt,
+    trt_logger,
+)
 
 
 def batch_plan(count: int, low: int, high: int) -> list[tuple[int, int, int]]:
@@ -66,9 +73,9 @@ class TensorRTBackend(Backend):
         engine_path: the ``.engine`` file; its ``.engine.json`` metadata is checked against
             the running TensorRT and GPU (and ``expected``) unless ``check_metadata`` is off.
         device: CUDA device index.
-        check_metadata: validate the metadata (see :func:`darknet53_ros.optimize.engine.
-            check_engine_metadata`); mismatches raise :class:`EngineError` with the rebuild
-            command.
+        check_metadata: validate the metadata (see :func:`darknet53_ros.inference.backends.
+            engine_file.check_engine_metadata`); mismatches raise :class:`EngineError` with
+            the rebuild command.
         expected: metadata fields the caller requires (class names, ONNX sha256, ...).
     """
 
@@ -76,18 +83,6 @@ class TensorRTBackend(Backend):
 
     def __init__(self, engine_path: str | Path, device: int = 0, check_metadata: bool = True,
                  expected: dict[str, Any] | None = None) -> None:
-        from darknet53_ros.inference.backends.cuda_runtime import (
-            CudaContext,
-            IOBuffers,
-            device_info,
-        )
-        from darknet53_ros.optimize.engine import (
-            check_engine_metadata,
-            read_engine_metadata,
-            require_tensorrt,
-            trt_logger,
-        )
-
         require_tensorrt()
         import tensorrt as trt
 

@@ -1,18 +1,12 @@
-"""TensorRT engine builder and the metadata file that validates a cached engine.
+"""TensorRT engine builder: ONNX model -> ``NAME.engine`` + ``NAME.engine.json``.
 
-An engine only runs with the TensorRT version and the GPU (compute capability) it was built
-with, so engines are built on the target device (a Jetson) from the ONNX model and cached.
-Beside ``NAME.engine`` the builder writes ``NAME.engine.json``: TensorRT version, GPU name and
-compute capability, precision, input name/shape and batch profile, class names, the ONNX and
-engine sha256, the calibration data hash, creation time, package version and the exact
-``darknet53 build-engine ...`` command. :func:`check_engine_metadata` compares it with what the
-caller expects and with the running system and raises :class:`EngineError` naming the field
-that differs and the command that rebuilds the engine; :func:`load_or_rebuild` rebuilds on
-request.
+The engine file format and its checks are
+:mod:`darknet53_ros.inference.backends.engine_file`'s; :func:`load_or_rebuild` rebuilds an
+engine whose metadata no longer matches on request.
 
-TensorRT is imported lazily and only by :func:`build_engine` (and the TensorRT backend). The
-same code targets JetPack 5 (TensorRT 8.5), JetPack 6 (10.3) and JetPack 7 (11.x); version
-checks compare parsed numbers, never strings:
+TensorRT is imported lazily, only by :func:`build_engine`. The same code targets JetPack 5
+(TensorRT 8.5), JetPack 6 (10.3) and JetPack 7 (11.x); version checks compare parsed numbers,
+never strings:
 
 * networks are created with ``EXPLICIT_BATCH`` only before TensorRT 10 (10 ignores it);
 * Q/DQ (explicitly quantised) models set the INT8 flag plus FP16 for the layers left in
@@ -27,60 +21,44 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 import contextlib
 import datetime
-import hashlib
 import json
 import logging
 from pathlib import Path
-import re
-import shlex
+import threading
 from typing import Any
 
 import numpy as np
 
 from darknet53_ros.errors import BackendError, ConfigError, EngineError
+from darknet53_ros.fileio import atomic_write_bytes, sha256_file
+from darknet53_ros.inference.backends.cuda_runtime import CudaContext, device_info
+from darknet53_ros.inference.backends.engine_file import (
+    DEFAULT_WORKSPACE_MIB,
+    METADATA_FORMAT,
+    build_command,
+    check_engine_metadata,
+    metadata_path,
+    read_engine_metadata,
+    require_tensorrt,
+    trt_logger,
+    write_engine,
+)
+from darknet53_ros.inference.preprocess import preprocess
+from darknet53_ros.optimize.calibration import (
+    calibration_hash,
+    calibration_images,
+    image_digest,
+)
+from darknet53_ros.progress import progress_bar
+from darknet53_ros.version import __version__
 
 _LOG = logging.getLogger(__name__)
 
 PRECISIONS = ('fp32', 'fp16', 'int8')
-METADATA_FORMAT = 1
-DEFAULT_WORKSPACE_MIB = 1024
-INSTALL_HINT = ('TensorRT is not installed; build engines on the target device (JetPack 5: '
-                'TensorRT 8.5, JetPack 6: TensorRT 10.3, JetPack 7: TensorRT 11), where '
-                "JetPack's python3-libnvinfer provides the tensorrt module")
-
-#: Metadata fields compared with the running system: a mismatch makes the engine unusable.
-RUNTIME_FIELDS = ('tensorrt_version', 'compute_capability')
-#: Metadata fields a caller may pin through ``expected``.
-EXPECTABLE_FIELDS = ('precision', 'input_name', 'input_shape', 'batch', 'class_names',
-                     'onnx_sha256', 'calibration_sha256', 'dla_core', 'tensorrt_version',
-                     'compute_capability', 'gpu_name')
 
 
 # --------------------------------------------------------------------------------------------
-# Versions and parameters (plain Python)
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """Numeric version tuple from a version string: ``'10.3.0.30'`` -> ``(10, 3, 0, 30)``.
-
-    Each dot-separated part contributes its leading digits; parsing stops at the first part
-    without any (``'8.5.2.post1'`` -> ``(8, 5, 2)``).
-    """
-    parts = []
-    for piece in str(text).strip().split('.'):
-        match = re.match(r'\d+', piece)
-        if match is None:
-            break
-        parts.append(int(match.group()))
-    if not parts:
-        raise ConfigError(f'version {text!r}: no number')
-    return tuple(parts)
-
-
-def version_at_least(version: str | Sequence[int], minimum: Sequence[int]) -> bool:
-    """Whether ``version`` (string or tuple) is ``>= minimum``, compared numerically."""
-    numbers = parse_version(version) if isinstance(version, str) else tuple(version)
-    return numbers >= tuple(minimum)
+# Build settings and rebuilds
 
 
 def parse_batch(text: str | int | Sequence[int]) -> tuple[int, int, int]:
@@ -102,175 +80,6 @@ def parse_batch(text: str | int | Sequence[int]) -> tuple[int, int, int]:
     if not 1 <= low <= opt <= high:
         raise ConfigError(f'batch {text!r}: need 1 <= MIN <= OPT <= MAX')
     return low, opt, high
-
-
-def metadata_path(engine_path: str | Path) -> Path:
-    """``NAME.engine`` -> ``NAME.engine.json``."""
-    path = Path(engine_path)
-    return path.with_name(path.name + '.json')
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def build_command(onnx_path: str | Path, out_path: str | Path, precision: str = 'fp16',
-                  batch: Sequence[int] = (1, 1, 1), dla_core: int | None = None,
-                  workspace_mib: int = DEFAULT_WORKSPACE_MIB,
-                  calib_source: str | Path | None = None,
-                  timing_cache: str | Path | None = None) -> str:
-    """The ``darknet53 build-engine`` command line that builds this engine."""
-    args = ['darknet53', 'build-engine', '--model', str(onnx_path), '--precision', precision,
-            '--batch', ':'.join(str(int(b)) for b in batch)]
-    if dla_core is not None:
-        args += ['--dla-core', str(dla_core)]
-    if workspace_mib != DEFAULT_WORKSPACE_MIB:
-        args += ['--workspace', str(workspace_mib)]
-    if calib_source is not None:
-        args += ['--calib', str(calib_source)]
-    if timing_cache is not None:
-        args += ['--timing-cache', str(timing_cache)]
-    args += ['-o', str(out_path)]
-    return shlex.join(args)
-
-
-# --------------------------------------------------------------------------------------------
-# Metadata
-
-
-def read_engine_metadata(engine_path: str | Path) -> dict[str, Any]:
-    """Read ``NAME.engine.json``; :class:`EngineError` when missing or not valid JSON."""
-    meta_file = metadata_path(engine_path)
-    if not meta_file.is_file():
-        raise EngineError(f'{meta_file}: engine metadata missing (engines are only used with '
-                          'the metadata written by `darknet53 build-engine`)')
-    try:
-        data = json.loads(meta_file.read_text(encoding='utf-8'))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineError(f'{meta_file}: unreadable engine metadata: {exc}') from exc
-    if not isinstance(data, dict):
-        raise EngineError(f'{meta_file}: engine metadata is not a JSON object')
-    return data
-
-
-def write_engine(out_path: str | Path, engine: bytes, metadata: Mapping[str, Any]) -> Path:
-    """Write the engine and its metadata atomically; returns the metadata path.
-
-    The engine's sha256 is stored in the metadata, so a crash between the two renames leaves a
-    pair that :func:`check_engine_metadata` rejects rather than a silently wrong engine.
-    """
-    from darknet53_ros.fileio import atomic_write_bytes, atomic_write_text
-
-    data = dict(metadata)
-    data['engine_sha256'] = hashlib.sha256(engine).hexdigest()
-    data.setdefault('format', METADATA_FORMAT)
-    atomic_write_bytes(out_path, engine)
-    meta_file = metadata_path(out_path)
-    atomic_write_text(meta_file, json.dumps(data, indent=2) + '\n')
-    return meta_file
-
-
-def _normalise(name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if name in ('input_shape', 'batch', 'class_names'):
-        return list(value)
-    if name == 'compute_capability':
-        if isinstance(value, (tuple, list)):
-            return '.'.join(str(int(v)) for v in value)
-        return str(value)
-    if name == 'tensorrt_version':  # numeric, trailing zeros ignored: 10.3 == 10.3.0.0
-        numbers = list(parse_version(str(value)))
-        while len(numbers) > 1 and numbers[-1] == 0:
-            numbers.pop()
-        return '.'.join(str(v) for v in numbers)
-    return value
-
-
-def rebuild_command(engine_path: str | Path, metadata: Mapping[str, Any] | None = None) -> str:
-    """The command that rebuilds ``engine_path`` (from its metadata when readable)."""
-    if metadata and metadata.get('build_command'):
-        return str(metadata['build_command'])
-    return build_command('MODEL.onnx', engine_path)
-
-
-def check_engine_metadata(engine_path: str | Path, expected: Mapping[str, Any] | None = None,
-                          runtime_info: Mapping[str, Any] | None = None,
-                          verify_hash: bool = True) -> dict[str, Any]:
-    """Check that ``engine_path`` may be used; return its metadata.
-
-    Args:
-        engine_path: the ``.engine`` file (its metadata is ``NAME.engine.json``).
-        expected: fields the caller requires (any of :data:`EXPECTABLE_FIELDS`), for example
-            ``{'onnx_sha256': ..., 'class_names': [...], 'precision': 'int8'}``.
-        runtime_info: the running system: ``tensorrt_version`` and ``compute_capability``
-            (``'8.7'`` or ``(8, 7)``), optionally ``gpu_name`` (a different name with the same
-            compute capability only logs a warning).
-        verify_hash: compare the engine file's sha256 with the metadata.
-
-    Raises:
-        EngineError: naming the field that differs, expected and found values, and the exact
-            ``darknet53 build-engine ...`` command that rebuilds the engine.
-    """
-    path = Path(engine_path)
-    if not path.is_file():
-        raise EngineError(f'{path}: engine file not found. Build it on this device with:\n  '
-                          f'{_command_for_missing(path)}')
-    try:
-        metadata = read_engine_metadata(path)
-    except EngineError as exc:
-        raise EngineError(f'{exc}. Rebuild it with:\n  {rebuild_command(path)}') from exc
-    command = rebuild_command(path, metadata)
-
-    def fail(field: str, want: Any, found: Any, why: str = '') -> None:
-        raise EngineError(
-            f'{path}: engine metadata field {field!r} differs: expected {want!r}, found '
-            f'{found!r}{why} ({metadata_path(path).name}). Rebuild it with:\n  {command}')
-
-    if metadata.get('format') != METADATA_FORMAT:
-        fail('format', METADATA_FORMAT, metadata.get('format'))
-    if verify_hash and metadata.get('engine_sha256'):
-        actual = sha256_file(path)
-        if actual != metadata['engine_sha256']:
-            fail('engine_sha256', metadata['engine_sha256'], actual,
-                 ' (the engine file changed after it was built)')
-    for field, want in (expected or {}).items():
-        if field not in EXPECTABLE_FIELDS:
-            raise ConfigError(f'expected engine field {field!r}: not one of {EXPECTABLE_FIELDS}')
-        if want is None:
-            continue
-        if _normalise(field, want) != _normalise(field, metadata.get(field)):
-            fail(field, _normalise(field, want), metadata.get(field))
-    info = dict(runtime_info or {})
-    for field in RUNTIME_FIELDS:
-        if info.get(field) is None:
-            continue
-        if metadata.get(field) is None:
-            _LOG.warning('%s: metadata has no %s (pycuda was missing at build time); '
-                         'cannot check it', path, field)
-            continue
-        found = _normalise(field, metadata.get(field))
-        if _normalise(field, info[field]) != found:
-            fail(field, _normalise(field, info[field]), metadata.get(field),
-                 ' (engines only run with the TensorRT version and GPU they were built for)')
-    gpu = info.get('gpu_name')
-    if gpu and metadata.get('gpu_name') and gpu != metadata['gpu_name']:
-        _LOG.warning('%s: built on %s, running on %s (same compute capability): it runs, '
-                     'but rebuilding may be faster: %s', path, metadata['gpu_name'], gpu,
-                     command)
-    return metadata
-
-
-def _command_for_missing(path: Path) -> str:
-    try:
-        return rebuild_command(path, read_engine_metadata(path))
-    except EngineError:
-        return rebuild_command(path)
 
 
 def load_or_rebuild(engine_path: str | Path, onnx_path: str | Path | None = None,
@@ -361,102 +170,42 @@ def onnx_summary(onnx_path: str | Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# TensorRT (lazy)
-
-
-def tensorrt_available() -> bool:
-    """Whether the real TensorRT Python module can be imported (type stubs alone do not count:
-    ``tensorrt-stubs`` installs an importable, empty ``tensorrt`` namespace)."""
-    try:
-        require_tensorrt()
-    except EngineError:
-        return False
-    return True
-
-
-def require_tensorrt() -> tuple[int, ...]:
-    """Import TensorRT; return its numeric version or raise :class:`EngineError`."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise EngineError(INSTALL_HINT) from exc
-    version = getattr(trt, '__version__', None)
-    if not version or not hasattr(trt, 'Builder'):
-        raise EngineError(INSTALL_HINT + ' (only an empty tensorrt package, such as the type '
-                          'stubs, is importable here)')
-    return parse_version(version)
-
-
-class _LogAdapter:
-    """Creates a ``trt.ILogger`` forwarding to Python logging."""
-
-    @staticmethod
-    def make() -> Any:
-        import tensorrt as trt
-
-        class Logger(trt.ILogger):
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-
-            def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-                if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
-                    _LOG.error('TensorRT: %s', msg)
-                elif severity == trt.ILogger.WARNING:
-                    _LOG.warning('TensorRT: %s', msg)
-                elif severity == trt.ILogger.INFO:
-                    _LOG.debug('TensorRT: %s', msg)
-
-        return Logger()
-
-
-_TRT_LOGGER: Any = None
-
-
-def trt_logger() -> Any:
-    """One process-wide TensorRT logger (TensorRT wants a single logger instance)."""
-    global _TRT_LOGGER
-    if _TRT_LOGGER is None:
-        _TRT_LOGGER = _LogAdapter.make()
-    return _TRT_LOGGER
+# Building (TensorRT, lazy)
 
 
 def _progress_monitor(enabled: bool) -> Any:
-    """A ``trt.IProgressMonitor`` printing phases with tqdm (TensorRT >= 10), else ``None``."""
+    """A ``trt.IProgressMonitor`` showing build phases as progress bars (TensorRT >= 10),
+    else ``None``."""
     import tensorrt as trt
 
     if not enabled or not hasattr(trt, 'IProgressMonitor'):
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the extras
-        return None
-    import threading
 
     class Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
-            self._bars: dict[str, Any] = {}
+            self._bars: dict[str, tuple[Any, list[int]]] = {}
             self._lock = threading.Lock()
 
         def phase_start(self, phase_name: str, parent_phase: str | None,
                         num_steps: int) -> None:
             with self._lock:
-                depth = 0 if parent_phase is None else 1
-                self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=False,
-                                              position=depth)
+                self._bars[phase_name] = (progress_bar(True, phase_name, num_steps), [0])
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             with self._lock:
-                bar = self._bars.get(phase_name)
-                if bar is not None:
-                    bar.update(step + 1 - bar.n)
+                entry = self._bars.get(phase_name)
+                if entry is not None:
+                    bar, done = entry
+                    bar.update(step + 1 - done[0])
+                    done[0] = step + 1
             return True
 
         def phase_finish(self, phase_name: str) -> None:
             with self._lock:
-                bar = self._bars.pop(phase_name, None)
-                if bar is not None:
-                    bar.close()
+                entry = self._bars.pop(phase_name, None)
+                if entry is not None:
+                    entry[0].close()
 
     return Monitor()
 
@@ -467,9 +216,6 @@ def calibration_batches(source: str | Path, width: int, height: int, batch_size:
 
     A last incomplete batch is dropped (TensorRT's calibration profile has a fixed batch).
     """
-    from darknet53_ros.inference.preprocess import preprocess
-    from darknet53_ros.optimize.calibration import calibration_images
-
     buffer: list[np.ndarray] = []
     for i, item in enumerate(calibration_images(source)):
         if count is not None and i >= count:
@@ -483,9 +229,6 @@ def calibration_batches(source: str | Path, width: int, height: int, batch_size:
 
 def calibration_source_hash(source: str | Path, count: int | None = None) -> str:
     """sha256 over the pixel digests of the images a calibration source yields."""
-    from darknet53_ros.optimize.calibration import calibration_images, image_digest
-    from darknet53_ros.optimize.quantize import calibration_hash
-
     digests = []
     for i, item in enumerate(calibration_images(source)):
         if count is not None and i >= count:
@@ -504,8 +247,6 @@ def _entropy_calibrator(batches: Iterator[np.ndarray], batch_size: int, nbytes: 
     """
     import pycuda.driver as cuda
     import tensorrt as trt
-
-    from darknet53_ros.fileio import atomic_write_bytes
 
     base = trt.IInt8EntropyCalibrator2
 
@@ -544,7 +285,6 @@ def _entropy_calibrator(batches: Iterator[np.ndarray], batch_size: int, nbytes: 
 
 def _gpu_info(device: int) -> dict[str, Any]:
     try:
-        from darknet53_ros.inference.backends.cuda_runtime import device_info
         name, capability = device_info(device)
         return {'gpu_name': name, 'compute_capability': f'{capability[0]}.{capability[1]}'}
     except Exception as exc:
@@ -590,9 +330,6 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, precision: str = '
         raise ConfigError('DLA needs --precision fp16 or int8')
     version = require_tensorrt()
     import tensorrt as trt
-
-    from darknet53_ros import __version__
-    from darknet53_ros.inference.backends.cuda_runtime import CudaContext
 
     info = onnx_summary(onnx_path)
     out = Path(out_path)
@@ -691,7 +428,6 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, precision: str = '
                 raise EngineError(f'{onnx_path}: TensorRT failed to build the engine (see the '
                                   'TensorRT errors logged above)')
             if timing_cache is not None:
-                from darknet53_ros.fileio import atomic_write_bytes
                 atomic_write_bytes(timing_cache, bytes(memoryview(
                     config.get_timing_cache().serialize())))
             engine = bytes(memoryview(serialized))

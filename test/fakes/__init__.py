@@ -1,0 +1,1 @@
+"""Fake ``tensorrt`` and ``pycuda`` modules for tests that run without a GPU."""
