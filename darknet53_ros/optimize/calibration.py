@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from darknet53_ros.errors import ConfigError, ImageError, SourceError
-from darknet53_ros.tools.runner import Frame, source_kind
+from darknet53_ros.io.sources import Frame, source_kind
 
 _LOG = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def image_digest(image: np.ndarray) -> str:
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as BGR ``uint8`` (colour), raising :class:`ImageError` if unreadable."""
-    from darknet53_ros.tools.runner import read_image
+    from darknet53_ros.io.sources import read_image
 
     if not Path(path).is_file():
         raise ImageError(f'{path}: image file not found')
@@ -77,8 +77,8 @@ def _keep(frames: Iterable[Frame], what: str, step: int,
 
 def folder_images(path: str | Path) -> Iterator[CalibrationImage]:
     """Images in a folder, sorted by name; unreadable files are skipped and logged."""
-    from darknet53_ros.tools.runner import folder_images as image_files
-    from darknet53_ros.tools.runner import iter_images
+    from darknet53_ros.io.sources import folder_images as image_files
+    from darknet53_ros.io.sources import iter_images
 
     root = Path(path)
     if not root.is_dir():
@@ -91,7 +91,7 @@ def folder_images(path: str | Path) -> Iterator[CalibrationImage]:
 
 def video_frames(path: str | Path, step: int = 1) -> Iterator[CalibrationImage]:
     """Every ``step``-th frame of a video file (OpenCV ``VideoCapture``)."""
-    from darknet53_ros.tools.runner import iter_video
+    from darknet53_ros.io.sources import iter_video
 
     if not Path(path).is_file():
         raise SourceError(f'{path}: video file not found')
@@ -106,7 +106,7 @@ def bag_images(path: str | Path, topic: str | None = None,
     With ``topic=None`` the bag must have exactly one image topic.
     """
     from darknet53_ros.io.bags import BagReader
-    from darknet53_ros.tools.runner import iter_bag
+    from darknet53_ros.io.sources import iter_bag
 
     if step < 1:
         raise ConfigError(f'message step {step}: must be >= 1')
