@@ -1,4 +1,5 @@
-"""Shared fixtures: the official Darknet reference files (skipped when absent)."""
+"""Shared fixtures: the official Darknet reference files (skipped when absent) and the planted
+model of :mod:`test.planted`, exported once per session."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from .fakes.fixtures import fakes  # noqa: F401 - fixture of the fake tensorrt/pycuda modules
+from .planted import export_planted
 
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'darknet'
 
@@ -31,3 +33,9 @@ def tiny_cfg_path() -> Path:
 @pytest.fixture
 def darknet53_cfg_path() -> Path:
     return shared_file('cfg', 'darknet53.cfg')
+
+
+@pytest.fixture(scope='session')
+def planted_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The planted ONNX model (:func:`test.planted.export_planted`), exported once."""
+    return export_planted(tmp_path_factory.mktemp('planted') / 'planted.onnx')

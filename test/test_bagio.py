@@ -12,18 +12,16 @@ from darknet53_ros.errors import ConfigError, SourceError
 
 pytest.importorskip('rosbags')
 
+from darknet53_ros.io.bag_writer import BagWriter, SyntheticFrame, write_synthetic_bag
 from darknet53_ros.io.bags import (
     COMPRESSED_IMAGE_TYPE,
     DETECTIONS_TYPE,
     IMAGE_TYPE,
     BagReader,
-    BagWriter,
-    SyntheticFrame,
     annotated_topic,
     detect_storage,
     detections_topic,
     list_image_topics,
-    write_synthetic_bag,
 )
 from darknet53_ros.io.encodings import msg_to_bgr
 from darknet53_ros.io.messages import (

@@ -8,8 +8,6 @@ import pytest
 from darknet53_ros.cli.main import main
 from darknet53_ros.tools.bench import Timing, time_call
 
-from .planted import export_planted
-
 
 def test_timing_statistics():
     timing = Timing([1.0, 2.0, 3.0, 4.0, 100.0])
@@ -19,8 +17,8 @@ def test_timing_statistics():
     assert len(timing.samples) == 3 and result == 5
 
 
-def test_bench_prints_stages_ratios_and_json(tmp_path, capsys):
-    model = export_planted(tmp_path / 'planted.onnx')
+def test_bench_prints_stages_ratios_and_json(planted_model, tmp_path, capsys):
+    model = planted_model
     out = tmp_path / 'bench.json'
     plot = tmp_path / 'bench.png'
     assert main(['bench', '--model', str(model), '--sizes', 'none', '--batches', '1,2',

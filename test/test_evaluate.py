@@ -10,13 +10,13 @@ import pytest
 
 from darknet53_ros.errors import DatasetError
 from darknet53_ros.inference.postprocess import Detections
+from darknet53_ros.io.dataset import load_image, load_split
 from darknet53_ros.tools.evaluate import (
-    evaluate_detections,
     find_calibration_report,
-    ground_truth_for_split,
     load_calibration_digests,
     plot_pr_curve,
 )
+from darknet53_ros.training.metrics import evaluate_detections, ground_truth_for_split
 
 
 def _xywh(box: list[float]) -> list[float]:
@@ -144,7 +144,6 @@ def _write_split(tmp_path: Path, with_coco: bool) -> Path:
 
 
 def test_ground_truth_from_labels_matches_coco(tmp_path: Path) -> None:
-    from darknet53_ros.training.trainer import load_split
 
     from_coco = ground_truth_for_split(load_split(_write_split(tmp_path, True), 'val'))
     from_labels = ground_truth_for_split(load_split(_write_split(tmp_path, False), 'val'))
@@ -170,7 +169,7 @@ def _tiny_onnx(path: Path) -> None:
 def test_calibration_overlap_detected(tmp_path: Path) -> None:
     pytest.importorskip('onnxruntime')
     from darknet53_ros.optimize.calibration import image_digest
-    from darknet53_ros.tools.evaluate import evaluate_model, load_image
+    from darknet53_ros.tools.evaluate import evaluate_model
 
     root = _write_split(tmp_path, True)
     model = tmp_path / 'm.onnx'

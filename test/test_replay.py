@@ -41,7 +41,7 @@ def _stamp(header):
 def bag(tmp_path_factory):
     """4 cameras x FRAMES frames at 10 Hz, plus one corrupt image (decodes as CDR, too little
     pixel data) and one message that is not even valid CDR on the rear camera."""
-    from darknet53_ros.io.bags import BagWriter
+    from darknet53_ros.io.bag_writer import BagWriter
     from darknet53_ros.io.messages import compressed_image_msg, header_msg, image_msg
 
     path = tmp_path_factory.mktemp('bags') / 'cams'
@@ -125,7 +125,7 @@ def test_deterministic_replay_cli(bag, model_path, tmp_path):
 
 
 def test_replay_is_deterministic_and_params_apply(bag, model_path, tmp_path):
-    from darknet53_ros.cli.replay import replay_bag
+    from darknet53_ros.tools.replay import replay_bag
 
     params = tmp_path / 'params.yaml'
     params.write_text('/**:\n  ros__parameters:\n    publish_annotated: false\n'
@@ -158,7 +158,7 @@ def test_replay_is_deterministic_and_params_apply(bag, model_path, tmp_path):
 
 
 def test_realtime_replay_accounts_for_every_frame(bag, model_path, tmp_path):
-    from darknet53_ros.cli.replay import replay_bag
+    from darknet53_ros.tools.replay import replay_bag
 
     summary = replay_bag(bag, tmp_path / 'rt', model=model_path, realtime=True, rate=4.0,
                          params={'max_frame_age': 0.05, 'publish_annotated': False})
@@ -177,7 +177,7 @@ def test_realtime_replay_accounts_for_every_frame(bag, model_path, tmp_path):
 
 
 def test_replay_errors(bag, model_path, tmp_path):
-    from darknet53_ros.cli.replay import replay_bag
+    from darknet53_ros.tools.replay import replay_bag
 
     with pytest.raises(SourceError, match='/nope/image'):
         replay_bag(bag, tmp_path / 'x', model=model_path, cameras=['nope:/nope/image'])

@@ -9,21 +9,17 @@ import pytest
 from darknet53_ros.cli.main import main
 from darknet53_ros.errors import SourceError
 from darknet53_ros.inference.detector import Detector
-from darknet53_ros.io.bags import BagReader, SyntheticFrame, write_synthetic_bag
-from darknet53_ros.tools.runner import source_kind
+from darknet53_ros.io.bag_writer import SyntheticFrame, write_synthetic_bag
+from darknet53_ros.io.bags import BagReader
+from darknet53_ros.io.sources import source_kind
 
-from .planted import SCORE, expected_box, export_planted, quadrant_image
+from .planted import SCORE, expected_box, quadrant_image
 
 cv2 = pytest.importorskip('cv2')
 
 
-@pytest.fixture(scope='module')
-def model(tmp_path_factory):
-    return export_planted(tmp_path_factory.mktemp('planted') / 'planted.onnx')
-
-
-def test_detector_finds_the_planted_box(model):
-    with Detector.from_model(model) as detector:
+def test_detector_finds_the_planted_box(planted_model):
+    with Detector.from_model(planted_model) as detector:
         results = detector.detect_batch([quadrant_image(1, 0), quadrant_image(0, 1),
                                          np.zeros((128, 128, 3), np.uint8)])
     for det, (col, row) in zip(results[:2], [(1, 0), (0, 1)]):
@@ -45,11 +41,12 @@ def _two_camera_bag(path):
     return frames
 
 
-def test_detect_on_two_camera_bag(model, tmp_path, capsys):
+def test_detect_on_two_camera_bag(planted_model, tmp_path, capsys):
     bag = tmp_path / 'cams'
     sent = _two_camera_bag(bag)
     out = tmp_path / 'out'
-    assert main(['detect', '--model', str(model), '--source', str(bag), '--output', str(out),
+    assert main(['detect', '--model', str(planted_model),
+                 '--source', str(bag), '--output', str(out),
                  '--batch', '2', '--no-progress']) == 0
     assert 'processed 6 frames' in capsys.readouterr().out
     expected = {'/front/image_raw/detections': ('front_optical', expected_box(1, 0)),
@@ -83,14 +80,15 @@ def test_detect_on_two_camera_bag(model, tmp_path, capsys):
     assert len(results) == 6 and {r['category_id'] for r in results} == {1}
 
 
-def test_folder_with_bad_files_is_counted_and_skipped(model, tmp_path, capsys):
+def test_folder_with_bad_files_is_counted_and_skipped(planted_model, tmp_path, capsys):
     folder = tmp_path / 'imgs'
     folder.mkdir()
     cv2.imwrite(str(folder / 'a.png'), quadrant_image(1, 1))
     (folder / 'b.jpg').write_bytes(b'not a jpeg')
     (folder / 'c.png').write_bytes(b'')
     out = tmp_path / 'out'
-    assert main(['detect', '--model', str(model), '--source', str(folder), '--output',
+    assert main(['detect', '--model', str(planted_model),
+                 '--source', str(folder), '--output',
                  str(out), '--no-progress']) == 0
     text = capsys.readouterr().out
     assert 'processed 1 frames' in text and 'skipped 2 frames' in text
@@ -103,11 +101,12 @@ def test_folder_with_bad_files_is_counted_and_skipped(model, tmp_path, capsys):
     assert (out / 'annotated' / 'a.jpg').exists()
     # Nothing readable at all: non-zero exit.
     (folder / 'a.png').unlink()
-    assert main(['detect', '--model', str(model), '--source', str(folder), '--output',
+    assert main(['detect', '--model', str(planted_model),
+                 '--source', str(folder), '--output',
                  str(tmp_path / 'none'), '--no-progress']) == 1
 
 
-def test_video_source(model, tmp_path):
+def test_video_source(planted_model, tmp_path):
     video = tmp_path / 'clip.mp4'
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 10.0, (128, 128))
     if not writer.isOpened():
@@ -116,7 +115,8 @@ def test_video_source(model, tmp_path):
         writer.write(quadrant_image(i % 2, 0))
     writer.release()
     out = tmp_path / 'out'
-    assert main(['detect', '--model', str(model), '--source', str(video), '--output', str(out),
+    assert main(['detect', '--model', str(planted_model),
+                 '--source', str(video), '--output', str(out),
                  '--no-progress']) == 0
     results = json.loads((out / 'detections.json').read_text())
     assert len(results) == 4
@@ -124,14 +124,14 @@ def test_video_source(model, tmp_path):
     assert not [p for p in out.iterdir() if '.tmp' in p.name]
 
 
-def test_bag_with_bad_message_and_unknown_topic(model, tmp_path):
+def test_bag_with_bad_message_and_unknown_topic(planted_model, tmp_path):
     bag = tmp_path / 'cams'
     frames = [SyntheticFrame('/cam/image_raw/compressed', 'cam', 1000 + i, quadrant_image(0, 0),
                              'png') for i in range(2)]
     write_synthetic_bag(bag, frames)
     from darknet53_ros.tools.runner import OfflineRunner
 
-    with Detector.from_model(model) as detector:
+    with Detector.from_model(planted_model) as detector:
         runner = OfflineRunner(detector, tmp_path / 'out', progress=False)
         with pytest.raises(SourceError, match='/nope'):
             runner.run(bag, ['/nope'])
@@ -143,7 +143,7 @@ def test_bag_with_bad_message_and_unknown_topic(model, tmp_path):
         source_kind(odd)
 
 
-def test_corrupt_compressed_frame_is_dropped(model, tmp_path, monkeypatch):
+def test_corrupt_compressed_frame_is_dropped(planted_model, tmp_path, monkeypatch):
     from darknet53_ros.tools import runner as runner_module
     from darknet53_ros.tools.runner import OfflineRunner
 
@@ -158,7 +158,7 @@ def test_corrupt_compressed_frame_is_dropped(model, tmp_path, monkeypatch):
                 frame.image, frame.error = None, 'ImageError: corrupt data'
             yield frame
     monkeypatch.setattr(runner_module, 'iter_bag', corrupting)
-    with Detector.from_model(model) as detector:
+    with Detector.from_model(planted_model) as detector:
         summary = OfflineRunner(detector, tmp_path / 'out', progress=False).run(bag)
     assert summary.processed == 2 and summary.failures == [
         ('/cam/image_raw/compressed', 1, 'ImageError: corrupt data')]

@@ -14,6 +14,8 @@ import yaml
 
 from darknet53_ros.cli import main as cli
 from darknet53_ros.errors import ConfigError, SourceError
+from darknet53_ros.io.dataset import load_dataset_description
+from darknet53_ros.tools.camera_bag import camera_topics, write_camera_bag
 from darknet53_ros.training import synthetic
 from darknet53_ros.training.synthetic import (
     CLASS_NAMES,
@@ -24,6 +26,7 @@ from darknet53_ros.training.synthetic import (
     composite,
     generate_scene,
 )
+from darknet53_ros.training.synthetic.objects import ASPECTS
 
 W, H = 160, 128
 
@@ -69,7 +72,7 @@ def test_scene_statistics_cover_classes_sizes_and_occlusion() -> None:
 @pytest.mark.parametrize('class_id', range(len(CLASS_NAMES)))
 def test_rendered_objects_fill_their_patch(class_id: int) -> None:
     rng = np.random.default_rng(class_id)
-    lo, hi = synthetic._ASPECTS[class_id]
+    lo, hi = ASPECTS[class_id]
     for aspect, height in ((lo, 90), (hi, 60), ((lo + hi) / 2, 16)):
         w, h = max(2, round(height * aspect)), height
         patch, mask = synthetic.render_object(class_id, w, h, rng)
@@ -177,7 +180,7 @@ def test_write_dataset_coco_yolo_and_description(tmp_path: Path) -> None:
     assert (out / 'classes.names').read_text().split() == list(CLASS_NAMES)
     assert len((out / 'train.txt').read_text().split()) == 6
 
-    loaded = synthetic.load_dataset_description(out)
+    loaded = load_dataset_description(out)
     for split in ('train', 'val'):
         paths = loaded['splits'][split]
         coco = COCO(paths['annotations'])
@@ -218,12 +221,12 @@ def test_camera_bag_is_readable(tmp_path: Path) -> None:
     from rosbags.typesys import Stores, get_typestore
 
     bag = tmp_path / 'cams'
-    counts = synthetic.write_camera_bag(bag, cameras=3, frames=4, seed=2, width=96, height=64,
+    counts = write_camera_bag(bag, cameras=3, frames=4, seed=2, width=96, height=64,
                                         fps=5.0)
-    topics = synthetic.camera_topics(3)
+    topics = camera_topics(3)
     assert counts == {topic: 4 for topic, _, _ in topics}
     with pytest.raises(SourceError):
-        synthetic.write_camera_bag(bag, cameras=1, frames=1, width=96, height=64)
+        write_camera_bag(bag, cameras=1, frames=1, width=96, height=64)
     store = get_typestore(Stores.ROS2_HUMBLE)
     stamps: dict[str, list[int]] = {}
     with Reader(bag) as reader:
@@ -249,7 +252,7 @@ def test_camera_bag_is_readable(tmp_path: Path) -> None:
                 assert np.abs(decoded.astype(int) - expected).mean() < 12
     for topic_stamps in stamps.values():
         assert np.diff(topic_stamps).tolist() == [200_000_000] * 3
-    assert synthetic.write_camera_bag(bag, cameras=1, frames=1, width=96, height=64,
+    assert write_camera_bag(bag, cameras=1, frames=1, width=96, height=64,
                                       overwrite=True) == {'/front/image_raw': 1}
 
 

@@ -18,8 +18,8 @@ from darknet53_ros.model.weights import (  # noqa: E402
     read_weights,
     write_weights,
 )
-from darknet53_ros.training.torch_model import (  # noqa: E402
-    DarknetModel,
+from darknet53_ros.training.torch_model import DarknetModel  # noqa: E402
+from darknet53_ros.training.torch_weights import (  # noqa: E402
     build_model,
     load_darknet_weights,
     load_pretrained,
@@ -196,7 +196,7 @@ def test_random_weights_match_onnx_export() -> None:
 
 def test_trained_model_saved_and_exported_matches_pytorch(tmp_path: Path) -> None:
     """Train a few steps (BN statistics move), save .weights, export ONNX, compare."""
-    from darknet53_ros.training.trainer import YoloLoss
+    from darknet53_ros.training.loss import YoloLoss
 
     network = _network()
     model = build_model(network)

@@ -16,20 +16,18 @@ torch = pytest.importorskip('torch')
 
 from darknet53_ros.model.cfg import parse_cfg  # noqa: E402
 from darknet53_ros.model.generator import yolov3_cfg  # noqa: E402
-from darknet53_ros.training.torch_model import build_model, head_infos  # noqa: E402
-from darknet53_ros.training.trainer import (  # noqa: E402
+from darknet53_ros.training.anchors import kmeans_anchors  # noqa: E402
+from darknet53_ros.training.augment import (  # noqa: E402
     AugmentParams,
-    MultiScaleBatchSampler,
-    YoloLoss,
     augment,
-    build_targets,
     hflip,
     hsv_jitter,
-    kmeans_anchors,
-    multiscale_sizes,
-    parse_img_size,
-    shape_iou,
 )
+from darknet53_ros.training.data import MultiScaleBatchSampler, multiscale_sizes  # noqa: E402
+from darknet53_ros.training.loss import YoloLoss, build_targets, shape_iou  # noqa: E402
+from darknet53_ros.training.options import parse_img_size  # noqa: E402
+from darknet53_ros.training.torch_model import head_infos  # noqa: E402
+from darknet53_ros.training.torch_weights import build_model  # noqa: E402
 
 ANCHORS = [(4, 4), (8, 8), (12, 12), (16, 16), (20, 20), (24, 24), (32, 32), (40, 40), (48, 48)]
 
@@ -405,8 +403,9 @@ def test_cli_train_resume_export_eval(tiny_dataset: Path, tmp_path: Path) -> Non
 
 def test_freeze_backbone_and_sparsity(tiny_dataset: Path, tmp_path: Path) -> None:
     from darknet53_ros.model.weights import read_weights
-    from darknet53_ros.training.torch_model import save_darknet_weights
-    from darknet53_ros.training.trainer import TrainOptions, train
+    from darknet53_ros.training.options import TrainOptions
+    from darknet53_ros.training.torch_weights import save_darknet_weights
+    from darknet53_ros.training.trainer import train
 
     cfg = tmp_path / 'tiny.cfg'
     cfg.write_text(yolov3_cfg(5, 64, 64, width_multiplier=0.0625))

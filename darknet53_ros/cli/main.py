@@ -18,6 +18,7 @@ from darknet53_ros.errors import Darknet53Error
 COMMAND_MODULES: tuple[str, ...] = (
     'darknet53_ros.cli.model',
     'darknet53_ros.cli.detect',
+    'darknet53_ros.cli.bench',
     'darknet53_ros.cli.prune',
     'darknet53_ros.cli.study',
     'darknet53_ros.cli.synth',

@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import shlex
+
+from darknet53_ros.cli.common import parse_sizes
+from darknet53_ros.cli.train import add_train_arguments, train_options
+from darknet53_ros.errors import ConfigError
+from darknet53_ros.training.options import TrainOptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,12 +46,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def finetune_template(cfg: Path, data: Path, epochs: int, extra: str) -> TrainOptions | None:
+    """``--finetune-args`` parsed as ``darknet53 train`` options into a TrainOptions template
+    (None when empty)."""
+    if not extra.strip() or epochs < 1:
+        return None
+    parser = argparse.ArgumentParser(prog='darknet53 study --finetune-args', add_help=False)
+    add_train_arguments(parser)
+    try:
+        args = parser.parse_args(['--cfg', str(cfg), '--data', str(data), '--epochs', str(epochs),
+                                  *shlex.split(extra), '-o', 'finetuned.weights'])
+    except SystemExit:
+        raise ConfigError(f'--finetune-args {extra!r}: not darknet53 train options') from None
+    return train_options(args)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the study and print the table."""
-    import shlex
-
-    from darknet53_ros.cli.detect import parse_sizes
-    from darknet53_ros.errors import ConfigError
+    from darknet53_ros.tools.demo import demo_model_files
     from darknet53_ros.tools.study import retime_study, run_study
 
     if args.retime:
@@ -57,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None:
         raise ConfigError('--data is required (the dataset to evaluate on)')
     if args.cfg is None:
-        from darknet53_ros.tools.demo import demo_model_files
-
         cfg, weights, _ = demo_model_files()
     else:
         if args.weights is None:
@@ -68,11 +84,12 @@ def run(args: argparse.Namespace) -> int:
         ratios = [float(r) for r in args.prune.split(',')]
     except ValueError:
         raise ConfigError(f'--prune: expected numbers, got {args.prune!r}') from None
+    template = finetune_template(cfg, args.data, args.finetune_epochs, args.finetune_args)
     points = run_study(cfg, weights, args.data, args.output, parse_sizes(args.sizes), ratios,
                        int8=not args.no_int8, finetune_epochs=args.finetune_epochs,
-                       finetune_args=shlex.split(args.finetune_args),
-                       calib_count=args.calib_count, iterations=args.iterations,
-                       eval_limit=args.eval_limit, int8_target=args.int8_target)
+                       finetune_options=template, calib_count=args.calib_count,
+                       iterations=args.iterations, eval_limit=args.eval_limit,
+                       int8_target=args.int8_target)
     print((args.output / 'study.md').read_text())
     print(f'{len(points)} points; wrote {args.output}/study.json, study.md, pareto.png')
     return 0

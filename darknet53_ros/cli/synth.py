@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``darknet53 synth``; returns the exit code."""
+    from darknet53_ros.io.dataset import DATASET_FILE
+    from darknet53_ros.tools.camera_bag import write_camera_bag
     from darknet53_ros.training import synthetic
 
     width, height = parse_size(args.size)
@@ -61,12 +63,11 @@ def run(args: argparse.Namespace) -> int:
                                                 image_format=args.format, progress=progress)
                 _LOG.info('%s: %d images, %d objects (seed %d) in %s', split, entry['count'],
                           entry['objects'], seed, args.out / split)
-        _LOG.info('dataset description: %s', args.out / synthetic.DATASET_FILE)
+        _LOG.info('dataset description: %s', args.out / DATASET_FILE)
     if args.bag is not None:
-        counts = synthetic.write_camera_bag(args.bag, cameras=args.cameras, frames=args.frames,
-                                            seed=args.seed, width=width, height=height,
-                                            fps=args.fps, overwrite=args.overwrite,
-                                            progress=progress)
+        counts = write_camera_bag(args.bag, cameras=args.cameras, frames=args.frames,
+                                  seed=args.seed, width=width, height=height, fps=args.fps,
+                                  overwrite=args.overwrite, progress=progress)
         for topic, count in counts.items():
             _LOG.info('%s: %d messages', topic, count)
         _LOG.info('bag: %s', args.bag)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from darknet53_ros.errors import ConfigError
+from darknet53_ros.training.options import TrainOptions, parse_img_size
 
 _LOG = logging.getLogger('darknet53.train')
 
@@ -18,40 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description='Train a Darknet YOLO cfg with PyTorch (YOLOv3 loss, augmentation, '
                     'multi-scale) and write OUT.weights + OUT.cfg, a checkpoint each epoch, '
                     'loss and val mAP plots beside OUT.')
-    p.add_argument('--cfg', type=Path, required=True, help='Darknet .cfg file')
-    p.add_argument('--data', type=Path, required=True,
-                   help='dataset.yaml (or its folder) with train/val splits')
-    p.add_argument('--weights', type=Path,
-                   help='initial .weights (same cfg, another class count, or a backbone prefix '
-                        'such as darknet53.conv.74)')
-    p.add_argument('--epochs', type=int, default=100, help='epochs (default 100)')
-    p.add_argument('--batch', type=int, default=16, help='batch size (default 16)')
-    p.add_argument('--img-size', metavar='S|WxH',
-                   help='training input size, multiples of 32 (default: the cfg size)')
-    p.add_argument('--multi-scale', action='store_true',
-                   help='new random input size (0.7-1.3x, multiples of 32) every 10 batches')
-    p.add_argument('--lr', type=float, default=1e-3, help='peak learning rate (default 1e-3)')
-    p.add_argument('--optimizer', choices=('adam', 'sgd'), default='adam',
-                   help='AdamW or SGD with Nesterov momentum (default adam)')
-    p.add_argument('--weight-decay', type=float, default=5e-4, help='on conv kernels')
-    p.add_argument('--warmup', type=int, default=300, help='warm-up iterations (burn-in)')
-    p.add_argument('--box-loss', choices=('mse', 'giou', 'ciou'), default='mse',
-                   help='mse (YOLOv3 paper, default), giou or ciou')
-    p.add_argument('--no-ema', action='store_true', help='save the raw weights, not the EMA')
-    p.add_argument('--no-augment', action='store_true', help='letterbox only (debugging)')
-    p.add_argument('--freeze-backbone', action='store_true',
-                   help='freeze layers 0-74 (Darknet-53) when fine-tuning')
-    p.add_argument('--sparsity', type=float, default=0.0, metavar='LAMBDA',
-                   help='L1 on batch-norm gamma (for "prune --method bn-gamma"), e.g. 1e-4')
-    p.add_argument('--device', default='cpu', help='cpu or cuda[:N] (default cpu)')
-    p.add_argument('--workers', type=int, default=0, help='data loader processes (default 0)')
-    p.add_argument('--threads', type=int, help='PyTorch CPU threads (default: PyTorch)')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    p.add_argument('--val-split', default='val', help='split for per-epoch mAP ("" = none)')
-    p.add_argument('--max-batches', type=int, help='at most this many batches per epoch')
-    p.add_argument('--resume', type=Path, metavar='CKPT', help='continue from a checkpoint')
-    p.add_argument('--no-progress', action='store_true', help='no progress bars')
-    p.add_argument('-o', '--output', type=Path, required=True, help='output OUT.weights')
+    add_train_arguments(p)
     p.set_defaults(func=run_train)
 
     p = subparsers.add_parser(
@@ -89,17 +57,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_anchors)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Run ``darknet53 train``."""
-    from darknet53_ros.training.trainer import TrainOptions, parse_img_size, train
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``darknet53 train`` options (also parsed for ``darknet53 study --finetune-args``)."""
+    p.add_argument('--cfg', type=Path, required=True, help='Darknet .cfg file')
+    p.add_argument('--data', type=Path, required=True,
+                   help='dataset.yaml (or its folder) with train/val splits')
+    p.add_argument('--weights', type=Path,
+                   help='initial .weights (same cfg, another class count, or a backbone prefix '
+                        'such as darknet53.conv.74)')
+    p.add_argument('--epochs', type=int, default=100, help='epochs (default 100)')
+    p.add_argument('--batch', type=int, default=16, help='batch size (default 16)')
+    p.add_argument('--img-size', metavar='S|WxH',
+                   help='training input size, multiples of 32 (default: the cfg size)')
+    p.add_argument('--multi-scale', action='store_true',
+                   help='new random input size (0.7-1.3x, multiples of 32) every 10 batches')
+    p.add_argument('--lr', type=float, default=1e-3, help='peak learning rate (default 1e-3)')
+    p.add_argument('--optimizer', choices=('adam', 'sgd'), default='adam',
+                   help='AdamW or SGD with Nesterov momentum (default adam)')
+    p.add_argument('--weight-decay', type=float, default=5e-4, help='on conv kernels')
+    p.add_argument('--warmup', type=int, default=300, help='warm-up iterations (burn-in)')
+    p.add_argument('--box-loss', choices=('mse', 'giou', 'ciou'), default='mse',
+                   help='mse (YOLOv3 paper, default), giou or ciou')
+    p.add_argument('--no-ema', action='store_true', help='save the raw weights, not the EMA')
+    p.add_argument('--no-augment', action='store_true', help='letterbox only (debugging)')
+    p.add_argument('--freeze-backbone', action='store_true',
+                   help='freeze layers 0-74 (Darknet-53) when fine-tuning')
+    p.add_argument('--sparsity', type=float, default=0.0, metavar='LAMBDA',
+                   help='L1 on batch-norm gamma (for "prune --method bn-gamma"), e.g. 1e-4')
+    p.add_argument('--device', default='cpu', help='cpu or cuda[:N] (default cpu)')
+    p.add_argument('--workers', type=int, default=0, help='data loader processes (default 0)')
+    p.add_argument('--threads', type=int, help='PyTorch CPU threads (default: PyTorch)')
+    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    p.add_argument('--val-split', default='val', help='split for per-epoch mAP ("" = none)')
+    p.add_argument('--max-batches', type=int, help='at most this many batches per epoch')
+    p.add_argument('--resume', type=Path, metavar='CKPT', help='continue from a checkpoint')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars')
+    p.add_argument('-o', '--output', type=Path, required=True, help='output OUT.weights')
 
+
+def train_options(args: argparse.Namespace) -> TrainOptions:
+    """Validated :class:`~darknet53_ros.training.options.TrainOptions` from parsed train
+    options."""
     if args.epochs < 1 or args.batch < 1:
         raise ConfigError('--epochs and --batch must be >= 1')
     if args.sparsity < 0:
         raise ConfigError('--sparsity must be >= 0')
     if args.resume is not None and not args.resume.is_file():
         raise ConfigError(f'--resume {args.resume}: no such checkpoint')
-    opts = TrainOptions(
+    return TrainOptions(
         cfg=args.cfg, data=args.data, output=args.output, weights=args.weights,
         epochs=args.epochs, batch=args.batch, img_size=parse_img_size(args.img_size),
         multi_scale=args.multi_scale, lr=args.lr, optimizer=args.optimizer,
@@ -109,7 +114,13 @@ def run_train(args: argparse.Namespace) -> int:
         ema=not args.no_ema, val_split=args.val_split or None, threads=args.threads,
         progress=not args.no_progress, max_batches=args.max_batches,
         augment=not args.no_augment)
-    result = train(opts, log=_LOG.info)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``darknet53 train``."""
+    from darknet53_ros.training.trainer import train
+
+    result = train(train_options(args), log=_LOG.info)
     _LOG.info('wrote %s and %s (%.0f s)', result.weights, result.cfg, result.seconds)
     if result.final_map50 is not None:
         _LOG.info('final val mAP@0.5 %.4f', result.final_map50)
@@ -138,14 +149,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_anchors(args: argparse.Namespace) -> int:
     """Run ``darknet53 anchors``."""
+    from darknet53_ros.io.dataset import load_split
     from darknet53_ros.model.generator import COCO_ANCHORS
-    from darknet53_ros.training.trainer import (
-        anchor_fitness,
-        kmeans_anchors,
-        label_sizes,
-        load_split,
-        parse_img_size,
-    )
+    from darknet53_ros.training.anchors import anchor_fitness, kmeans_anchors, label_sizes
 
     size = parse_img_size(args.size)
     assert size is not None

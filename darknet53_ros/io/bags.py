@@ -1,4 +1,4 @@
-"""rosbag2 reading and writing without ROS, with ``rosbags`` (MCAP and SQLite3).
+"""rosbag2 reading without ROS, with ``rosbags`` (MCAP and SQLite3); topic naming helpers.
 
 - Reading (:class:`BagReader`): a rosbag2 directory (with ``metadata.yaml``), a directory
   holding only storage files (e.g. a recording that crashed before writing metadata), or a
@@ -6,25 +6,23 @@
   file with a missing or wrong suffix still opens. Messages that cannot be deserialised are
   counted per topic and skipped; a bag that cannot be opened, or whose storage breaks while
   reading (truncated, corrupt), raises :class:`~darknet53_ros.errors.SourceError` naming it.
-- Writing (:class:`BagWriter`): a new rosbag2 directory, MCAP by default (``sqlite3``
-  selectable), with full message definitions from the typestore (embedded as MCAP schemas
-  and in the SQLite3 ``topics`` table), so ``ros2 bag`` and Foxglove can read it. The bag is
-  written into a temporary directory next to the target and renamed into place on success,
-  so a half-written output never replaces a good one.
+- Writing (:class:`~darknet53_ros.io.bag_writer.BagWriter`): a new rosbag2 directory, MCAP
+  by default (``sqlite3`` selectable), with full message definitions from the typestore
+  (embedded as MCAP schemas and in the SQLite3 ``topics`` table), so ``ros2 bag`` and Foxglove
+  can read it. The bag is written into a temporary directory next to the target and renamed
+  into place on success, so a half-written output never replaces a good one.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 import os
 from pathlib import Path
-import shutil
 import tempfile
 from typing import Any
 
-import numpy as np
-
-from darknet53_ros.errors import ConfigError, SourceError
+from darknet53_ros.errors import SourceError
+from darknet53_ros.io.messages import MessageTypes
 
 __all__ = [
     'COMPRESSED_IMAGE_TYPE',
@@ -33,8 +31,6 @@ __all__ = [
     'IMAGE_TYPES',
     'STORAGES',
     'BagReader',
-    'BagWriter',
-    'SyntheticFrame',
     'TopicCounts',
     'TopicInfo',
     'annotated_topic',
@@ -42,7 +38,6 @@ __all__ = [
     'detect_storage',
     'detections_topic',
     'list_image_topics',
-    'write_synthetic_bag',
 ]
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
@@ -53,7 +48,6 @@ STORAGES = ('mcap', 'sqlite3')
 
 _MAGIC = {b'\x89MCAP0\r\n': 'mcap', b'SQLite format 3\x00': 'sqlite3'}
 _SUFFIX = {'mcap': '.mcap', 'sqlite3': '.db3'}
-_STORAGE_ALIASES = {'mcap': 'mcap', 'sqlite3': 'sqlite3', 'sqlite': 'sqlite3', 'db3': 'sqlite3'}
 
 
 # -- topic naming ------------------------------------------------------------------------------
@@ -161,8 +155,6 @@ class BagReader:
     def types(self) -> Any:
         """The :class:`~darknet53_ros.io.messages.MessageTypes` used for deserialising."""
         if self._types is None:
-            from darknet53_ros.io.messages import MessageTypes
-
             self._types = MessageTypes.from_rosbags('humble')
         return self._types
 
@@ -322,221 +314,3 @@ def list_image_topics(path: str | os.PathLike) -> list[TopicInfo]:
     """
     with BagReader(path) as reader:
         return reader.image_topics()
-
-
-# -- writing -----------------------------------------------------------------------------------
-def _storage_name(storage: str) -> str:
-    name = _STORAGE_ALIASES.get(str(storage).lower())
-    if name is None:
-        raise ConfigError(f'bag storage: expected one of {", ".join(STORAGES)}, '
-                          f'got {storage!r}')
-    return name
-
-
-def _default_qos() -> Any:
-    """The QoS ``ros2 bag record`` stores for a default publisher (reliable, volatile, depth
-    10, infinite durations), so players on any distro find a profile to offer."""
-    from rosbags.interfaces import (
-        Qos,
-        QosDurability,
-        QosHistory,
-        QosLiveliness,
-        QosReliability,
-        QosTime,
-    )
-
-    infinite = QosTime(9223372036, 854775807)
-    return Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE,
-               infinite, infinite, QosLiveliness.AUTOMATIC, infinite, False)
-
-
-class BagWriter:
-    """Write a new rosbag2 bag atomically (temporary directory renamed into place).
-
-    Use as a context manager: on a clean exit the bag is finalised and moved to ``path``; on an
-    exception it is discarded and ``path`` is left untouched.
-
-    Args:
-        path: the bag directory to create.
-        storage: ``'mcap'`` (default) or ``'sqlite3'``.
-        types: rosbags-flavour :class:`~darknet53_ros.io.messages.MessageTypes` (vision_msgs
-            registered); defaults to ``MessageTypes.from_rosbags(distro)``.
-        distro: typestore used when ``types`` is None (``'humble'``, ``'jazzy'`` ...).
-        overwrite: replace an existing ``path`` (only after the new bag is complete).
-        version: rosbag2 metadata version (8 is read by Humble and newer).
-    """
-
-    def __init__(self, path: str | os.PathLike, storage: str = 'mcap', types: Any = None,
-                 distro: str = 'humble', overwrite: bool = False, version: int = 8) -> None:
-        """Check the target; nothing is created before :meth:`open`."""
-        self.path = Path(path)
-        self.storage = _storage_name(storage)
-        if types is None:
-            from darknet53_ros.io.messages import MessageTypes
-
-            types = MessageTypes.from_rosbags(distro)
-        if types.typestore is None:
-            raise ConfigError('BagWriter types: a rosbags typestore is required '
-                              '(MessageTypes.from_rosbags)')
-        self.types = types
-        self.overwrite = overwrite
-        if int(version) not in (8, 9):
-            raise ConfigError(f'bag version: rosbag2 metadata version 8 or 9, got {version}')
-        self.version = int(version)
-        if self.path.exists() and not overwrite:
-            raise SourceError(f'rosbag2 {self.path}: exists already (overwrite=False)')
-        self._writer: Any = None
-        self._tmp_root: Path | None = None
-        self._connections: dict[str, Any] = {}
-        self.counts: dict[str, int] = {}
-
-    def __enter__(self) -> BagWriter:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def open(self) -> None:
-        """Create the temporary bag next to ``path``.
-
-        Raises:
-            SourceError: the parent directory cannot be written.
-        """
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp_root = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.',
-                                                   suffix='.partial', dir=self.path.parent))
-            plugin = StoragePlugin.MCAP if self.storage == 'mcap' else StoragePlugin.SQLITE3
-            self._writer = Writer(self._tmp_root / self.path.name,
-                                  version=8 if self.version == 8 else 9,
-                                  storage_plugin=plugin)
-            self._writer.open()
-        except Exception as exc:
-            self.abort()
-            raise SourceError(f'rosbag2 {self.path}: cannot create ({exc})') from None
-
-    def add_topic(self, topic: str, msgtype: str) -> Any:
-        """Register ``topic`` with ``msgtype`` (idempotent); returns the rosbags connection.
-
-        Raises:
-            ConfigError: the topic was registered with another type, or the type is unknown.
-        """
-        if self._writer is None:
-            raise SourceError(f'rosbag2 {self.path}: writer is not open')
-        conn = self._connections.get(topic)
-        if conn is not None:
-            if conn.msgtype != msgtype:
-                raise ConfigError(f'bag topic {topic}: already has type {conn.msgtype}, '
-                                  f'cannot also write {msgtype}')
-            return conn
-        if msgtype not in self.types.typestore.types:
-            raise ConfigError(f'bag topic {topic}: message type {msgtype} is not in the '
-                              'typestore')
-        conn = self._writer.add_connection(topic, msgtype, typestore=self.types.typestore,
-                                           offered_qos_profiles=[_default_qos()])
-        self._connections[topic] = conn
-        self.counts[topic] = 0
-        return conn
-
-    def write(self, topic: str, timestamp_ns: int, msg: Any) -> None:
-        """Serialise and write a rosbags message (its type comes from ``__msgtype__``)."""
-        msgtype = msg.__msgtype__
-        conn = self.add_topic(topic, msgtype)
-        self._writer.write(conn, int(timestamp_ns), self.types.serialize(msg))
-        self.counts[topic] += 1
-
-    def write_raw(self, topic: str, timestamp_ns: int, data: bytes, msgtype: str) -> None:
-        """Write already CDR-serialised bytes."""
-        conn = self.add_topic(topic, msgtype)
-        self._writer.write(conn, int(timestamp_ns), data)
-        self.counts[topic] += 1
-
-    def close(self) -> Path:
-        """Finalise the bag and move it to ``path``; returns ``path``.
-
-        Raises:
-            SourceError: finalising or renaming failed (the partial bag is removed).
-        """
-        if self._writer is None or self._tmp_root is None:
-            raise SourceError(f'rosbag2 {self.path}: writer is not open')
-        try:
-            self._writer.close()
-            self._writer = None
-            built = self._tmp_root / self.path.name
-            if self.path.exists():
-                if not self.overwrite:
-                    raise SourceError(f'rosbag2 {self.path}: appeared while writing; '
-                                      'not replaced')
-                old = self._tmp_root / f'{self.path.name}.old'
-                os.replace(self.path, old)
-                try:
-                    os.replace(built, self.path)
-                except OSError:
-                    os.replace(old, self.path)  # put the good bag back
-                    raise
-            else:
-                os.replace(built, self.path)
-        except SourceError:
-            self.abort()
-            raise
-        except Exception as exc:
-            self.abort()
-            raise SourceError(f'rosbag2 {self.path}: cannot finalise ({exc})') from None
-        shutil.rmtree(self._tmp_root, ignore_errors=True)
-        self._tmp_root = None
-        return self.path
-
-    def abort(self) -> None:
-        """Discard the partial bag (``path`` is left as it was)."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.abort()
-            except Exception:
-                pass
-        if self._tmp_root is not None:
-            shutil.rmtree(self._tmp_root, ignore_errors=True)
-            self._tmp_root = None
-
-
-# -- synthetic bags for tests and demos --------------------------------------------------------
-@dataclass(frozen=True)
-class SyntheticFrame:
-    """One image to write: ``encoding`` is an Image encoding (bgr8, rgb8, mono8 ...) or
-    ``'jpeg'`` / ``'png'`` for a CompressedImage."""
-
-    topic: str
-    frame_id: str
-    stamp_ns: int
-    image: np.ndarray = field(repr=False)
-    encoding: str = 'bgr8'
-
-
-def write_synthetic_bag(path: str | os.PathLike,
-                        frames: Iterable[SyntheticFrame | Sequence[Any]],
-                        storage: str = 'mcap', distro: str = 'humble',
-                        overwrite: bool = False) -> Path:
-    """Write images into a new bag (receive time = header stamp); returns the bag path.
-
-    ``frames`` holds :class:`SyntheticFrame` objects or tuples
-    ``(topic, frame_id, stamp_ns, bgr[, encoding])``.
-    """
-    from darknet53_ros.io.messages import compressed_image_msg, header_msg, image_msg
-
-    with BagWriter(path, storage=storage, distro=distro, overwrite=overwrite) as writer:
-        types = writer.types
-        for item in frames:
-            frame = item if isinstance(item, SyntheticFrame) else SyntheticFrame(*item)
-            header = header_msg(types, frame.stamp_ns, frame.frame_id)
-            if frame.encoding.lower() in ('jpeg', 'jpg', 'png'):
-                msg = compressed_image_msg(types, header, frame.image, frame.encoding)
-            else:
-                msg = image_msg(types, header, frame.image, frame.encoding)
-            writer.write(frame.topic, frame.stamp_ns, msg)
-    return Path(path)

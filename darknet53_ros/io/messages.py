@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from darknet53_ros.errors import ConfigError
+from darknet53_ros.io.encodings import bgr_to_compressed_fields, bgr_to_image_fields
 
 __all__ = [
     'DIAGNOSTIC_LEVELS',
@@ -337,8 +338,6 @@ def _byte_data(types: MessageTypes, data: np.ndarray) -> Any:
 
 def image_msg(types: MessageTypes, header: Any, bgr: np.ndarray, encoding: str = 'bgr8') -> Any:
     """Build a ``sensor_msgs/Image`` from a uint8 BGR image (see ``bgr_to_image_fields``)."""
-    from darknet53_ros.io.encodings import bgr_to_image_fields
-
     f = bgr_to_image_fields(bgr, encoding)
     return types.Image(header=header, height=f['height'], width=f['width'],
                        encoding=f['encoding'], is_bigendian=f['is_bigendian'], step=f['step'],
@@ -348,8 +347,6 @@ def image_msg(types: MessageTypes, header: Any, bgr: np.ndarray, encoding: str =
 def compressed_image_msg(types: MessageTypes, header: Any, bgr: np.ndarray,
                          fmt: str = 'jpeg', quality: int = 90) -> Any:
     """Build a ``sensor_msgs/CompressedImage`` (jpeg or png) from a uint8 BGR image."""
-    from darknet53_ros.io.encodings import bgr_to_compressed_fields
-
     f = bgr_to_compressed_fields(bgr, fmt, quality)
     return types.CompressedImage(header=header, format=f['format'],
                                  data=_byte_data(types, f['data']))

@@ -1,4 +1,4 @@
-"""``darknet53 bench``: per-stage latency of the pipeline against an OpenCV DNN baseline.
+"""Per-stage latency (``darknet53 bench``) of the pipeline against an OpenCV DNN baseline.
 
 For every model (FP32 / INT8 Q/DQ ONNX, any input size) and batch size, the stages
 ``preprocess``, ``infer`` and ``postprocess`` are timed separately on 640x480 synthetic robot
@@ -14,12 +14,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 import json
 from pathlib import Path
+import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
 from darknet53_ros.errors import ConfigError
+from darknet53_ros.fileio import atomic_path, atomic_write_text
+from darknet53_ros.inference.detector import Detector
+from darknet53_ros.model.cfg import load_cfg
+from darknet53_ros.model.onnx_export import export_onnx
+from darknet53_ros.model.weights import random_weights, read_weights
+from darknet53_ros.optimize.quantize import quantize_model
+from darknet53_ros.tools.demo import demo_model_files
+from darknet53_ros.training.synthetic import generate_scene
 
 
 @dataclass
@@ -88,8 +97,6 @@ class BenchRow:
 def bench_frames(count: int, seed: int = 99, width: int = 640, height: int = 480
                  ) -> list[np.ndarray]:
     """Synthetic 640x480 robot-camera frames."""
-    from darknet53_ros.training.synthetic import generate_scene
-
     return [generate_scene(seed, i, width, height)[0] for i in range(count)]
 
 
@@ -128,7 +135,7 @@ def _opencv_baseline(model: Path, frames: list[np.ndarray], width: int, height: 
 
     def infer() -> list[np.ndarray]:
         net.setInput(blob)
-        return net.forward(['boxes', 'scores'])
+        return [np.asarray(out) for out in net.forward(['boxes', 'scores'])]
 
     def post(outputs: list[np.ndarray]) -> list[Any]:
         boxes, scores = outputs
@@ -157,12 +164,10 @@ def _opencv_baseline(model: Path, frames: list[np.ndarray], width: int, height: 
 def bench_model(model: Path, batch: int, frames: list[np.ndarray], iterations: int = 20,
                 warmup: int = 3, baseline: bool = True, threads: int = 0) -> BenchRow:
     """Time the pipeline stages (and the baseline) for one model and batch size."""
-    from darknet53_ros.inference.detector import Detector
-
     frames = frames[:batch]
     if len(frames) < batch:
         raise ConfigError(f'need {batch} frames, got {len(frames)}')
-    options = {'intra_op_threads': threads} if threads else {}
+    options: dict[str, Any] = {'intra_op_threads': threads} if threads else {}
     with Detector.from_model(model, **options) as detector:
         t_pre, (tensor, transforms) = time_call(lambda: detector.preprocess(frames),
                                                 iterations, warmup)
@@ -229,8 +234,6 @@ def plot_rows(rows: Sequence[BenchRow], path: Path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from darknet53_ros.fileio import atomic_path
-
     fig, ax = plt.subplots(figsize=(6, 4))
     groups: dict[tuple[str, int], list[BenchRow]] = {}
     for row in rows:
@@ -256,6 +259,66 @@ def plot_rows(rows: Sequence[BenchRow], path: Path) -> None:
 
 def write_json(rows: Sequence[BenchRow], path: Path) -> None:
     """Write the measurements as JSON (atomically)."""
-    from darknet53_ros.fileio import atomic_write_text
-
     atomic_write_text(path, json.dumps([r.as_dict() for r in rows], indent=1))
+
+
+def quantized_variants(model: Path, folder: Path) -> list[Path]:
+    """Both Q/DQ layouts of ``model`` (TensorRT, ONNX Runtime) in ``folder``, calibrated on
+    synthetic frames (not the benchmark's)."""
+    calib = bench_frames(16, seed=7)
+    out = []
+    for target in ('tensorrt', 'onnxruntime'):
+        path = folder / f'{model.stem}.int8-{target}.onnx'
+        quantize_model(model, calib, path, target=target, progress=False)
+        out.append(path)
+    return out
+
+
+def exported_models(folder: Path, sizes: Sequence[tuple[int, int]], cfg: Path | None = None,
+                    weights: Path | None = None, int8: bool = False) -> list[Path]:
+    """Export ``cfg`` (default: the bundled demo model; random weights when ``weights`` is
+    None with a ``cfg``) at every size into ``folder``; with ``int8`` also both Q/DQ
+    variants of each."""
+    if not sizes:
+        return []
+    if cfg is None:
+        cfg, weights, _ = demo_model_files()
+    models = []
+    for width, height in sizes:
+        network = load_cfg(cfg, width, height)
+        array = read_weights(weights, network) if weights else random_weights(network)
+        path = folder / f'{cfg.stem}-{width}x{height}.onnx'
+        export_onnx(network, array, path)
+        models.append(path)
+        if int8:
+            models += quantized_variants(path, folder)
+    return models
+
+
+def run_bench(models: Sequence[Path], batches: Sequence[int],
+              sizes: Sequence[tuple[int, int]] = (), cfg: Path | None = None,
+              weights: Path | None = None, int8: bool = False,
+              iterations: int = 20, warmup: int = 3, baseline: bool = True, threads: int = 0,
+              log: Callable[[str], None] | None = None) -> list[BenchRow]:
+    """Time every model (``models`` as they are, plus ``cfg`` exported at ``sizes``, see
+    :func:`exported_models`) at every batch size; ``log`` hears of each finished timing.
+
+    Raises:
+        ConfigError: a batch size or ``iterations`` below 1, or nothing to time.
+    """
+    if not batches or min(batches) < 1 or iterations < 1:
+        raise ConfigError('--batches and --iterations must be >= 1')
+    frames = bench_frames(max(batches))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix='darknet53-bench-') as tmp:
+        every = list(models) + exported_models(Path(tmp), sizes, cfg, weights, int8)
+        if not every:
+            raise ConfigError('nothing to time: give --model, or --cfg / the demo model with '
+                              '--sizes')
+        for model in every:
+            for batch in batches:
+                rows.append(bench_model(model, batch, frames, iterations, warmup, baseline,
+                                        threads))
+                if log is not None:
+                    log(f'timed {model.name} batch {batch}')
+    return rows

@@ -4,6 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from darknet53_ros.errors import DarknetError
+from darknet53_ros.inference.detector import Detector
+from darknet53_ros.model.cfg import load_cfg
+from darknet53_ros.model.names import read_names
+from darknet53_ros.model.onnx_export import export_onnx
+from darknet53_ros.model.weights import read_weights
+from darknet53_ros.tools.camera_bag import write_camera_bag
+from darknet53_ros.tools.runner import OfflineRunner, RunSummary, format_summary
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / 'models'
 """Where the bundled demo model (``demo.cfg``, ``demo.weights``, ``demo.names``) lives."""
@@ -16,16 +23,12 @@ def demo_model_files() -> tuple[Path, Path, Path]:
     if missing:
         raise DarknetError(f'bundled demo model missing: {", ".join(missing)} (reinstall the '
                            'package, or train one with scripts/train_demo.sh)')
-    return files  # type: ignore[return-value]
+    cfg, weights, names = files
+    return cfg, weights, names
 
 
 def export_demo_model(out: Path) -> Path:
     """Export the bundled demo model to ``out`` (ONNX) and return its path."""
-    from darknet53_ros.model.cfg import load_cfg
-    from darknet53_ros.model.names import read_names
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.weights import read_weights
-
     cfg, weights, names = demo_model_files()
     network = load_cfg(cfg)
     export_onnx(network, read_weights(weights, network), out, names=read_names(names))
@@ -33,12 +36,9 @@ def export_demo_model(out: Path) -> Path:
 
 
 def run_demo(output: Path, cameras: int = 2, frames: int = 10, seed: int = 2024,
-             width: int = 640, height: int = 480, progress: bool = True):
+             width: int = 640, height: int = 480, progress: bool = True,
+             ) -> tuple[RunSummary, str]:
     """Record a synthetic multi-camera bag, detect on it; returns (summary, summary text)."""
-    from darknet53_ros.inference.detector import Detector
-    from darknet53_ros.tools.runner import OfflineRunner, format_summary
-    from darknet53_ros.training.synthetic import write_camera_bag
-
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     model = export_demo_model(output / 'demo.onnx')

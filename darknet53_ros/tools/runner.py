@@ -28,31 +28,26 @@ from typing import Any
 
 import numpy as np
 
-from darknet53_ros.errors import Darknet53Error, SourceError
+from darknet53_ros.errors import SourceError
 from darknet53_ros.fileio import atomic_path, atomic_write_bytes, atomic_write_text
-
-IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.pgm',
-                            '.ppm', '.pnm'})
-VIDEO_SUFFIXES = frozenset({'.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg',
-                            '.mpeg'})
-BAG_SUFFIXES = frozenset({'.mcap', '.db3'})
-ANNOTATED_FORMATS = ('compressed', 'raw', 'none')
+from darknet53_ros.io.bag_writer import BagWriter
+from darknet53_ros.io.bags import BagReader
+from darknet53_ros.io.draw import draw_detections
+from darknet53_ros.io.messages import MessageTypes
+from darknet53_ros.io.sources import (
+    IMAGE_SUFFIXES,
+    Frame,
+    folder_images,
+    iter_bag,
+    iter_images,
+    iter_video,
+    source_kind,
+    video_info,
+)
+from darknet53_ros.progress import progress as progress_iter
+from darknet53_ros.tools.bag_sink import ANNOTATED_FORMATS, BagSink
 
 _LOG = logging.getLogger(__name__)
-
-
-@dataclass
-class Frame:
-    """One input frame; ``image`` is None and ``error`` says why when it could not be read."""
-
-    source: str
-    index: int
-    image: np.ndarray | None
-    error: str = ''
-    topic: str | None = None
-    stamp_ns: int | None = None
-    log_time_ns: int | None = None
-    header: Any = None
 
 
 @dataclass
@@ -81,115 +76,6 @@ class RunSummary:
                              for s, i, r in self.failures]}
 
 
-def source_kind(path: str | os.PathLike) -> str:
-    """``'image'``, ``'folder'``, ``'video'`` or ``'bag'``; SourceError if none fits."""
-    path = Path(path)
-    if not path.exists():
-        raise SourceError(f'{path}: no such file or folder')
-    if path.is_dir():
-        if (path / 'metadata.yaml').exists() or any(
-                p.suffix in BAG_SUFFIXES for p in path.iterdir()):
-            return 'bag'
-        return 'folder'
-    suffix = path.suffix.lower()
-    if suffix in BAG_SUFFIXES:
-        return 'bag'
-    if suffix in IMAGE_SUFFIXES:
-        return 'image'
-    if suffix in VIDEO_SUFFIXES:
-        return 'video'
-    from darknet53_ros.io.bags import detect_storage
-    try:
-        detect_storage(path)
-        return 'bag'
-    except Darknet53Error:
-        raise SourceError(f'{path}: not an image, video or rosbag2 (by suffix or content)'
-                          ) from None
-
-
-def read_image(path: Path, index: int) -> Frame:
-    """One image file as a Frame (``image`` None and ``error`` set when unreadable)."""
-    import cv2
-
-    data = np.fromfile(str(path), np.uint8) if path.stat().st_size else np.zeros(0, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None or image.size == 0:
-        return Frame(str(path), index, None, 'unreadable or empty image file')
-    return Frame(str(path), index, image)
-
-
-def iter_images(paths: Sequence[Path]) -> Iterator[Frame]:
-    """Frames of image files, in the given order."""
-    for index, path in enumerate(paths):
-        yield read_image(path, index)
-
-
-def folder_images(folder: Path) -> list[Path]:
-    """Image files of a folder, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def iter_video(path: Path) -> Iterator[Frame]:
-    """Frames of a video file; a decode failure mid-way ends the video with an error."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise SourceError(f'{path}: cannot open video')
-    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-    try:
-        index = 0
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                break
-            stamp = int(index * 1e9 / fps) if fps > 0 else None
-            if image is None or image.size == 0:
-                yield Frame(str(path), index, None, 'empty video frame', stamp_ns=stamp)
-            else:
-                yield Frame(str(path), index, image, stamp_ns=stamp)
-            index += 1
-    finally:
-        capture.release()
-
-
-def video_info(path: Path) -> tuple[float, int]:
-    """(frames per second, frame count) of a video; 0 where unknown."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    try:
-        return (capture.get(cv2.CAP_PROP_FPS) or 0.0,
-                int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
-    finally:
-        capture.release()
-
-
-def iter_bag(reader: Any, topics: Sequence[str]) -> Iterator[Frame]:
-    """Frames of the image topics of an open :class:`~darknet53_ros.io.bags.BagReader`."""
-    from darknet53_ros.io.encodings import msg_to_bgr
-    from darknet53_ros.io.messages import stamp_to_ns
-
-    index: Counter = Counter()
-    for topic, log_time, msg in reader.messages(topics, strict=False):
-        i = index[topic]
-        index[topic] += 1
-        header = getattr(msg, 'header', None)
-        stamp = stamp_to_ns(header) if header is not None else log_time
-        try:
-            image = msg_to_bgr(msg)
-        except Darknet53Error as exc:
-            yield Frame(topic, i, None, str(exc), topic, stamp, log_time, header)
-            continue
-        yield Frame(topic, i, image, '', topic, stamp, log_time, header)
-    for topic, counts in reader.counts.items():
-        for k in range(counts.undecodable):
-            yield Frame(topic, -1 - k, None, f'undecodable message ({counts.last_error})',
-                        topic)
-    if reader.storage_error:
-        yield Frame(str(reader.path), -1, None, reader.storage_error)
-
-
 def _batches(frames: Iterable[Frame], size: int,
              summary: RunSummary) -> Iterator[list[Frame]]:
     batch: list[Frame] = []
@@ -214,6 +100,7 @@ class _CocoSink:
         self.images: list[dict[str, Any]] = []
 
     def add(self, frame: Frame, det: Any) -> None:
+        assert frame.image is not None
         image_id = len(self.images) + 1
         height, width = frame.image.shape[:2]
         entry = {'id': image_id, 'source': frame.source, 'index': frame.index,
@@ -276,7 +163,7 @@ class _VideoSink:
             self.context = atomic_path(self.path, suffix='.tmp.mp4')
             self.tmp = self.context.__enter__()
             height, width = annotated.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(*'mp4v')
+            fourcc = cv2.VideoWriter.fourcc(*'mp4v')
             self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (width, height))
             if not self.writer.isOpened():
                 self.context.__exit__(SourceError, SourceError('no writer'), None)
@@ -296,61 +183,13 @@ class _VideoSink:
         return []
 
 
-class _BagSink:
-    """Detections and annotated images of a bag, into a new MCAP bag."""
-
-    def __init__(self, out: Path, source: Path, names: Sequence[str] | None,
-                 annotated: str) -> None:
-        from darknet53_ros.io.bags import BagWriter
-        from darknet53_ros.io.messages import MessageTypes
-
-        self.types = MessageTypes.from_rosbags()
-        self.path = out / f'{source.name.removesuffix(source.suffix)}_detections'
-        self.writer = BagWriter(self.path, types=self.types, overwrite=True)
-        self.writer.open()
-        self.names = names
-        self.annotated = annotated
-        self.topics: set[str] = set()
-
-    def _topic(self, topic: str, msgtype: str) -> str:
-        if topic not in self.topics:
-            self.writer.add_topic(topic, msgtype)
-            self.topics.add(topic)
-        return topic
-
-    def add(self, frame: Frame, det: Any, annotated: np.ndarray | None) -> None:
-        from darknet53_ros.io.bags import annotated_topic, detections_topic
-        from darknet53_ros.io.messages import (
-            compressed_image_msg,
-            detections_to_msg,
-            header_msg,
-            image_msg,
-        )
-
-        assert frame.topic is not None
-        header = frame.header if frame.header is not None else header_msg(
-            self.types, frame.stamp_ns or 0)
-        when = frame.log_time_ns if frame.log_time_ns is not None else (frame.stamp_ns or 0)
-        msg = detections_to_msg(self.types, header, det.boxes, det.scores, det.class_ids,
-                                self.names)
-        self.writer.write(self._topic(detections_topic(frame.topic),
-                                      'vision_msgs/msg/Detection2DArray'), when, msg)
-        if annotated is None or self.annotated == 'none':
-            return
-        base = annotated_topic(frame.topic)
-        if self.annotated == 'compressed':
-            image = compressed_image_msg(self.types, header, annotated, 'jpeg', 90)
-            topic = self._topic(base + '/compressed', 'sensor_msgs/msg/CompressedImage')
-        else:
-            image = image_msg(self.types, header, annotated, 'bgr8')
-            topic = self._topic(base, 'sensor_msgs/msg/Image')
-        self.writer.write(topic, when, image)
-
-    def close(self, ok: bool = True) -> list[str]:
-        if not ok:
-            self.writer.abort()
-            return []
-        return [str(self.writer.close())]
+def _open_bag_sink(out: Path, source: Path, names: Sequence[str] | None,
+                   annotated: str) -> BagSink:
+    """A new MCAP bag ``<out>/<source stem>_detections`` for a bag source's outputs."""
+    writer = BagWriter(out / f'{source.stem}_detections', types=MessageTypes.from_rosbags(),
+                       overwrite=True)
+    writer.open()
+    return BagSink(writer, annotated, names)
 
 
 class OfflineRunner:
@@ -392,19 +231,12 @@ class OfflineRunner:
         return summary
 
     def _annotated(self, frame: Frame, det: Any) -> np.ndarray:
-        from darknet53_ros.io.draw import draw_detections
-
+        assert frame.image is not None
         return draw_detections(frame.image, det.boxes, det.scores, det.class_ids, det.names)
 
     def _frames_with_progress(self, frames: Iterable[Frame], total: int | None,
                               desc: str) -> Iterable[Frame]:
-        if not self.progress:
-            return frames
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return frames
-        return tqdm(frames, total=total, desc=desc, unit='frame', leave=False)
+        return progress_iter(frames, self.progress, desc, total, 'frame')
 
     def _process(self, frames: Iterable[Frame], summary: RunSummary,
                  sink: Any) -> None:
@@ -435,9 +267,9 @@ class OfflineRunner:
 
         def sink(frame: Frame, det: Any) -> None:
             coco.add(frame, det)
-            if video is not None or images is not None:
-                annotated = self._annotated(frame, det)
-                (video or images).add(frame, annotated)
+            target = video if video is not None else images
+            if target is not None:
+                target.add(frame, self._annotated(frame, det))
 
         ok = False
         try:
@@ -453,8 +285,6 @@ class OfflineRunner:
 
     def _run_bag(self, source: Path, topics: Sequence[str] | None,
                  summary: RunSummary) -> None:
-        from darknet53_ros.io.bags import BagReader
-
         with BagReader(source) as reader:
             available = [t.name for t in reader.image_topics()]
             chosen = list(topics) if topics else available
@@ -469,14 +299,14 @@ class OfflineRunner:
             coco = _CocoSink()
             images = (_ImageSink(self.output, self.save_images)
                       if self.save_images else None)
-            bag = _BagSink(self.output, source, getattr(self.detector, 'names', None),
-                           self.annotated_format if self.annotate else 'none')
+            bag = _open_bag_sink(self.output, source, getattr(self.detector, 'names', None),
+                                 self.annotated_format if self.annotate else 'none')
 
             def sink(frame: Frame, det: Any) -> None:
                 coco.add(frame, det)
-                want = self.annotate and (bag.annotated != 'none' or images is not None)
+                want = self.annotate and (bag.annotated_format != 'none' or images is not None)
                 annotated = self._annotated(frame, det) if want else None
-                bag.add(frame, det, annotated)
+                bag.add_frame(frame, det, annotated)
                 if images is not None and annotated is not None:
                     images.add(frame, annotated)
 

@@ -7,24 +7,36 @@ are disjoint), evaluated (COCO mAP@0.5 and mAP@0.5:0.95 through the same Detecto
 (ONNX Runtime on this CPU: pre + infer + post per 640x480 frame, median and p90). INT8
 uses the ONNX Runtime Q/DQ layout by default (``int8_target``), the one this CPU runs fast;
 the TensorRT layout shares its calibration and differs only in where outputs are requantised.
-Pruned
-variants are made with ``darknet53 prune`` and fine-tuned with ``darknet53 train`` before
-they are measured. Output: ``study.json``, ``study.md`` (a Markdown table) and
-``pareto.png`` (latency vs mAP@0.5, the Pareto front marked).
+Pruned variants are made as ``darknet53 prune`` makes them and fine-tuned as ``darknet53
+train`` does (:func:`darknet53_ros.training.trainer.train`) before they are measured. Output:
+``study.json``, ``study.md`` (a Markdown table) and ``pareto.png`` (latency vs mAP@0.5, the
+Pareto front marked).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 import json
 import logging
 from pathlib import Path
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from darknet53_ros.errors import ConfigError
+from darknet53_ros.errors import ConfigError, Darknet53Error
+from darknet53_ros.fileio import atomic_path, atomic_write_text
+from darknet53_ros.inference.detector import Detector
+from darknet53_ros.io.dataset import load_dataset_description
+from darknet53_ros.model.cfg import load_cfg
+from darknet53_ros.model.names import read_names
+from darknet53_ros.model.onnx_export import export_onnx
+from darknet53_ros.model.prune import prune
+from darknet53_ros.model.weights import read_weights, write_weights
+from darknet53_ros.optimize.quantize import quantize_model
+from darknet53_ros.tools.bench import bench_frames
+from darknet53_ros.tools.evaluate import evaluate_model
+from darknet53_ros.training.options import TrainOptions
 
 _LOG = logging.getLogger(__name__)
 
@@ -92,8 +104,6 @@ def plot_pareto(points: Sequence[StudyPoint], path: Path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from darknet53_ros.fileio import atomic_path
-
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {'fp32': 'o', 'int8': 's', 'int8-ort': 'D'}
     for ratio in sorted({p.prune_ratio for p in points}):
@@ -127,9 +137,6 @@ def time_points(points: Sequence[StudyPoint], models: Sequence[Path], iterations
     every point alike instead of on whichever points happened to run then. Only the model
     being timed is loaded (idle ONNX Runtime sessions would spin their threads against it).
     """
-    from darknet53_ros.inference.detector import Detector
-    from darknet53_ros.tools.bench import bench_frames
-
     frames = bench_frames(1)
     totals: list[list[float]] = [[] for _ in models]
     infers: list[list[float]] = [[] for _ in models]
@@ -157,8 +164,6 @@ def time_points(points: Sequence[StudyPoint], models: Sequence[Path], iterations
 
 
 def _write_outputs(out: Path, payload: dict[str, Any], points: Sequence[StudyPoint]) -> None:
-    from darknet53_ros.fileio import atomic_write_text
-
     baseline = next((p for p in points if not p.prune_ratio and p.precision == 'fp32'
                      and (p.width, p.height) == (416, 416)), points[0] if points else None)
     payload['points'] = [asdict(p) for p in points]
@@ -188,20 +193,23 @@ def retime_study(out: Path, iterations: int = 30) -> list[StudyPoint]:
     return points
 
 
-def _finetune_with_cli(cfg: Path, weights: Path, data: Path, epochs: int, out: Path,
-                       extra: Sequence[str]) -> Path:
-    from darknet53_ros.cli.main import main
+def finetune_model(cfg: Path, weights: Path, data: Path, epochs: int, out: Path,
+                   template: TrainOptions | None = None) -> Path:
+    """Fine-tune ``cfg`` from ``weights`` on ``data`` for ``epochs`` (``darknet53 train``'s
+    defaults, or ``template``'s options) into ``out``; returns ``out``."""
+    from darknet53_ros.training.trainer import train  # imports PyTorch
 
-    code = main(['train', '--cfg', str(cfg), '--data', str(data), '--weights', str(weights),
-                 '--epochs', str(epochs), *extra, '-o', str(out)])
-    if code != 0:
-        raise ConfigError(f'fine-tuning {cfg} failed (darknet53 train exit code {code})')
+    base = template if template is not None else TrainOptions(cfg, data, out, epochs=epochs)
+    opts = replace(base, cfg=cfg, data=data, weights=weights, output=out)
+    try:
+        result = train(opts, log=_LOG.info)
+    except Darknet53Error as exc:
+        raise ConfigError(f'fine-tuning {cfg} failed: {exc}') from exc
+    _LOG.info('wrote %s and %s (%.0f s)', result.weights, result.cfg, result.seconds)
     return out
 
 
 def _calibration_images(data: Path, count: int) -> list[Path]:
-    from darknet53_ros.training.synthetic import load_dataset_description
-
     desc = load_dataset_description(data)
     folder = Path(desc['splits']['train']['images'])
     images = sorted(folder.iterdir())[:count]
@@ -213,19 +221,16 @@ def _calibration_images(data: Path, count: int) -> list[Path]:
 def run_study(cfg: Path, weights: Path, data: Path, out: Path,
               sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
               prune_ratios: Sequence[float] = DEFAULT_PRUNE, int8: bool = True,
-              finetune_epochs: int = 3, finetune_args: Sequence[str] = (),
+              finetune_epochs: int = 3, finetune_options: TrainOptions | None = None,
               calib_count: int = 64, iterations: int = 20, eval_limit: int | None = None,
-              int8_target: str = 'onnxruntime',
-              finetune: Callable[..., Path] = _finetune_with_cli) -> list[StudyPoint]:
-    """Run the grid; writes study.json, study.md and pareto.png into ``out``."""
-    from darknet53_ros.fileio import atomic_write_text
-    from darknet53_ros.model.cfg import load_cfg
-    from darknet53_ros.model.names import read_names
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.prune import prune
-    from darknet53_ros.model.weights import read_weights, write_weights
-    from darknet53_ros.tools.evaluate import evaluate_model
+              int8_target: Literal['onnxruntime', 'tensorrt'] = 'onnxruntime',
+              finetune: Callable[..., Path] = finetune_model) -> list[StudyPoint]:
+    """Run the grid; writes study.json, study.md and pareto.png into ``out``.
 
+    Pruned variants are fine-tuned with ``finetune(cfg, weights, data, epochs, out,
+    finetune_options)`` (default :func:`finetune_model`; ``finetune_options`` is a
+    :class:`~darknet53_ros.training.options.TrainOptions` template).
+    """
     out.mkdir(parents=True, exist_ok=True)
     work = out / 'models'
     work.mkdir(exist_ok=True)
@@ -239,14 +244,14 @@ def run_study(cfg: Path, weights: Path, data: Path, out: Path,
     base_weights = read_weights(weights, base_network)
     for ratio in prune_ratios:
         if ratio:
-            result = prune(base_network, base_weights, ratio)
+            pruned = prune(base_network, base_weights, ratio)
             stem = work / f'pruned{round(ratio * 100)}'
             variant_cfg = stem.with_suffix('.cfg')
-            atomic_write_text(variant_cfg, result.cfg_text)
+            atomic_write_text(variant_cfg, pruned.cfg_text)
             pruned_weights = stem.with_suffix('.pruned.weights')
-            write_weights(pruned_weights, result.network, result.weights)
+            write_weights(pruned_weights, pruned.network, pruned.weights)
             variant_weights = (finetune(variant_cfg, pruned_weights, data, finetune_epochs,
-                                        stem.with_suffix('.weights'), finetune_args)
+                                        stem.with_suffix('.weights'), finetune_options)
                                if finetune_epochs > 0 else pruned_weights)
         else:
             variant_cfg, variant_weights = cfg, weights
@@ -256,8 +261,6 @@ def run_study(cfg: Path, weights: Path, data: Path, out: Path,
             export_onnx(network, read_weights(variant_weights, network), model, names=names)
             variants = [('fp32', model)]
             if int8:
-                from darknet53_ros.optimize.quantize import quantize_model
-
                 int8_model = model.with_suffix('.int8.onnx')
                 quantize_model(model, calib, int8_model, progress=False, target=int8_target,
                                report_path=int8_model.with_suffix('.calib.json'))
