@@ -6,13 +6,14 @@ from dataclasses import asdict
 import pytest
 
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.model.cfg import Convolutional, Network, Shortcut, load_cfg, parse_cfg
+from darknet53_ros.model.cfg import Network, load_cfg, parse_cfg
 from darknet53_ros.model.generator import (
     STAGE_BLOCKS,
     STAGE_FILTERS,
     darknet53_classifier_cfg,
     yolov3_cfg,
 )
+from darknet53_ros.model.layers import Convolutional, Shortcut
 
 
 def _same_layers(a: Network, b: Network) -> None:

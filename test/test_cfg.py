@@ -6,16 +6,9 @@ from hypothesis import strategies as st
 import pytest
 
 from darknet53_ros.errors import DarknetError
-from darknet53_ros.model.cfg import (
-    Convolutional,
-    Maxpool,
-    Route,
-    Shortcut,
-    Yolo,
-    load_cfg,
-    parse_cfg,
-)
+from darknet53_ros.model.cfg import load_cfg, parse_cfg
 from darknet53_ros.model.generator import yolov3_cfg
+from darknet53_ros.model.layers import Convolutional, Maxpool, Route, Shortcut, Yolo
 
 TINY_CFG = """[net]
 width=64

@@ -192,13 +192,22 @@ def test_no_relative_imports() -> None:
     assert [f'{i.importer}:{i.line}' for i in IMPORTS if i.target.startswith('<relative>')] == []
 
 
+def heavy_modules(imports: list[Import]) -> set[str]:
+    """Package modules that import a heavy optional package (torch, TensorRT, pycuda, rclpy)
+    at module level: importing them lazily is importing that package lazily."""
+    return {i.importer for i in imports if i.top_level and i.target in CONFINED}
+
+
 def test_package_imports_at_module_level() -> None:
     """The graph is visible at the top of each module: imports of the package's own modules
-    inside functions are left only to cli/ (commands import their workflow when run) and to
-    the package's lazy ``Detector`` facade."""
+    inside functions are left to cli/ (commands import their workflow when run), to the
+    package's lazy ``Detector`` facade, and to modules that pull in torch, TensorRT, pycuda or
+    rclpy (heavy optional packages, imported only where used)."""
+    heavy = heavy_modules(IMPORTS)
     hidden = [f'{i.importer}:{i.line} {i.target}' for i in IMPORTS
               if i.target.startswith(PACKAGE + '.') and not i.top_level
-              and layer_of(i.importer) != 'cli' and i.importer != PACKAGE]
+              and layer_of(i.importer) != 'cli' and i.importer != PACKAGE
+              and i.target not in heavy]
     assert hidden == []
 
 
@@ -226,6 +235,6 @@ def test_readme_architecture_matches_tree() -> None:
                    if p.is_dir() and (p / '__init__.py').is_file()}
     assert layers == subpackages
     for layer in layers:
-        assert f'`{layer}/`' in section, layer
+        assert f'{layer}/' in section, layer
     for base in BASE:
-        assert f'`{base}.py`' in section, base
+        assert f'{base}.py' in section, base

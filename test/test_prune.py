@@ -7,8 +7,9 @@ import pytest
 
 from darknet53_ros.cli.main import main
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.model.cfg import Convolutional, load_cfg, parse_cfg
+from darknet53_ros.model.cfg import load_cfg, parse_cfg
 from darknet53_ros.model.generator import yolov3_cfg
+from darknet53_ros.model.layers import Convolutional
 from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.prune import apply_pruning, masked_weights, prunable_layers, prune
 from darknet53_ros.model.weights import (

@@ -6,15 +6,8 @@ from pathlib import Path
 import sys
 
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.model.cfg import (
-    Convolutional,
-    Layer,
-    Maxpool,
-    Network,
-    Route,
-    Shortcut,
-    load_cfg,
-)
+from darknet53_ros.model.cfg import Network, load_cfg
+from darknet53_ros.model.layers import Convolutional, Layer, Maxpool, Route, Shortcut
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

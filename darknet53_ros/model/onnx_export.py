@@ -30,12 +30,12 @@ from onnx import TensorProto, helper, numpy_helper
 from darknet53_ros import __version__
 from darknet53_ros.errors import DarknetError, ExportError
 from darknet53_ros.fileio import atomic_write_bytes
-from darknet53_ros.model.cfg import (
+from darknet53_ros.model.cfg import Network
+from darknet53_ros.model.layers import (
     Avgpool,
     Convolutional,
     Layer,
     Maxpool,
-    Network,
     Route,
     Shortcut,
     Softmax,

@@ -23,15 +23,8 @@ import math
 import numpy as np
 
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.model.cfg import (
-    Convolutional,
-    Network,
-    Route,
-    Section,
-    Shortcut,
-    build_network,
-    sections_to_text,
-)
+from darknet53_ros.model.cfg import Network, Section, build_network, sections_to_text
+from darknet53_ros.model.layers import Convolutional, Route, Shortcut
 from darknet53_ros.model.weights import ConvWeights, DarknetWeights
 
 METHODS = ('l1', 'bn-gamma')

@@ -21,7 +21,8 @@ import numpy as np
 
 from darknet53_ros.errors import DarknetError
 from darknet53_ros.fileio import atomic_write_bytes
-from darknet53_ros.model.cfg import Convolutional, Network, Shortcut
+from darknet53_ros.model.cfg import Network
+from darknet53_ros.model.layers import Convolutional, Shortcut
 
 BN_EPSILON = 1e-6
 """Darknet's batch-norm epsilon, added to sqrt(variance)."""

@@ -34,7 +34,9 @@ from darknet53_ros.errors import ConfigError, SourceError
 from darknet53_ros.io.bag_writer import BagWriter
 from darknet53_ros.io.bags import BagReader, base_image_topic
 from darknet53_ros.io.messages import MessageTypes
-from darknet53_ros.ros.node_core import NodeCore, NodeParams, load_detector, load_params_file
+from darknet53_ros.ros.model_files import load_detector
+from darknet53_ros.ros.node_core import NodeCore
+from darknet53_ros.ros.params import NodeParams, load_params_file
 from darknet53_ros.tools.bag_sink import BagSink, absolute_topic
 
 _LOG = logging.getLogger('darknet53.replay')

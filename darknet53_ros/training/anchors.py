@@ -8,7 +8,8 @@ import torch
 
 from darknet53_ros.errors import DatasetError
 from darknet53_ros.io.dataset import SplitData, load_image, read_labels
-from darknet53_ros.model.cfg import Convolutional, Network
+from darknet53_ros.model.cfg import Network
+from darknet53_ros.model.layers import Convolutional
 from darknet53_ros.training.augment import letterbox_params
 from darknet53_ros.training.loss import shape_iou
 

@@ -32,14 +32,13 @@ from torch import nn
 import torch.nn.functional as F
 
 from darknet53_ros.errors import DarknetError
-from darknet53_ros.model.cfg import (
+from darknet53_ros.model.cfg import Network, Section
+from darknet53_ros.model.layers import (
     Avgpool,
     Convolutional,
     Layer,
     Maxpool,
-    Network,
     Route,
-    Section,
     Shortcut,
     Softmax,
     Upsample,

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from darknet53_ros.errors import DarknetError
-from darknet53_ros.model.cfg import Convolutional, Network, Section, build_network
+from darknet53_ros.model.cfg import Network, Section, build_network
+from darknet53_ros.model.layers import Convolutional
 from darknet53_ros.model.weights import (
     ConvWeights,
     DarknetWeights,
