@@ -86,28 +86,32 @@ def _producers(model: Any) -> dict[str, Any]:
     return {name: node for node in model.graph.node for name in node.output if name}
 
 
+def _convs_upstream(producers: dict[str, Any], tensors: list[str]) -> list[Any]:
+    """The nearest Conv nodes upstream of ``tensors`` (not looking past a Conv)."""
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = list(tensors)
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type == 'Conv':
+            found.append(node)
+        else:
+            stack.extend(name for name in node.input if name)
+    return found
+
+
 def head_convs(model: Any) -> list[str]:
     """Names of the Conv nodes that produce the model outputs (the YOLO head convolutions).
 
     These are the Convs from which a graph output is reachable without passing through
     another Conv.
     """
-    producers = _producers(model)
-    found: list[str] = []
-    seen: set[int] = set()
-    stack = [out.name for out in model.graph.output]
-    while stack:
-        tensor = stack.pop()
-        node = producers.get(tensor)
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op_type == 'Conv':
-            found.append(node.name)
-            continue
-        stack.extend(name for name in node.input if name)
-    order = {node.name: i for i, node in enumerate(model.graph.node)}
-    return sorted(found, key=order.__getitem__)
+    found = {node.name for node in _convs_upstream(_producers(model),
+                                                   [out.name for out in model.graph.output])}
+    return [node.name for node in model.graph.node if node.name in found]
 
 
 def decode_nodes(model: Any) -> set[str]:
@@ -132,24 +136,8 @@ def decode_nodes(model: Any) -> set[str]:
 def first_convs(model: Any) -> list[str]:
     """Names of the Conv nodes with no other Conv upstream (normally the first convolution)."""
     producers = _producers(model)
-    result = []
-    for node in model.graph.node:
-        if node.op_type != 'Conv':
-            continue
-        stack, upstream_conv = [node.input[0]], False
-        seen: set[int] = set()
-        while stack and not upstream_conv:
-            tensor = stack.pop()
-            parent = producers.get(tensor)
-            if parent is None or id(parent) in seen:
-                continue
-            seen.add(id(parent))
-            if parent.op_type == 'Conv':
-                upstream_conv = True
-            stack.extend(name for name in parent.input if name)
-        if not upstream_conv:
-            result.append(node.name)
-    return result
+    return [node.name for node in model.graph.node if node.op_type == 'Conv'
+            and not _convs_upstream(producers, [node.input[0]])]
 
 
 def default_keep_fp(model: Any) -> list[str]:

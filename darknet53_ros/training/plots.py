@@ -28,12 +28,7 @@ def plot_history(history: dict[str, Any], loss_png: Path, map_png: Path) -> None
         ax.set_xlabel('iteration')
         ax.set_ylabel('loss per image')
         ax.set_yscale('log')
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        with atomic_path(loss_png) as tmp:
-            fig.savefig(tmp, format='png', dpi=100)
-        plt.close(fig)
+        _save(plt, fig, loss_png)
     maps = [row for row in history.get('val', []) if row.get('map50') is not None]
     if maps:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -43,9 +38,15 @@ def plot_history(history: dict[str, Any], loss_png: Path, map_png: Path) -> None
         ax.set_xlabel('epoch')
         ax.set_ylabel('val mAP')
         ax.set_ylim(0, 1)
+        _save(plt, fig, map_png)
+
+
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    """Finish an axes (grid, legend), write the figure atomically as PNG and close it."""
+    for ax in fig.axes:
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        with atomic_path(map_png) as tmp:
-            fig.savefig(tmp, format='png', dpi=100)
-        plt.close(fig)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=100)
+    plt.close(fig)
