@@ -20,7 +20,7 @@ from darknet53_ros.optimize.calibration import (
     video_frames,
 )
 
-from .test_quantize import smooth_images
+from ..toy import smooth_images
 
 cv2 = pytest.importorskip('cv2')
 

@@ -13,112 +13,12 @@ from darknet53_ros.errors import ConfigError, ModelError
 onnx = pytest.importorskip('onnx')
 ort = pytest.importorskip('onnxruntime')
 cv2 = pytest.importorskip('cv2')
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, numpy_helper  # noqa: E402
 
 from darknet53_ros.optimize import qdq  # noqa: E402
 from darknet53_ros.optimize import quantize as q  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'darknet'
-SIZE = 32
-CLASSES = 2
-
-
-# --------------------------------------------------------------------------------------------
-# A small contract model: Convs (BN folded), LeakyRelu 0.1, residual Add, Resize, Concat, two
-# heads decoded with Sigmoid into boxes/scores.
-
-
-def toy_model(size: int = SIZE, seed: int = 0) -> onnx.ModelProto:
-    """A YOLO-like contract model with two heads (strides 2 and 1) at ``size`` x ``size``."""
-    rng = np.random.default_rng(seed)
-    nodes, inits = [], []
-
-    def conv(name: str, x: str, cin: int, cout: int, k: int, stride: int = 1,
-             leaky: bool = True) -> str:
-        w = rng.normal(0, np.sqrt(2.0 / (cin * k * k)), (cout, cin, k, k)).astype(np.float32)
-        w *= rng.uniform(0.5, 1.5, (cout, 1, 1, 1)).astype(np.float32)  # folded BN scale
-        b = rng.normal(0, 0.1, cout).astype(np.float32)
-        inits.extend([numpy_helper.from_array(w, f'{name}.w'),
-                      numpy_helper.from_array(b, f'{name}.b')])
-        nodes.append(helper.make_node('Conv', [x, f'{name}.w', f'{name}.b'], [f'{name}.y'],
-                                      name=name, kernel_shape=[k, k], strides=[stride] * 2,
-                                      pads=[k // 2] * 4))
-        if not leaky:
-            return f'{name}.y'
-        nodes.append(helper.make_node('LeakyRelu', [f'{name}.y'], [f'{name}.a'],
-                                      name=f'{name}_leaky', alpha=0.1))
-        return f'{name}.a'
-
-    x0 = conv('conv_0', 'images', 3, 8, 3)
-    x1 = conv('conv_1', x0, 8, 16, 3, stride=2)
-    r = conv('conv_2', x1, 16, 8, 1)
-    r = conv('conv_3', r, 8, 16, 3)
-    nodes.append(helper.make_node('Add', [x1, r], ['shortcut_4'], name='shortcut_4'))
-    h1 = conv('conv_5', 'shortcut_4', 16, 3 * (5 + CLASSES), 1, leaky=False)
-    u = conv('conv_6', 'shortcut_4', 16, 8, 1)
-    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), 'up.scales'))
-    nodes.append(helper.make_node('Resize', [u, '', 'up.scales'], ['up.y'], name='upsample_7',
-                                  mode='nearest', coordinate_transformation_mode='asymmetric',
-                                  nearest_mode='floor'))
-    nodes.append(helper.make_node('Concat', ['up.y', x0], ['route_8'], name='route_8', axis=1))
-    c = conv('conv_9', 'route_8', 16, 16, 3)
-    h2 = conv('conv_10', c, 16, 3 * (5 + CLASSES), 1, leaky=False)
-
-    preds = []
-    for i, (head, cells) in enumerate(((h1, (size // 2) ** 2), (h2, size ** 2))):
-        shape = f'shape{i}'
-        inits.append(numpy_helper.from_array(np.array([0, 3, 5 + CLASSES, cells], np.int64),
-                                             shape))
-        nodes.append(helper.make_node('Reshape', [head, shape], [f'r{i}']))
-        nodes.append(helper.make_node('Transpose', [f'r{i}'], [f't{i}'], perm=[0, 1, 3, 2]))
-        flat = f'flat{i}'
-        inits.append(numpy_helper.from_array(np.array([0, 3 * cells, 5 + CLASSES], np.int64),
-                                             flat))
-        nodes.append(helper.make_node('Reshape', [f't{i}', flat], [f'p{i}']))
-        preds.append(f'p{i}')
-    nodes.append(helper.make_node('Concat', preds, ['pred'], axis=1))
-    nodes.append(helper.make_node('Sigmoid', ['pred'], ['sig']))
-
-    def const(name: str, values: list[int]) -> str:
-        inits.append(numpy_helper.from_array(np.array(values, np.int64), name))
-        return name
-
-    nodes.append(helper.make_node('Slice', ['sig', const('s0', [0]), const('e4', [4]),
-                                            const('ax', [2])], ['xywh']))
-    nodes.append(helper.make_node('Slice', ['sig', const('s4', [4]), const('e5', [5]), 'ax'],
-                                  ['obj']))
-    nodes.append(helper.make_node('Slice', ['sig', const('s5', [5]),
-                                            const('e7', [5 + CLASSES]), 'ax'], ['cls']))
-    nodes.append(helper.make_node('Mul', ['obj', 'cls'], ['scores']))
-    inits.append(numpy_helper.from_array(np.array(float(size), np.float32), 'px'))
-    nodes.append(helper.make_node('Mul', ['xywh', 'px'], ['boxes']))
-    total = 3 * ((size // 2) ** 2 + size ** 2)
-    graph = helper.make_graph(
-        nodes, 'toy',
-        [helper.make_tensor_value_info('images', TensorProto.FLOAT, ['batch', 3, size, size])],
-        [helper.make_tensor_value_info('boxes', TensorProto.FLOAT, ['batch', total, 4]),
-         helper.make_tensor_value_info('scores', TensorProto.FLOAT,
-                                       ['batch', total, CLASSES])],
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 13)],
-                              producer_name='darknet53_ros')
-    model.ir_version = 8
-    helper.set_model_props(model, {
-        'names': json.dumps(['a', 'b']), 'classes': str(CLASSES), 'input_width': str(size),
-        'input_height': str(size), 'producer': 'darknet53_ros'})
-    onnx.checker.check_model(model)
-    return model
-
-
-def smooth_images(count: int, seed: int = 1, shape: tuple[int, int] = (48, 64)) -> list:
-    """Natural-ish BGR uint8 images: upsampled noise plus a gradient."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        small = rng.integers(0, 256, (6, 8, 3), np.uint8)
-        img = cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
-        out.append(img)
-    return out
+from ..toy import SIZE, smooth_images, toy_model  # noqa: E402
 
 
 @pytest.fixture(scope='module')
@@ -341,10 +241,8 @@ def test_custom_preprocess_and_float_inputs(toy_path: Path) -> None:
     assert calls == [(48, 64, 3)] and report.data['calibration']['count'] == 2
 
 
-def test_real_exporter_yolov3_tiny(tmp_path: Path) -> None:
-    cfg_path = SHARED / 'cfg' / 'yolov3-tiny.cfg'
-    if not cfg_path.is_file():
-        pytest.skip(f'{cfg_path} is absent')
+def test_real_exporter_yolov3_tiny(tmp_path: Path, tiny_cfg_path: Path) -> None:
+    cfg_path = tiny_cfg_path
     export = pytest.importorskip('darknet53_ros.model.onnx_export')
     from darknet53_ros.model.cfg import load_cfg
     from darknet53_ros.model.weights import random_weights

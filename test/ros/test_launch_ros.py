@@ -1,6 +1,6 @@
 """launch_testing: the installed multi-camera launch file, fed by synthetic cameras.
 
-Runs under ``colcon test`` (or ``launch_test test/test_launch_ros.py``) where ROS 2 Humble or
+Runs under ``colcon test`` (or ``launch_test test/ros/test_launch_ros.py``) where ROS 2 Humble or
 Jazzy is sourced and this package is installed; skipped elsewhere. The launch file starts one
 detector node serving two cameras (one raw ``sensor_msgs/Image``, one ``CompressedImage``) with
 the bundled demo model; the test publishes synthetic scenes on both camera topics and checks

@@ -17,9 +17,9 @@ from darknet53_ros.fileio import sha256_file
 from darknet53_ros.inference.backends.engine_file import check_engine_metadata
 from darknet53_ros.optimize import engine_builder as eb
 
-from .fakes.tensorrt import make_fake_builder
+from ..fakes.tensorrt import make_fake_builder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,7 +100,8 @@ def test_build_engine_with_fake_tensorrt(fakes: tuple, tmp_path: Path, version: 
                                          network_flags: int) -> None:
     onnx = pytest.importorskip('onnx')
     from darknet53_ros.optimize.quantize import quantize_model
-    from test.test_quantize import smooth_images, toy_model
+
+    from ..toy import smooth_images, toy_model
 
     _, trt = fakes
     calls: list = []
@@ -132,7 +133,7 @@ def test_build_engine_with_fake_tensorrt(fakes: tuple, tmp_path: Path, version: 
 
 def test_build_engine_fake_rejections(fakes: tuple, tmp_path: Path) -> None:
     onnx = pytest.importorskip('onnx')
-    from test.test_quantize import toy_model
+    from ..toy import toy_model
 
     _, trt = fakes
     make_fake_builder(trt, '11.1.0', [])

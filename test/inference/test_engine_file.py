@@ -150,7 +150,7 @@ def test_load_or_rebuild(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_onnx_summary(tmp_path: Path) -> None:
     onnx = pytest.importorskip('onnx')
-    from test.test_quantize import toy_model
+    from ..toy import toy_model
 
     path = tmp_path / 'toy.onnx'
     onnx.save(toy_model(), str(path))

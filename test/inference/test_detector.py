@@ -172,7 +172,7 @@ def test_package_exposes_detector_lazily() -> None:
             'from darknet53_ros import Detector; '
             'assert Detector.__module__ == "darknet53_ros.inference.detector"')
     subprocess.run([sys.executable, '-c', code], check=True,
-                   cwd=Path(__file__).resolve().parents[1])
+                   cwd=Path(__file__).resolve().parents[2])
     import darknet53_ros
 
     with pytest.raises(AttributeError, match='Nope'):

@@ -5,7 +5,7 @@ the fake ``tensorrt`` and ``pycuda.driver`` modules of ``test/fakes`` (data real
 "device" -> host through them; the ``fakes`` fixture installs them). Tests marked by the
 ``gpu`` fixture run for real where TensorRT, pycuda and a CUDA GPU are present (a Jetson) and
 skip with the reason elsewhere. The builder and ``test_mypy_trt_modules`` are in
-``test_tensorrt_build.py``.
+``test/optimize/test_engine_builder.py``.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from darknet53_ros.inference.backends.engine_file import tensorrt_available, wri
 from darknet53_ros.inference.backends.tensorrt_backend import batch_plan, dims, profile_batch
 from darknet53_ros.optimize.engine_builder import build_engine
 
-from .fakes.pycuda import FakeAllocator
+from ..fakes.pycuda import FakeAllocator
 
 # --------------------------------------------------------------------------------------------
 # Pure logic
@@ -284,7 +284,8 @@ def test_gpu_build_and_infer_matches_onnxruntime(gpu: int, tmp_path: Path) -> No
     ort = pytest.importorskip('onnxruntime')
     from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
     from darknet53_ros.optimize.quantize import quantize_model
-    from test.test_quantize import smooth_images, toy_model
+
+    from ..toy import smooth_images, toy_model
 
     model = tmp_path / 'toy.onnx'
     onnx.save(toy_model(), str(model))

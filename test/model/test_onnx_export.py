@@ -20,7 +20,7 @@ from darknet53_ros.model.cfg import load_cfg, parse_cfg
 from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.weights import random_weights, write_weights
 
-from .conftest import shared_file
+from ..conftest import shared_file
 
 cv2 = pytest.importorskip('cv2')
 ort = pytest.importorskip('onnxruntime')

@@ -13,7 +13,7 @@ from darknet53_ros.io.bag_writer import SyntheticFrame, write_synthetic_bag
 from darknet53_ros.io.bags import BagReader
 from darknet53_ros.io.sources import source_kind
 
-from .planted import SCORE, expected_box, quadrant_image
+from ..planted import SCORE, expected_box, quadrant_image
 
 cv2 = pytest.importorskip('cv2')
 

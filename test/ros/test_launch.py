@@ -11,7 +11,7 @@ import yaml
 from darknet53_ros.ros.cameras import parse_cameras
 from darknet53_ros.ros.params import PARAMETERS, NodeParams, load_params_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / 'launch'
 CONFIG = ROOT / 'config'
 README = ROOT / 'README.md'
