@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 import re
+import typing
 from typing import TypeVar
 
 from darknet53_ros.errors import DarknetError
 
-Shape = tuple[int, int, int]
+Shape = typing.Tuple[int, int, int]  # noqa: UP006 - a run-time alias (Python 3.8)
 """A feature map shape as (channels, height, width)."""
 
 ACTIVATIONS = ('leaky', 'linear', 'logistic', 'relu', 'mish', 'swish', 'tanh')
