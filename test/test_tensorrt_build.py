@@ -241,3 +241,65 @@ def test_legacy_calibration_through_the_cuda_runtime(fakes: tuple, models: dict,
     assert meta['precision'] == 'int8' and meta['cuda_runtime'] == 'cuda-python'
     assert [c[1] for c in trt.calls if c[0] == 'flag'][:2] == ['FP16', 'INT8']
     assert fakes[0].core.errors == []
+
+
+# --------------------------------------------------------------------------------------------
+# Verification: the fake engine runs the source model through ONNX Runtime
+
+
+@pytest.mark.parametrize('version', ['8.5', '11.1'])
+def test_build_engine_verify_records_agreement(fakes: tuple, models: dict,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path, version: str) -> None:
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('cv2')
+    from darknet53_ros.cli.main import main
+    from darknet53_ros.inference.backends.engine_file import verification_status
+
+    use_trt(monkeypatch, fakes, version)
+    out = tmp_path / 'q.engine'
+    assert main(['build-engine', '--model', str(models['float']), '--precision', 'fp32',
+                 '-o', str(out), '--batch', '1:2:4', '--no-progress', '--verify',
+                 '--verify-count', '3', '--conf-threshold', '0.1']) == 0
+    meta = eb.read_engine_metadata(out)
+    record = meta['verification']
+    assert record['agrees'] and record['frames'] == 3 and record['source'].startswith('synth')
+    assert record['outputs']['boxes']['max_abs_diff'] < 1e-4
+    assert record['detections']['match_rate'] == 1.0 and record['conf_threshold'] == 0.1
+    level, message = verification_status(meta)
+    assert level == 'info' and 'agrees' in message
+    check_engine_metadata(out)  # the engine's hash still matches after the metadata rewrite
+    assert fakes[0].core.errors == [] and fakes[0].core.refcount[0] == 0
+
+
+def test_verify_engine_detects_disagreement(fakes: tuple, models: dict,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    pytest.importorskip('onnxruntime')
+    cv2 = pytest.importorskip('cv2')
+    from darknet53_ros.cli.main import main
+    from darknet53_ros.inference.backends.engine_file import verification_status
+    from darknet53_ros.optimize.engine_verify import verify_engine
+
+    trt = use_trt(monkeypatch, fakes, '10.3')
+    trt.Builder.noise = 6.0  # the "engine" shifts every box by 6 px: a broken build
+    out = tmp_path / 'bad.engine'
+    eb.build_engine(models['float'], out, precision='fp32', batch='1:2:4', progress=False)
+    assert verification_status(eb.read_engine_metadata(out))[0] == 'warning'  # never verified
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f'{i}.png'), np.full((24, 32, 3), 60 * i + 30, np.uint8))
+    result = verify_engine(out, source=frames, conf_threshold=0.1, record=False)
+    assert result['source'] == str(frames) and result['frames'] == 2
+    assert result['outputs']['boxes']['max_abs_diff'] == pytest.approx(6.0, abs=1e-3)
+    assert result['outputs']['scores']['max_abs_diff'] < 1e-5
+    assert eb.read_engine_metadata(out)['verification'] is None  # not recorded
+    assert main(['verify-engine', str(out), '--conf-threshold', '0.1',
+                 '--verify-count', '2']) == 1
+    level, message = verification_status(eb.read_engine_metadata(out))
+    assert level == 'warning' and 'DISAGREES' in message
+    other = tmp_path / 'other.onnx'
+    other.write_bytes(models['qdq'].read_bytes())
+    with pytest.raises(EngineError, match='not the model'):
+        verify_engine(out, onnx_path=other, record=False)

@@ -110,7 +110,10 @@ def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))
+    union = area + areas - inter
+    same = np.all(np.abs(others - box) <= 1e-3, axis=1)  # degenerate boxes (clipped flat)
+    iou = np.where(union > 1e-9, inter / np.maximum(union, 1e-9), 0.0)
+    return np.asarray(np.where(same, 1.0, iou))
 
 
 def match_detections(engine: Detections, reference: Detections,

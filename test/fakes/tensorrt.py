@@ -217,7 +217,7 @@ def make_fake_trt(driver: FakeDriver, version: str = '10.3', boxes: int = 10,
 
     class Layer:
         def __init__(self, network: Network, name: str, outputs: list[Tensor]) -> None:
-            self._network, self.name, self._outputs = network, name, outputs
+            self._strong, self.name, self._outputs = network.strongly_typed, name, outputs
             self._precision = DataType.FLOAT
             self.num_outputs = len(outputs)
 
@@ -227,7 +227,7 @@ def make_fake_trt(driver: FakeDriver, version: str = '10.3', boxes: int = 10,
         def _check(self) -> None:
             if not surface['layer_precision']:
                 raise AttributeError('layer precision was removed in TensorRT 11')
-            if self._network.strongly_typed:
+            if self._strong:
                 raise RuntimeError('setting layer precision in a strongly typed network')
 
         @property
