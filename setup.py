@@ -17,16 +17,28 @@ def _version() -> str:
     return match.group(1)
 
 
+# The runtime (node, detect, replay, quantize, build-engine) supports Python 3.8 (JetPack 5.1,
+# Ubuntu 20.04), 3.10 (JetPack 6) and 3.12 (JetPack 7); lower bounds admit the last releases
+# that support 3.8 (numpy 1.24, onnx 1.17, onnxruntime 1.19, OpenCV 4.x). Training, studies and
+# plots need Python 3.10+ (their extra is empty on older Pythons; the commands say so).
+TRAINING = "; python_version >= '3.10'"
+
 EXTRAS = {
     # ONNX Runtime backend and OpenCV (< 5: OpenCV 5 dropped the Darknet importer the tests use
     # as an independent reference). On a robot, python3-opencv from apt serves instead.
     'cpu': ['onnxruntime>=1.16', 'opencv-python-headless>=4.8,<5'],
     # rosbag2 (MCAP / SQLite3) reading and writing without ROS.
-    'bags': ['rosbags>=0.10', 'rosbags-image>=0.9', 'mcap>=1.1', 'tqdm>=4.60'],
-    # Training, evaluation and plots.
-    'train': ['torch>=2.1', 'pycocotools>=2.0.7', 'matplotlib>=3.7', 'tqdm>=4.60'],
-    # Jetson / NVIDIA GPU runtime: TensorRT comes with JetPack or NVIDIA's packages.
+    'bags': ['rosbags>=0.9.23', 'rosbags-image>=0.9', 'mcap>=1.1', 'tqdm>=4.60'],
+    # Training, evaluation and plots (Python 3.10+).
+    'train': [dep + TRAINING for dep in ('torch>=2.1', 'pycocotools>=2.0.7',
+                                         'matplotlib>=3.7', 'tqdm>=4.60')],
+    # Jetson / NVIDIA GPU runtime: TensorRT comes with JetPack (python3-libnvinfer) or NVIDIA's
+    # packages. CUDA 13 (JetPack 7) needs pycuda >= 2025.1.2; markers cannot see the CUDA
+    # version, so the runtime checks it (darknet53_ros/inference/backends/cuda_pycuda.py).
     'tensorrt': ['pycuda>=2022.1'],
+    # NVIDIA's cuda-python instead of pycuda (--cuda-runtime cuda-python): install the release
+    # matching the CUDA major version (JetPack 5: <12, JetPack 6: 12.x, JetPack 7: 13.x).
+    'cuda-python': ['cuda-python>=11.8'],
     'test': [
         'pytest>=7', 'hypothesis>=6.80', 'pytest-benchmark>=4', 'ruff>=0.5', 'mypy>=1.8',
         'colcon-core>=0.15', 'colcon-ros>=0.4', 'pyyaml>=6',
@@ -55,7 +67,7 @@ setup(
     package_data={PACKAGE: ['msg/*.msg', 'models/*.cfg', 'models/*.weights', 'models/*.names',
                             'models/*.json']},
     data_files=_data_files(),
-    python_requires='>=3.10',
+    python_requires='>=3.8',
     install_requires=['setuptools', 'numpy>=1.23', 'onnx>=1.14', 'pyyaml>=5.4'],
     extras_require=EXTRAS,
     zip_safe=False,

@@ -1,4 +1,11 @@
-"""Exception types, one per domain; each message names the file, topic or field at fault."""
+"""Exception types, one per domain; each message names the file, topic or field at fault.
+
+:func:`require_python` refuses features that need a newer Python than the runtime's 3.8 (training
+and studies need 3.10+) with a :class:`ConfigError`.
+"""
+from __future__ import annotations
+
+import sys
 
 
 class Darknet53Error(Exception):
@@ -39,3 +46,20 @@ class ConfigError(Darknet53Error):
 
 class DatasetError(Darknet53Error):
     """A dataset (annotations, label files, images) is malformed."""
+
+
+#: Python needed by training, evaluation plots and studies (PyTorch 2.x and the trainer).
+TRAINING_PYTHON = (3, 10)
+
+
+def require_python(feature: str, minimum: tuple[int, int] = TRAINING_PYTHON,
+                   current: tuple[int, ...] | None = None) -> None:
+    """Raise :class:`ConfigError` when the running Python is older than ``minimum``."""
+    running = tuple(current if current is not None else sys.version_info[:3])
+    if running[:2] < minimum:
+        have = '.'.join(str(v) for v in running)
+        need = '.'.join(str(v) for v in minimum)
+        raise ConfigError(
+            f'{feature} needs Python {need}+ (this is Python {have}); the runtime (node, '
+            'detect, replay, quantize, build-engine, verify-engine) works on Python 3.8+. '
+            f'Train on a machine with Python {need}+ and copy the ONNX model over.')

@@ -12,7 +12,7 @@ import stat
 import tempfile
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)  # noqa: UP033 - functools.cache is Python 3.9+
 def _default_file_mode() -> int:
     """Mode a plain ``open(path, 'w')`` would give a new file (0o666 less the umask).
 
@@ -40,11 +40,19 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+def atomic_write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    ``data`` may be any buffer (a ``memoryview`` of TensorRT's ``IHostMemory`` is written
+    without a copy). The file is fsynced before the rename and the folder after it, so the
+    new file survives a power cut once this returns.
+    """
+    view = memoryview(data).cast('B')
     with atomic_path(path) as tmp:
         with open(tmp, 'wb') as handle:
-            handle.write(data)
+            written = 0
+            while written < len(view):  # large buffers: write() may be partial
+                written += handle.write(view[written:])
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -52,6 +60,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """fsync a folder so a rename inside it is durable (no-op where folders cannot be opened,
+    e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -72,6 +95,7 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
         if tmp.is_file():
             os.chmod(tmp, _final_mode(path))
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -40,11 +40,10 @@ CONFINED: dict[str, tuple[str, ...]] = {
     'lifecycle_msgs': ('darknet53_ros.ros.',),
     'tensorrt': ('darknet53_ros.inference.backends.tensorrt_backend',
                  'darknet53_ros.inference.backends.engine_file',
-                 'darknet53_ros.inference.backends.cuda_runtime',
-                 'darknet53_ros.optimize.engine_builder'),
-    'pycuda': ('darknet53_ros.inference.backends.tensorrt_backend',
-               'darknet53_ros.inference.backends.cuda_runtime',
-               'darknet53_ros.optimize.engine_builder'),
+                 'darknet53_ros.optimize.engine_builder',
+                 'darknet53_ros.optimize.engine_network'),
+    'pycuda': ('darknet53_ros.inference.backends.cuda_pycuda',),
+    'cuda': ('darknet53_ros.inference.backends.cuda_python',),
     'torch': ('darknet53_ros.training.',),
 }
 

@@ -1,4 +1,5 @@
-"""``darknet53 quantize`` (INT8 Q/DQ ONNX, any machine) and ``darknet53 build-engine`` (Jetson)."""
+"""``darknet53 quantize`` (INT8 Q/DQ ONNX, any machine), ``darknet53 build-engine`` and
+``darknet53 verify-engine`` (on the Jetson)."""
 from __future__ import annotations
 
 import argparse
@@ -53,10 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'built with.')
     p.add_argument('--model', type=Path, required=True,
                    help='ONNX model (FP32, or Q/DQ INT8 from `darknet53 quantize`)')
-    p.add_argument('--precision', default='fp16', choices=('fp32', 'fp16', 'int8'),
-                   help='fp32, fp16 (default) or int8 (a Q/DQ model is always INT8)')
+    p.add_argument('--precision', default=None, choices=('fp32', 'fp16', 'int8'),
+                   help='default: int8 for a Q/DQ model, fp16 otherwise. A Q/DQ model is '
+                   'always INT8 (fp32/fp16 then set its float layers on TensorRT < 10.12); '
+                   'TensorRT 11 builds fp16 only from an FP16 model')
     p.add_argument('--dla-core', type=int, default=None,
-                   help='run on this DLA core (with GPU fallback); needs fp16 or int8')
+                   help='run on this DLA core (with GPU fallback); needs a fixed --batch and '
+                   'fp16 or int8')
     p.add_argument('--batch', default='1:1:1', metavar='MIN:OPT:MAX',
                    help='batch profile of input images (default 1:1:1)')
     p.add_argument('--workspace', type=int, default=1024, metavar='MIB',
@@ -68,10 +72,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--timing-cache', type=Path,
                    help='timing cache file (read when present, written after the build)')
     p.add_argument('--device', type=int, default=0, help='CUDA device (default 0)')
+    _cuda_runtime_option(p)
     p.add_argument('-o', '--output', type=Path, required=True,
                    help='engine file, e.g. engines/yolov3_int8.engine')
     p.add_argument('--no-progress', action='store_true', help='no build progress display')
+    p.add_argument('--verify', nargs='?', const='synthetic', default=None, metavar='SOURCE',
+                   help='after building, run the engine and the ONNX model (ONNX Runtime) on '
+                   'the same frames and record their agreement in the metadata; SOURCE: '
+                   'images, video or rosbag2 (default: built-in synthetic frames)')
+    _verify_options(p)
     p.set_defaults(func=run_build_engine)
+
+    p = subparsers.add_parser(
+        'verify-engine', help='check an engine against its ONNX model (on the device)',
+        description='Run a TensorRT engine and its source ONNX model (ONNX Runtime) on the '
+        'same frames; record per-output differences, the matched-detection rate and box IoU '
+        'at the node thresholds in NAME.engine.json (the node logs them at start).')
+    p.add_argument('engine', type=Path, help='the .engine file')
+    p.add_argument('--model', type=Path, default=None,
+                   help='reference ONNX model (default: the one recorded in the metadata)')
+    p.add_argument('--source', default=None,
+                   help='images, video or rosbag2 (default: built-in synthetic frames)')
+    p.add_argument('--no-record', action='store_true',
+                   help='only print the result, leave the metadata as it is')
+    p.add_argument('--device', type=int, default=0, help='CUDA device (default 0)')
+    _cuda_runtime_option(p)
+    _verify_options(p)
+    p.set_defaults(func=run_verify_engine)
+
+
+def _cuda_runtime_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--cuda-runtime', default='auto', choices=('auto', 'pycuda', 'cuda-python'),
+                   help='Python CUDA runtime: auto (pycuda if installed, else cuda-python), '
+                   'pycuda or cuda-python')
+
+
+def _verify_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--verify-count', type=int, default=8, metavar='N',
+                   help='frames to verify with (default 8)')
+    p.add_argument('--topic', dest='verify_topic', default=None,
+                   help='image topic when the verification source is a rosbag2 with several')
+    p.add_argument('--conf-threshold', type=float, default=0.25,
+                   help="detection threshold for the comparison (default 0.25, the node's)")
+    p.add_argument('--nms-threshold', type=float, default=0.45,
+                   help="NMS IoU threshold for the comparison (default 0.45, the node's)")
 
 
 def run_quantize(args: argparse.Namespace) -> int:
@@ -109,8 +153,41 @@ def run_build_engine(args: argparse.Namespace) -> int:
                             dla_core=args.dla_core, batch=args.batch,
                             workspace_mib=args.workspace, calib_source=args.calib,
                             calib_count=args.calib_count, timing_cache=args.timing_cache,
-                            progress=not args.no_progress, device=args.device)
-    print(f"{args.output}: TensorRT {metadata['tensorrt_version']}, {metadata['precision']}, "
-          f"batch {':'.join(map(str, metadata['batch']))}, GPU {metadata['gpu_name']} "
+                            progress=not args.no_progress, device=args.device,
+                            cuda_runtime=args.cuda_runtime)
+    print(f"{args.output}: TensorRT {metadata['tensorrt_version']}, {metadata['precision']} "
+          f"(float layers {metadata['float_precision']}), batch "
+          f"{':'.join(map(str, metadata['batch']))}, GPU {metadata['gpu_name']} "
           f"(sm {metadata['compute_capability']})")
-    return 0
+    if args.verify is None:
+        return 0
+    return _verify(args, args.output, args.model, args.verify, record=True)
+
+
+def run_verify_engine(args: argparse.Namespace) -> int:
+    """Verify an existing engine against its ONNX model."""
+    from darknet53_ros.inference.backends.engine_file import require_tensorrt
+
+    require_tensorrt()
+    return _verify(args, args.engine, args.model, args.source, record=not args.no_record)
+
+
+def _verify(args: argparse.Namespace, engine: Path, model: Path | None, source: str | None,
+            record: bool) -> int:
+    """Run the verification; print it; 1 when the engine disagrees with its model."""
+    from darknet53_ros.optimize.engine_verify import verify_engine
+
+    result = verify_engine(engine, model, source, count=args.verify_count,
+                           topic=args.verify_topic, conf_threshold=args.conf_threshold,
+                           nms_threshold=args.nms_threshold, record=record,
+                           device=args.device, cuda_runtime=args.cuda_runtime)
+    det = result['detections']
+    for name, diff in result['outputs'].items():
+        print(f"  {name}: max |diff| {diff['max_abs_diff']:.4g}, mean |diff| "
+              f"{diff['mean_abs_diff']:.4g}")
+    iou = 'n/a' if det['mean_iou'] is None else f"{det['mean_iou']:.3f}"
+    print(f"  detections: engine {det['engine']}, ONNX Runtime {det['reference']}, matched "
+          f"{det['matched']} ({det['match_rate']:.0%}), mean IoU {iou} on {result['source']}")
+    print(f"{engine}: {'agrees with' if result['agrees'] else 'DISAGREES with'} "
+          f"{result['reference']}" + (' (recorded in the metadata)' if record else ''))
+    return 0 if result['agrees'] else 1

@@ -16,8 +16,8 @@ a ``W`` wide image is ``x = W``).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+import typing
 
 import numpy as np
 
@@ -28,7 +28,8 @@ PAD_VALUE = 0.5
 
 _SCALE = np.float32(1.0 / 255.0)
 
-ImageBatch = np.ndarray | Sequence[np.ndarray]
+# typing's forms: the alias is evaluated at run time (Python 3.8 has no `X | Y`).
+ImageBatch = typing.Union[np.ndarray, typing.Sequence[np.ndarray]]  # noqa: UP007
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ Shapes are ``(channels, height, width)``; layer indices are Darknet's (``[net]``
 from __future__ import annotations
 
 from dataclasses import dataclass
+import typing
 
-Shape = tuple[int, int, int]
+Shape = typing.Tuple[int, int, int]  # noqa: UP006 - a run-time alias (Python 3.8)
 """A feature map shape as (channels, height, width)."""
 
 ACTIVATIONS = ('leaky', 'linear', 'logistic', 'relu', 'mish', 'swish', 'tanh')

@@ -1,37 +1,31 @@
 """TensorRT engine builder: ONNX model -> ``NAME.engine`` + ``NAME.engine.json``.
 
 The engine file format and its checks are
-:mod:`darknet53_ros.inference.backends.engine_file`'s; :func:`load_or_rebuild` rebuilds an
-engine whose metadata no longer matches on request.
+:mod:`darknet53_ros.inference.backends.engine_file`'s; what each TensorRT version is asked to
+do is :mod:`darknet53_ros.optimize.engine_plan`'s (decided without TensorRT, so every version's
+rules are tested anywhere); :func:`load_or_rebuild` rebuilds an engine whose metadata no longer
+matches on request; :mod:`darknet53_ros.optimize.engine_verify` checks a built engine against
+ONNX Runtime.
 
-TensorRT is imported lazily, only by :func:`build_engine`. The same code targets JetPack 5
-(TensorRT 8.5), JetPack 6 (10.3) and JetPack 7 (11.x); version checks compare parsed numbers,
-never strings:
-
-* networks are created with ``EXPLICIT_BATCH`` only before TensorRT 10 (10 ignores it);
-* Q/DQ (explicitly quantised) models set the INT8 flag plus FP16 for the layers left in
-  floating point before TensorRT 11; TensorRT 11 builds strongly typed networks only, so no
-  precision flags exist and ``fp16`` needs an FP16 ONNX model;
-* an FP32 model with ``precision='int8'`` and a calibration source uses the legacy
-  ``IInt8EntropyCalibrator2`` with a calibration cache (TensorRT < 11 only);
-* ``IProgressMonitor`` reports build progress where it exists (TensorRT >= 10).
+TensorRT is imported lazily, only by :func:`build_engine`. One code path serves TensorRT 8.5
+(JetPack 5.1), 10.x (JetPack 6.1/6.2 and 7.0-7.2.1, weak and strong typing) and 11.4.1+
+(JetPack 7.2.2+). Resources are released in order: every TensorRT object (builder, network,
+parser, config, serialized plan) goes before the CUDA context is closed, and the engine is
+written from the serialized plan's buffer (no copy), fsynced with its folder.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 import contextlib
 import datetime
 import json
 import logging
 from pathlib import Path
-import threading
 from typing import Any
-
-import numpy as np
 
 from darknet53_ros.errors import BackendError, ConfigError, EngineError
 from darknet53_ros.fileio import atomic_write_bytes, sha256_file
-from darknet53_ros.inference.backends.cuda_runtime import CudaContext, device_info
+from darknet53_ros.inference.backends.cuda_runtime import AUTO, CudaContext
 from darknet53_ros.inference.backends.engine_file import (
     DEFAULT_WORKSPACE_MIB,
     METADATA_FORMAT,
@@ -43,18 +37,20 @@ from darknet53_ros.inference.backends.engine_file import (
     trt_logger,
     write_engine,
 )
-from darknet53_ros.inference.preprocess import preprocess
-from darknet53_ros.optimize.calibration import (
-    calibration_hash,
-    calibration_images,
-    image_digest,
+from darknet53_ros.optimize.engine_network import (
+    calibration_batches,
+    calibration_source_hash,
+    decode_names,
+    entropy_calibrator,
+    pin_decode_fp32,
+    progress_monitor,
 )
-from darknet53_ros.progress import progress_bar
+from darknet53_ros.optimize.engine_plan import PRECISIONS, BuildPlan, check_dla, plan_build
 from darknet53_ros.version import __version__
 
 _LOG = logging.getLogger(__name__)
 
-PRECISIONS = ('fp32', 'fp16', 'int8')
+__all__ = ['PRECISIONS', 'build_engine', 'load_or_rebuild', 'onnx_summary', 'parse_batch']
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,7 +103,7 @@ def load_or_rebuild(engine_path: str | Path, onnx_path: str | Path | None = None
         raise EngineError(f'{engine_path}: cannot rebuild: no ONNX model given and none '
                           'recorded in the metadata')
     settings: dict[str, Any] = {
-        'precision': old.get('precision', 'fp16'),
+        'precision': old.get('requested_precision', old.get('precision')),
         'batch': tuple(old.get('batch', (1, 1, 1))),
         'dla_core': old.get('dla_core'),
         'workspace_mib': old.get('workspace_mib', DEFAULT_WORKSPACE_MIB),
@@ -124,7 +120,8 @@ def load_or_rebuild(engine_path: str | Path, onnx_path: str | Path | None = None
 
 
 def onnx_summary(onnx_path: str | Path) -> dict[str, Any]:
-    """Input name/shape, class names, whether it is Q/DQ, calibration hash, sha256."""
+    """Input name/shape, class names, whether it is Q/DQ or FP16, the decode part's names,
+    calibration hash, sha256."""
     import onnx
 
     path = Path(onnx_path)
@@ -158,6 +155,7 @@ def onnx_summary(onnx_path: str | Path) -> dict[str, Any]:
     fp16 = inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 or any(
         i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
     return {
+        'decode': decode_names(model),
         'input_name': inputs[0].name,
         'input_shape': shape[1:],
         'class_names': names,
@@ -173,141 +171,33 @@ def onnx_summary(onnx_path: str | Path) -> dict[str, Any]:
 # Building (TensorRT, lazy)
 
 
-def _progress_monitor(enabled: bool) -> Any:
-    """A ``trt.IProgressMonitor`` showing build phases as progress bars (TensorRT >= 10),
-    else ``None``."""
-    import tensorrt as trt
-
-    if not enabled or not hasattr(trt, 'IProgressMonitor'):
-        return None
-
-    class Monitor(trt.IProgressMonitor):
-        def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
-            self._bars: dict[str, tuple[Any, list[int]]] = {}
-            self._lock = threading.Lock()
-
-        def phase_start(self, phase_name: str, parent_phase: str | None,
-                        num_steps: int) -> None:
-            with self._lock:
-                self._bars[phase_name] = (progress_bar(True, phase_name, num_steps), [0])
-
-        def step_complete(self, phase_name: str, step: int) -> bool:
-            with self._lock:
-                entry = self._bars.get(phase_name)
-                if entry is not None:
-                    bar, done = entry
-                    bar.update(step + 1 - done[0])
-                    done[0] = step + 1
-            return True
-
-        def phase_finish(self, phase_name: str) -> None:
-            with self._lock:
-                entry = self._bars.pop(phase_name, None)
-                if entry is not None:
-                    entry[0].close()
-
-    return Monitor()
-
-
-def calibration_batches(source: str | Path, width: int, height: int, batch_size: int,
-                        count: int | None = None) -> Iterator[np.ndarray]:
-    """Preprocessed ``[batch, 3, H, W]`` float32 batches from a calibration source.
-
-    A last incomplete batch is dropped (TensorRT's calibration profile has a fixed batch).
-    """
-    buffer: list[np.ndarray] = []
-    for i, item in enumerate(calibration_images(source)):
-        if count is not None and i >= count:
-            break
-        buffer.append(item.image)
-        if len(buffer) == batch_size:
-            batch, _ = preprocess(buffer, width, height)
-            yield np.ascontiguousarray(batch)
-            buffer = []
-
-
-def calibration_source_hash(source: str | Path, count: int | None = None) -> str:
-    """sha256 over the pixel digests of the images a calibration source yields."""
-    digests = []
-    for i, item in enumerate(calibration_images(source)):
-        if count is not None and i >= count:
-            break
-        digests.append(image_digest(item.image))
-    if not digests:
-        raise EngineError(f'{source}: no calibration images')
-    return calibration_hash(digests)
-
-
-def _entropy_calibrator(batches: Iterator[np.ndarray], batch_size: int, nbytes: int,
-                        cache_path: Path) -> Any:
-    """A legacy ``IInt8EntropyCalibrator2`` (TensorRT < 11) feeding ``batches`` via pycuda.
-
-    Needs a current CUDA context (the caller builds inside :meth:`CudaContext.scope`).
-    """
-    import pycuda.driver as cuda
-    import tensorrt as trt
-
-    base = trt.IInt8EntropyCalibrator2
-
-    class Calibrator(base):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            base.__init__(self)
-            self.device = cuda.mem_alloc(nbytes)
-            self.count = 0
-
-        def get_batch_size(self) -> int:
-            return batch_size
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return None
-            cuda.memcpy_htod(self.device, np.ascontiguousarray(batch, np.float32))
-            self.count += len(batch)
-            return [int(self.device)]
-
-        def read_calibration_cache(self) -> bytes | None:
-            if cache_path.is_file():
-                _LOG.info('using calibration cache %s', cache_path)
-                return cache_path.read_bytes()
-            return None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            atomic_write_bytes(cache_path, bytes(cache))
-
-        def free(self) -> None:
-            self.device.free()
-
-    return Calibrator()
-
-
-def _gpu_info(device: int) -> dict[str, Any]:
-    try:
-        name, capability = device_info(device)
-        return {'gpu_name': name, 'compute_capability': f'{capability[0]}.{capability[1]}'}
-    except Exception as exc:
-        _LOG.warning('cannot query GPU %d through pycuda (%s): metadata lacks the GPU', device,
-                     exc)
+def _gpu_info(context: CudaContext | None, device: int) -> dict[str, Any]:
+    if context is None:
+        _LOG.warning('no CUDA runtime for Python (pycuda or cuda-python): metadata lacks the '
+                     'GPU of device %d', device)
         return {'gpu_name': None, 'compute_capability': None}
+    major, minor = context.driver.compute_capability(device)
+    return {'gpu_name': context.driver.device_name(device),
+            'compute_capability': f'{major}.{minor}'}
 
 
-def build_engine(onnx_path: str | Path, out_path: str | Path, precision: str = 'fp16',
+def build_engine(onnx_path: str | Path, out_path: str | Path, precision: str | None = None,
                  dla_core: int | None = None, batch: str | int | Sequence[int] = (1, 1, 1),
                  workspace_mib: int = DEFAULT_WORKSPACE_MIB,
                  calib_source: str | Path | None = None, calib_count: int | None = 500,
                  calib_batch: int = 8, timing_cache: str | Path | None = None,
-                 progress: bool = True, device: int = 0) -> dict[str, Any]:
+                 progress: bool = True, device: int = 0,
+                 cuda_runtime: str = AUTO) -> dict[str, Any]:
     """Build a TensorRT engine from a contract ONNX model; write it with its metadata.
 
     Args:
-        onnx_path: the ONNX model (FP32, or Q/DQ INT8 from ``darknet53 quantize``).
+        onnx_path: the ONNX model (FP32, FP16, or Q/DQ INT8 from ``darknet53 quantize``).
         out_path: the engine file (``engines/NAME.engine``); metadata goes to
             ``NAME.engine.json``.
-        precision: ``'fp32'``, ``'fp16'`` or ``'int8'``. A Q/DQ model always builds INT8
-            (``fp32``/``fp16`` choose the precision of the layers kept in floating point).
-        dla_core: run on this DLA core with GPU fallback (needs fp16 or int8).
+        precision: ``None`` (default: ``int8`` for a Q/DQ model, ``fp16`` otherwise),
+            ``'fp32'``, ``'fp16'`` or ``'int8'``. A Q/DQ model always builds INT8; on weakly
+            typed builds ``fp32``/``fp16`` choose the precision of its float layers.
+        dla_core: run on this DLA core with GPU fallback (fixed batch, fp16 or int8).
         batch: ``(min, opt, max)`` batch profile of input ``images`` (or ``'MIN:OPT:MAX'``).
         workspace_mib: builder workspace limit.
         calib_source: images for legacy implicit INT8 calibration of an FP32 model (TensorRT
@@ -317,130 +207,47 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, precision: str = '
         timing_cache: timing cache file, loaded when present and saved after the build.
         progress: show build progress (TensorRT >= 10).
         device: CUDA device for the build.
+        cuda_runtime: ``auto``, ``pycuda`` or ``cuda-python``.
 
     Returns:
-        The metadata written beside the engine.
+        The metadata written beside the engine (``precision`` is the engine's real one,
+        ``float_precision`` that of the layers kept in floating point).
     """
-    if precision not in PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise ConfigError(f'precision {precision!r}: expected one of {PRECISIONS}')
     profile_batch = parse_batch(batch)
     if workspace_mib < 1:
         raise ConfigError(f'workspace {workspace_mib} MiB: must be >= 1')
     if dla_core is not None and precision == 'fp32':
         raise ConfigError('DLA needs --precision fp16 or int8')
+    check_dla(dla_core, profile_batch, (0,))
     version = require_tensorrt()
     import tensorrt as trt
 
     info = onnx_summary(onnx_path)
+    plan = plan_build(version, precision, info['qdq'], info['fp16'], str(onnx_path),
+                      calib_source is not None, dla_core, profile_batch)
+    for note in plan.notes:
+        _LOG.warning('%s: %s', onnx_path, note)
     out = Path(out_path)
-    command = build_command(onnx_path, out, precision, profile_batch, dla_core, workspace_mib,
-                            calib_source, timing_cache)
-    strongly_typed = version >= (11,)
-    legacy_int8 = precision == 'int8' and not info['qdq']
-    if strongly_typed and precision == 'fp16' and not info['fp16']:
-        raise EngineError(f'{onnx_path}: TensorRT {trt.__version__} builds strongly typed '
-                          'networks only (no FP16 flag): convert the model to FP16 first, or '
-                          'build with --precision fp32 or an INT8 Q/DQ model')
-    if legacy_int8 and (strongly_typed or calib_source is None):
-        raise EngineError(
-            f'{onnx_path}: an FP32 model needs explicit quantisation for INT8: run '
-            f'`darknet53 quantize --model {onnx_path} --calib IMAGES -o MODEL_int8.onnx` and '
-            'build from the Q/DQ model' + ('' if strongly_typed else
-                                           ' (or pass --calib for legacy calibration)'))
-
-    channels, height, width = info['input_shape']
     calib_hash = info['calibration_sha256']
-    if legacy_int8:
+    if plan.legacy_int8:
         assert calib_source is not None
         calib_hash = calibration_source_hash(calib_source, calib_count)
-
-    logger = trt_logger()
     try:
-        context: CudaContext | None = CudaContext(device)
+        context: CudaContext | None = CudaContext(device, cuda_runtime)
     except BackendError:
-        if legacy_int8:
-            raise  # the legacy calibrator feeds batches through pycuda
+        if plan.legacy_int8 or cuda_runtime != AUTO:
+            raise  # the legacy calibrator feeds batches through the CUDA runtime
         context = None  # TensorRT creates the primary context itself
-    try:
-        with context.scope() if context is not None else contextlib.nullcontext():
-            gpu = _gpu_info(device)
-            builder = trt.Builder(logger)
-            flags = 0
-            if version < (10,):
-                flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-            network = builder.create_network(flags)
-            parser = trt.OnnxParser(network, logger)
-            if not parser.parse_from_file(str(onnx_path)):
-                errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-                raise EngineError(f'{onnx_path}: TensorRT cannot parse the model:\n  '
-                                  + '\n  '.join(errors or ['unknown parser error']))
-            config = builder.create_builder_config()
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-            name = info['input_name']
-            profile = builder.create_optimization_profile()
-            low, opt, high = profile_batch
-            profile.set_shape(name, trt.Dims4(low, channels, height, width),
-                              trt.Dims4(opt, channels, height, width),
-                              trt.Dims4(high, channels, height, width))
-            config.add_optimization_profile(profile)
-            if not strongly_typed:
-                if precision in ('fp16', 'int8'):
-                    config.set_flag(trt.BuilderFlag.FP16)
-                if precision == 'int8' or info['qdq']:
-                    config.set_flag(trt.BuilderFlag.INT8)
-            calibrator = None
-            if legacy_int8:
-                calib_profile = builder.create_optimization_profile()
-                shape = trt.Dims4(calib_batch, channels, height, width)
-                calib_profile.set_shape(name, shape, shape, shape)
-                config.set_calibration_profile(calib_profile)
-                nbytes = calib_batch * channels * height * width * 4
-                cache = out.with_name(f'{out.name}.{str(calib_hash)[:16]}.calib')
-                assert calib_source is not None
-                calibrator = _entropy_calibrator(
-                    calibration_batches(calib_source, width, height, calib_batch, calib_count),
-                    calib_batch, nbytes, cache)
-                config.int8_calibrator = calibrator
-            if dla_core is not None:
-                if builder.num_DLA_cores <= dla_core:
-                    raise EngineError(f'DLA core {dla_core}: this device has '
-                                      f'{builder.num_DLA_cores} DLA core(s)')
-                config.default_device_type = trt.DeviceType.DLA
-                config.DLA_core = dla_core
-                config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-            cache_bytes = b''
-            if timing_cache is not None and Path(timing_cache).is_file():
-                cache_bytes = Path(timing_cache).read_bytes()
-            timing = config.create_timing_cache(cache_bytes)
-            if not config.set_timing_cache(timing, False):
-                _LOG.warning('timing cache %s does not match this device; starting afresh',
-                             timing_cache)
-                config.set_timing_cache(config.create_timing_cache(b''), False)
-            monitor = _progress_monitor(progress) if version >= (10,) else None
-            if monitor is not None:
-                config.progress_monitor = monitor
-            _LOG.info('building %s engine from %s (TensorRT %s); this takes minutes',
-                      precision, onnx_path, trt.__version__)
-            serialized = builder.build_serialized_network(network, config)
-            if calibrator is not None:
-                calibrator.free()
-            if serialized is None:
-                raise EngineError(f'{onnx_path}: TensorRT failed to build the engine (see the '
-                                  'TensorRT errors logged above)')
-            if timing_cache is not None:
-                atomic_write_bytes(timing_cache, bytes(memoryview(
-                    config.get_timing_cache().serialize())))
-            engine = bytes(memoryview(serialized))
-    finally:
-        if context is not None:
-            context.close()
-
     metadata = {
         'format': METADATA_FORMAT,
         'tensorrt_version': str(trt.__version__),
-        'gpu_name': gpu['gpu_name'],
-        'compute_capability': gpu['compute_capability'],
-        'precision': precision,
+        **_gpu_info(context, device),
+        'precision': plan.precision,
+        'float_precision': plan.float_precision,
+        'requested_precision': precision,
+        'strongly_typed': plan.strongly_typed,
         'qdq': info['qdq'],
         'input_name': info['input_name'],
         'input_shape': info['input_shape'],
@@ -454,10 +261,110 @@ def build_engine(onnx_path: str | Path, out_path: str | Path, precision: str = '
         'calibration_sha256': calib_hash,
         'calib_source': None if calib_source is None else str(calib_source),
         'timing_cache': None if timing_cache is None else str(timing_cache),
+        'cuda_runtime': None if context is None else context.runtime,
+        'verification': None,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'darknet53_ros_version': __version__,
-        'build_command': command,
+        'build_command': build_command(onnx_path, out, precision, profile_batch, dla_core,
+                                       workspace_mib, calib_source, timing_cache),
     }
-    write_engine(out, engine, metadata)
-    _LOG.info('wrote %s (%.1f MiB) and %s', out, len(engine) / 2**20, metadata_path(out).name)
+    settings = {'workspace_mib': workspace_mib, 'batch': profile_batch, 'dla_core': dla_core,
+                'calib_source': calib_source, 'calib_count': calib_count,
+                'calib_batch': calib_batch, 'calib_hash': calib_hash,
+                'timing_cache': timing_cache, 'progress': progress}
+    try:
+        with context.scope() if context is not None else contextlib.nullcontext():
+            _build(trt, version, plan, onnx_path, out, info, settings, metadata, context)
+    finally:
+        if context is not None:
+            context.close()  # after every TensorRT object of _build is gone
     return read_engine_metadata(out)
+
+
+def _build(trt: Any, version: tuple[int, ...], plan: BuildPlan, onnx_path: str | Path,
+           out: Path, info: Mapping[str, Any], settings: Mapping[str, Any],
+           metadata: dict[str, Any], context: CudaContext | None) -> None:
+    """Build and write the engine inside the CUDA context. Every TensorRT object lives in
+    ``held`` and is dropped before this returns or raises (a traceback keeps the frame's
+    variables, not ``held``'s cleared contents)."""
+    held: dict[str, Any] = {}
+    try:
+        logger = trt_logger()
+        held['builder'] = builder = trt.Builder(logger)
+        flags = 0
+        for name in plan.network_flags:
+            flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+        held['network'] = network = builder.create_network(flags)
+        held['parser'] = parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise EngineError(f'{onnx_path}: TensorRT cannot parse the model:\n  '
+                              + '\n  '.join(errors or ['unknown parser error']))
+        held['config'] = config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE,
+                                     settings['workspace_mib'] << 20)
+        name = info['input_name']
+        channels, height, width = info['input_shape']
+        profile = builder.create_optimization_profile()
+        low, opt, high = settings['batch']
+        profile.set_shape(name, trt.Dims4(low, channels, height, width),
+                          trt.Dims4(opt, channels, height, width),
+                          trt.Dims4(high, channels, height, width))
+        config.add_optimization_profile(profile)
+        for flag in plan.builder_flags:
+            config.set_flag(getattr(trt.BuilderFlag, flag))
+        if plan.pin_decode_fp32:
+            pinned = pin_decode_fp32(network, info['decode'])
+            if pinned:
+                config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+            metadata['decode_fp32_layers'] = pinned
+        if plan.legacy_int8:
+            assert context is not None
+            calib_batch = settings['calib_batch']
+            calib_profile = builder.create_optimization_profile()
+            shape = trt.Dims4(calib_batch, channels, height, width)
+            calib_profile.set_shape(name, shape, shape, shape)
+            config.set_calibration_profile(calib_profile)
+            cache = out.with_name(f'{out.name}.{str(settings["calib_hash"])[:16]}.calib')
+            held['calibrator'] = config.int8_calibrator = entropy_calibrator(
+                context, calibration_batches(settings['calib_source'], width, height,
+                                             calib_batch, settings['calib_count']),
+                calib_batch, calib_batch * channels * height * width * 4, cache)
+        dla_core = settings['dla_core']
+        if dla_core is not None:
+            if builder.num_DLA_cores <= dla_core:
+                raise EngineError(f'DLA core {dla_core}: this device has '
+                                  f'{builder.num_DLA_cores} DLA core(s)')
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = dla_core
+        timing_cache = settings['timing_cache']
+        cache_bytes = b''
+        if timing_cache is not None and Path(timing_cache).is_file():
+            cache_bytes = Path(timing_cache).read_bytes()
+        timing = config.create_timing_cache(cache_bytes)
+        if not config.set_timing_cache(timing, False):
+            _LOG.warning('timing cache %s does not match this device; starting afresh',
+                         timing_cache)
+            config.set_timing_cache(config.create_timing_cache(b''), False)
+        monitor = progress_monitor(settings['progress']) if version >= (10,) else None
+        if monitor is not None:
+            config.progress_monitor = monitor
+        _LOG.info('building %s engine (%s) from %s (TensorRT %s); this takes minutes',
+                  plan.precision, 'strongly typed' if plan.strongly_typed else 'weakly typed',
+                  onnx_path, trt.__version__)
+        held['serialized'] = serialized = builder.build_serialized_network(network, config)
+        if held.get('calibrator') is not None:
+            held['calibrator'].free()
+        if serialized is None:
+            raise EngineError(f'{onnx_path}: TensorRT failed to build the engine (see the '
+                              'TensorRT errors logged above)')
+        if timing_cache is not None:
+            held['timing'] = config.get_timing_cache().serialize()
+            atomic_write_bytes(timing_cache, memoryview(held['timing']))
+        write_engine(out, serialized, metadata)  # from the plan's buffer: no copy
+        _LOG.info('wrote %s (%.1f MiB) and %s', out, memoryview(serialized).nbytes / 2**20,
+                  metadata_path(out).name)
+    finally:
+        held.clear()
+        builder = network = parser = config = serialized = None
+        profile = timing = monitor = None  # the frame's last references

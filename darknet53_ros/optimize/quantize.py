@@ -15,12 +15,13 @@ of every calibration and held-out image so an evaluation can check it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 import datetime
 import json
 import logging
 from pathlib import Path
+import typing
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,8 @@ from darknet53_ros.version import __version__
 
 _LOG = logging.getLogger(__name__)
 
-Preprocess = Callable[[np.ndarray, int, int], np.ndarray]
+# typing.Callable: a run-time alias (collections.abc.Callable[...] is Python 3.9+).
+Preprocess = typing.Callable[[np.ndarray, int, int], np.ndarray]
 
 DISJOINT_NOTE = ('The calibration images must be disjoint from every evaluation set; their '
                  'keys and pixel sha256 digests are listed here so evaluation can check.')

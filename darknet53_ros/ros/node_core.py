@@ -130,6 +130,11 @@ class NodeCore:
         self.model_path = str(model_path if model_path is not None
                               else detector.backend.model_path)
         self.node_name = node_name.strip('/') or NODE_NAME
+        verification = getattr(detector.backend, 'verification', None)  # TensorRT engines
+        if verification is not None:
+            level, message = verification
+            log = self.logger.warning if level == 'warning' else self.logger.info
+            log(f'{self.model_path}: {message}')
         self.cameras: dict[str, CameraSpec] = {c.name: c for c in params.cameras}
         self.scheduler = FrameScheduler(list(self.cameras), params.max_batch,
                                         params.max_frame_age, clock=clock)

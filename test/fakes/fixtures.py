@@ -7,17 +7,23 @@ import pytest
 
 from darknet53_ros.inference.backends import engine_file
 
+from .cuda_driver import FakeDriver
+from .cuda_python import make_fake_cuda_python
 from .pycuda import make_fake_pycuda
 from .tensorrt import make_fake_trt
 
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> tuple:
-    """Install fake ``pycuda``, ``pycuda.driver`` and ``tensorrt``; returns ``(cuda, trt)``."""
-    pycuda, cuda = make_fake_pycuda()
-    trt = make_fake_trt(cuda.memory)
+    """Install fake ``pycuda``, ``cuda.bindings`` (cuda-python) and ``tensorrt`` over one fake
+    driver; returns ``(pycuda.driver, tensorrt)`` (the driver is ``cuda.core``)."""
+    core = FakeDriver()
+    pycuda, cuda = make_fake_pycuda(core)
+    trt = make_fake_trt(core)
     monkeypatch.setitem(sys.modules, 'pycuda', pycuda)
     monkeypatch.setitem(sys.modules, 'pycuda.driver', cuda)
+    for name, module in make_fake_cuda_python(core).items():
+        monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setitem(sys.modules, 'tensorrt', trt)
     monkeypatch.setattr(engine_file, '_TRT_LOGGER', None)
     return cuda, trt

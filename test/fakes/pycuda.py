@@ -1,7 +1,10 @@
-"""A fake ``pycuda.driver``: contexts, device memory and copies in host memory.
+"""A fake ``pycuda`` / ``pycuda.driver`` over :class:`test.fakes.cuda_driver.FakeDriver`.
 
-Data really flows host -> "device" -> host, and every call that needs a current CUDA context
-asserts that one is current (per thread, like CUDA).
+It models the pycuda behaviours the CUDA runtime must cope with: a ``Context`` belongs to the
+thread that made it and ``detach()`` from another thread silently does nothing; ``detach()``
+of a primary context that is not current pushes it, releases it and leaves it pushed; a
+``Stream`` is destroyed by its destructor (whatever context is current then); memory and
+copies need a current context.
 """
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import types
 from typing import Any
 
 import numpy as np
+
+from .cuda_driver import FakeContext, FakeDriver
 
 
 class FakeAllocator:
@@ -30,47 +35,45 @@ class FakeAllocator:
         self.released.append(resource)
 
 
-class FakeDeviceMemory:
-    def __init__(self, nbytes: int, registry: list) -> None:
-        self.data = bytearray(nbytes)
-        self.freed = False
-        registry.append(self)
-        self.address = 0x1000 * len(registry)
-
-    def __int__(self) -> int:
-        return self.address
-
-    def free(self) -> None:
-        self.freed = True
-
-
-def make_fake_driver() -> types.ModuleType:
+def make_fake_driver(core: FakeDriver | None = None, version: tuple = (2025, 1, 2),
+                     cuda_version: tuple = (12, 6, 0)) -> types.ModuleType:
+    core = core or FakeDriver()
     cuda = types.ModuleType('pycuda.driver')
-    stacks = threading.local()
-    cuda.events = []  # type: ignore[attr-defined]
-    cuda.memory = []  # type: ignore[attr-defined]
-
-    def stack() -> list:
-        if not hasattr(stacks, 'items'):
-            stacks.items = []
-        return stacks.items
+    cuda.core = core  # type: ignore[attr-defined]
+    cuda.events = core.events  # type: ignore[attr-defined]
+    cuda.memory = core.memory  # type: ignore[attr-defined]
+    cuda.stack = core.stack  # type: ignore[attr-defined]
 
     class Context:
+        def __init__(self, primary: FakeContext) -> None:
+            self.primary = primary
+            self.handle = primary.address
+            self.thread = threading.get_ident()
+            self.valid = True
+
         def push(self) -> None:
-            stack().append(self)
+            core.push(self.primary)
 
         @staticmethod
         def pop() -> None:
-            stack().pop()
+            core.pop()
 
         @staticmethod
         def get_current() -> Any:
-            return stack()[-1] if stack() else None
+            current = core.current()
+            return None if current is None else Context(current)
 
         def detach(self) -> None:
-            if stack() and stack()[-1] is self:
-                stack().pop()
-            cuda.events.append('detach')
+            if not self.valid:
+                return
+            if threading.get_ident() != self.thread:
+                core.events.append('detach ignored (other thread)')
+                return  # pycuda: the owner thread is presumed gone; nothing is released
+            if core.current() is not self.primary:
+                core.push(self.primary)  # pycuda pushes to release and leaves it there
+            core.release(self.primary.device)
+            self.valid = False
+            core.events.append('detach')
 
     class Device:
         def __init__(self, index: int) -> None:
@@ -78,7 +81,7 @@ def make_fake_driver() -> types.ModuleType:
 
         @staticmethod
         def count() -> int:
-            return 1
+            return core.devices
 
         def name(self) -> str:
             return 'FakeGPU'
@@ -87,50 +90,49 @@ def make_fake_driver() -> types.ModuleType:
             return (8, 7)
 
         def retain_primary_context(self) -> Context:
-            return Context()
+            return Context(core.retain(self.index))
 
     class Stream:
-        handle = 77
+        def __init__(self) -> None:
+            self.handle = core.stream_create()
 
         def synchronize(self) -> None:
-            assert stack(), 'stream used without a current context'
+            core.require_context('stream synchronize')
 
-    def require_context() -> None:
-        assert stack(), 'CUDA call without a current context'
+        def __del__(self) -> None:
+            core.stream_destroy(self.handle)
 
-    def mem_alloc(nbytes: int) -> FakeDeviceMemory:
-        require_context()
-        return FakeDeviceMemory(nbytes, cuda.memory)
+    def mem_alloc(nbytes: int) -> Any:
+        return core.mem_alloc(nbytes)
 
     def pagelocked_empty(shape: tuple, dtype: Any) -> np.ndarray:
-        require_context()
-        return np.empty(shape, dtype)
-
-    def memcpy_htod_async(dest: FakeDeviceMemory, src: np.ndarray, stream: Any) -> None:
-        require_context()
-        raw = np.ascontiguousarray(src).tobytes()
-        dest.data[:len(raw)] = raw
-
-    def memcpy_dtoh_async(dest: np.ndarray, src: FakeDeviceMemory, stream: Any) -> None:
-        require_context()
-        flat = dest.reshape(-1).view(np.uint8)
-        flat[:] = np.frombuffer(bytes(src.data[:dest.nbytes]), np.uint8)
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape))
+        buffer = core.host_alloc(count * dtype.itemsize)
+        return np.frombuffer(buffer, np.uint8, count=count * dtype.itemsize).view(
+            dtype).reshape(shape)
 
     cuda.init = lambda: None  # type: ignore[attr-defined]
+    cuda.get_version = lambda: cuda_version  # type: ignore[attr-defined]
+    cuda.get_driver_version = lambda: cuda_version[0] * 1000  # type: ignore[attr-defined]
     cuda.Context = Context  # type: ignore[attr-defined]
     cuda.Device = Device  # type: ignore[attr-defined]
     cuda.Stream = Stream  # type: ignore[attr-defined]
     cuda.mem_alloc = mem_alloc  # type: ignore[attr-defined]
     cuda.pagelocked_empty = pagelocked_empty  # type: ignore[attr-defined]
-    cuda.memcpy_htod_async = memcpy_htod_async  # type: ignore[attr-defined]
-    cuda.memcpy_dtoh_async = memcpy_dtoh_async  # type: ignore[attr-defined]
-    cuda.stack = stack  # type: ignore[attr-defined]
+    cuda.memcpy_htod_async = lambda d, s, stream: core.htod(d, s)  # type: ignore[attr-defined]
+    cuda.memcpy_dtoh_async = lambda d, s, stream: core.dtoh(d, s)  # type: ignore[attr-defined]
+    cuda.memcpy_htod = lambda d, s: core.htod(d, s)  # type: ignore[attr-defined]
+    cuda.VERSION = version  # type: ignore[attr-defined]
     return cuda
 
 
-def make_fake_pycuda() -> tuple[types.ModuleType, types.ModuleType]:
+def make_fake_pycuda(core: FakeDriver | None = None, version: tuple = (2025, 1, 2),
+                     cuda_version: tuple = (12, 6, 0)) -> tuple[types.ModuleType,
+                                                                types.ModuleType]:
     """``(pycuda, pycuda.driver)`` fake modules, ready for ``sys.modules``."""
-    cuda = make_fake_driver()
+    cuda = make_fake_driver(core, version, cuda_version)
     pycuda = types.ModuleType('pycuda')
     pycuda.driver = cuda  # type: ignore[attr-defined]
+    pycuda.VERSION = version  # type: ignore[attr-defined]
     return pycuda, cuda

@@ -180,3 +180,78 @@ def test_build_engine_validates_before_tensorrt(tmp_path: Path) -> None:
         eb.build_engine('m.onnx', 'm.engine', precision='fp32', dla_core=0)
     with pytest.raises(ConfigError, match='workspace'):
         eb.build_engine('m.onnx', 'm.engine', workspace_mib=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Build plans per TensorRT version (no TensorRT), Python support, durable writes
+
+
+@pytest.mark.parametrize(('version', 'qdq', 'requested', 'precision', 'strong', 'flags'), [
+    ((8, 5, 2), True, None, 'int8', False, ('FP16', 'INT8')),
+    ((10, 3), True, None, 'int8', False, ('FP16', 'INT8')),
+    ((10, 11), True, 'fp32', 'int8', False, ('INT8',)),
+    ((10, 12), True, None, 'int8', True, ()),
+    ((11, 1), True, 'fp16', 'int8', True, ()),
+    ((8, 5, 2), False, None, 'fp16', False, ('FP16',)),
+    ((11, 4, 1), False, 'fp32', 'fp32', True, ()),
+])
+def test_plan_build(version: tuple, qdq: bool, requested: str | None, precision: str,
+                    strong: bool, flags: tuple) -> None:
+    from darknet53_ros.optimize.engine_plan import plan_build
+
+    plan = plan_build(version, requested, qdq, False)
+    assert plan.precision == precision and plan.strongly_typed is strong
+    assert plan.builder_flags == flags
+    assert plan.network_flags == (('EXPLICIT_BATCH',) if version < (10,) else
+                                  ('STRONGLY_TYPED',) if strong and version < (11,) else ())
+    assert plan.pin_decode_fp32 is ('FP16' in flags)
+
+
+def test_plan_build_rejections_and_dla() -> None:
+    from darknet53_ros.optimize.engine_plan import plan_build
+
+    with pytest.raises(EngineError, match='strongly typed'):
+        plan_build((11, 1), 'fp16', False, False)
+    assert plan_build((11, 1), 'fp16', False, True).precision == 'fp16'  # FP16 ONNX model
+    with pytest.raises(EngineError, match='darknet53 quantize'):
+        plan_build((11, 1), 'int8', False, False, calibrate=True)
+    assert plan_build((10, 3), 'int8', False, False, calibrate=True).legacy_int8
+    with pytest.raises(ConfigError, match='fixed batch'):
+        plan_build((10, 3), None, True, False, dla_core=0, batch=(1, 2, 4))
+    with pytest.raises(EngineError, match='11.4.1'):
+        plan_build((11, 3), None, True, False, dla_core=0, batch=(2, 2, 2))
+    dla = plan_build((11, 4, 1), None, True, False, dla_core=0, batch=(2, 2, 2))
+    assert dla.builder_flags == ('GPU_FALLBACK',)
+
+
+def test_training_needs_python_310() -> None:
+    from darknet53_ros.errors import require_python
+
+    require_python('training', current=(3, 10, 0))
+    with pytest.raises(ConfigError, match=r'(?s)training needs Python 3\.10\+.*3\.8\.18'):
+        require_python('training', current=(3, 8, 18))
+
+
+def test_engine_written_from_buffer_and_fsynced(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    class NoCopy(bytearray):
+        def __bytes__(self) -> bytes:
+            raise AssertionError('copied')
+
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, 'fsync', fsync)
+    path = tmp_path / 'sub' / 'x.engine'
+    ef.write_engine(path, NoCopy(b'engine bytes'), {'precision': 'int8'})
+    assert path.read_bytes() == b'engine bytes'
+    assert synced == [False, True, False, True]  # engine file + folder, metadata + folder
+    meta = ef.read_engine_metadata(path)
+    assert meta['engine_bytes'] == 12 and ef.check_engine_metadata(path)['precision'] == 'int8'

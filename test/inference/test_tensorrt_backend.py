@@ -100,56 +100,116 @@ def _fake_engine(tmp_path: Path, **fields: Any) -> Path:
     return path
 
 
-def test_cuda_context_scope_nesting_and_close_order(fakes: tuple) -> None:
+RUNTIMES = ['pycuda', 'cuda-python']
+
+
+@pytest.mark.parametrize('runtime', RUNTIMES)
+def test_cuda_context_scope_nesting_and_close_order(fakes: tuple, runtime: str) -> None:
     from darknet53_ros.inference.backends.cuda_runtime import CudaContext
 
-    cuda, _ = fakes
-    ctx = CudaContext(0)
-    assert cuda.Context.get_current() is None
+    core = fakes[0].core
+    ctx = CudaContext(0, runtime)
+    assert ctx.runtime == runtime and core.refcount[0] == 1 and core.stack() == []
     with ctx.scope():
         with ctx.scope():
-            assert ctx.depth == 2 and len(cuda.stack()) == 1
+            assert ctx.depth == 2 and len(core.stack()) == 1
         assert ctx.depth == 1
-    assert ctx.depth == 0 and cuda.Context.get_current() is None
+    assert ctx.depth == 0 and core.stack() == []
     host = ctx.pinned_empty((4,), np.float32)
     device = ctx.device_alloc(16)
-    ctx.stream()
-    assert host.shape == (4,) and int(device) > 0 and cuda.Context.get_current() is None
+    stream = ctx.stream()  # kept alive by the caller past close(), like a backend attribute
+    with ctx.scope():
+        host[:] = [1, 2, 3, 4]
+        ctx.memcpy_htod_async(device, host, stream)
+        back = ctx.pinned_empty((4,), np.float32)
+        ctx.memcpy_dtoh_async(back, device, stream)
+        stream.synchronize()
+    assert back.tolist() == [1, 2, 3, 4] and core.stack() == []
     ctx.close()
-    assert device.freed and cuda.events == ['detach'] and cuda.Context.get_current() is None
+    # streams destroyed inside the live context, memory freed, context popped and released
+    assert core.errors == [] and core.stack() == [] and core.refcount[0] == 0
+    assert not any(core.streams.values()) and all(m.freed for m in core.memory)
+    assert all(h.freed for h in core.host) and stream.native is None
+    del stream  # pycuda's destructor would run now: it must find nothing left to destroy
+    assert core.errors == []
     ctx.close()  # idempotent
     with pytest.raises(BackendError, match='closed'):
         with ctx.scope():
             pass
     with pytest.raises(BackendError, match='device 3'):
-        CudaContext(3)
+        CudaContext(3, runtime)
 
 
-def test_cuda_context_threads_leave_no_context(fakes: tuple) -> None:
+@pytest.mark.parametrize('runtime', RUNTIMES)
+def test_cuda_context_close_only_from_owner_thread(fakes: tuple, runtime: str) -> None:
     from darknet53_ros.inference.backends.cuda_runtime import CudaContext
 
-    cuda, _ = fakes
-    ctx = CudaContext(0)
-    errors, leftovers = [], []
+    core = fakes[0].core
+    ctx = CudaContext(0, runtime)
+    ctx.device_alloc(8)
+    errors: list[Exception] = []
 
-    def work() -> None:
+    def close() -> None:
         try:
-            for _ in range(20):
-                with ctx.scope():
-                    with ctx.scope():
-                        ctx.device_alloc(8)
-            leftovers.append(len(cuda.stack()))
-        except Exception as exc:
+            ctx.close()
+        except BackendError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and leftovers == [0] * 6
+    thread = threading.Thread(target=close)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and 'thread that created it' in str(errors[0])
+    assert core.refcount[0] == 1 and not ctx.closed and not core.memory[0].freed
+    with ctx.scope():
+        with pytest.raises(BackendError, match='inside its scope'):
+            ctx.close()
     ctx.close()
-    assert all(m.freed for m in cuda.memory)
+    assert core.refcount[0] == 0 and core.errors == [] and core.stack() == []
+
+
+def test_pycuda_detach_leaves_context_pushed_and_is_popped(fakes: tuple) -> None:
+    """pycuda's detach() of a primary context that is not current pushes it to release it
+    and leaves it pushed; the runtime pops it, so nothing stays on the owner's stack."""
+    cuda, _ = fakes
+    context = cuda.Device(0).retain_primary_context()
+    context.detach()
+    assert len(cuda.core.stack()) == 1  # the fake models the pycuda behaviour
+    cuda.core.pop()
+    from darknet53_ros.inference.backends.cuda_pycuda import PycudaDriver
+
+    driver = PycudaDriver()
+    handle = driver.retain_primary(0)
+    driver.release_primary(0, handle)
+    assert cuda.core.stack() == [] and cuda.core.refcount[0] == 0
+
+
+def test_runtime_selection(fakes: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from darknet53_ros.errors import ConfigError
+    from darknet53_ros.inference.backends.cuda_runtime import select_driver
+
+    from ..fakes.pycuda import make_fake_pycuda
+
+    assert select_driver('auto').name == 'pycuda'
+    assert select_driver('cuda_python').name == 'cuda-python'
+    with pytest.raises(ConfigError, match='cuda_runtime'):
+        select_driver('opencl')
+    monkeypatch.setitem(sys.modules, 'pycuda', None)
+    monkeypatch.setitem(sys.modules, 'pycuda.driver', None)
+    assert select_driver('auto').name == 'cuda-python'
+    with pytest.raises(BackendError, match='pycuda is not installed'):
+        select_driver('pycuda')
+    for name in ('cuda', 'cuda.bindings', 'cuda.bindings.driver', 'cuda.cuda'):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(BackendError, match='(?s)no CUDA runtime.*pycuda.*cuda-python'):
+        select_driver('auto')
+    old, old_driver = make_fake_pycuda(fakes[0].core, version=(2024, 1, 2),
+                                       cuda_version=(13, 0, 0))
+    monkeypatch.setitem(sys.modules, 'pycuda', old)
+    monkeypatch.setitem(sys.modules, 'pycuda.driver', old_driver)
+    with pytest.raises(BackendError, match=r'pycuda 2024\.1\.2 does not support CUDA 13'):
+        select_driver('pycuda')
 
 
 def test_backend_with_fakes(fakes: tuple, tmp_path: Path) -> None:
@@ -171,9 +231,37 @@ def test_backend_with_fakes(fakes: tuple, tmp_path: Path) -> None:
         with pytest.raises(BackendError, match='input shape'):
             backend.infer(np.zeros((1, 3, 4, 4), np.float32))
         assert cuda.Context.get_current() is None
-    assert cuda.events == ['detach']
+    # TensorRT objects released before the context; streams inside it; nothing left current
+    assert cuda.core.errors == [] and cuda.core.stack() == [] and cuda.core.refcount[0] == 0
     with pytest.raises(BackendError, match='closed'):
         backend.infer(np.zeros((1, 3, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize('runtime', RUNTIMES)
+def test_backend_close_from_another_thread_is_refused(fakes: tuple, tmp_path: Path,
+                                                      runtime: str) -> None:
+    from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
+
+    core = fakes[0].core
+    backend = TensorRTBackend(_fake_engine(tmp_path), cuda_runtime=runtime)
+    assert backend.details()['cuda_runtime'] == runtime
+    assert backend.verification[0] == 'warning'  # never verified
+    errors: list[Exception] = []
+    thread = threading.Thread(target=lambda: errors.extend(_close(backend)))
+    thread.start()
+    thread.join()
+    assert 'thread that created' in str(errors[0]) and core.refcount[0] == 1
+    backend.infer(np.zeros((1, 3, 8, 8), np.float32))  # still usable
+    backend.close()
+    assert core.errors == [] and core.refcount[0] == 0 and core.stack() == []
+
+
+def _close(backend: Any) -> list[Exception]:
+    try:
+        backend.close()
+    except BackendError as exc:
+        return [exc]
+    return []
 
 
 def test_backend_threads_with_fakes(fakes: tuple, tmp_path: Path) -> None:

@@ -9,15 +9,17 @@ from pathlib import Path
 import re
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 
-from darknet53_ros.errors import EngineError
+from darknet53_ros.errors import ConfigError, EngineError
 from darknet53_ros.fileio import sha256_file
 from darknet53_ros.inference.backends.engine_file import check_engine_metadata
 from darknet53_ros.optimize import engine_builder as eb
 
-from ..fakes.tensorrt import make_fake_builder
+from ..fakes.tensorrt import make_fake_trt
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +78,8 @@ def test_mypy_trt_modules(tmp_path: Path) -> None:
     targets = ['darknet53_ros/inference/backends/engine_file.py',
                'darknet53_ros/optimize/engine_builder.py',
                'darknet53_ros/inference/backends/tensorrt_backend.py',
-               'darknet53_ros/inference/backends/cuda_runtime.py', str(control)]
+               'darknet53_ros/inference/backends/cuda_runtime.py',
+               'darknet53_ros/optimize/engine_network.py', str(control)]
     result = subprocess.run(
         [sys.executable, '-m', 'mypy', '--config-file', str(ROOT / 'mypy.ini'),
          '--cache-dir', str(tmp_path / 'cache'), *targets],
@@ -86,66 +89,218 @@ def test_mypy_trt_modules(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# build_engine through a fake TensorRT builder (flags per TensorRT version)
+# build_engine through the fake TensorRT of each version (test/fakes/tensorrt.py SURFACES)
 
 
-@pytest.mark.parametrize(('version', 'precision', 'qdq', 'flags', 'network_flags'), [
-    ('8.5.2.2', 'int8', True, ['FP16', 'INT8'], 1),
-    ('10.3.0.30', 'fp16', False, ['FP16'], 0),
-    ('10.3.0.30', 'fp32', True, ['INT8'], 0),
-    ('11.0.0', 'int8', True, [], 0),
-])
-def test_build_engine_with_fake_tensorrt(fakes: tuple, tmp_path: Path, version: str,
-                                         precision: str, qdq: bool, flags: list,
-                                         network_flags: int) -> None:
+@pytest.fixture
+def models(tmp_path: Path) -> dict[str, Path]:
+    """The toy contract model in FP32 and as Q/DQ INT8."""
     onnx = pytest.importorskip('onnx')
     from darknet53_ros.optimize.quantize import quantize_model
 
     from ..toy import smooth_images, toy_model
 
-    _, trt = fakes
-    calls: list = []
-    make_fake_builder(trt, version, calls)
-    model = tmp_path / 'toy.onnx'
-    onnx.save(toy_model(), str(model))
-    if qdq:
-        quantize_model(model, smooth_images(2), tmp_path / 'q.onnx', progress=False)
-        model = tmp_path / 'q.onnx'
+    float_model = tmp_path / 'toy.onnx'
+    onnx.save(toy_model(), str(float_model))
+    qdq = tmp_path / 'toy_int8.onnx'
+    quantize_model(float_model, smooth_images(2), qdq, progress=False)
+    return {'float': float_model, 'qdq': qdq}
+
+
+def use_trt(monkeypatch: pytest.MonkeyPatch, fakes: tuple, version: str) -> types.ModuleType:
+    """Replace the installed fake TensorRT by one with ``version``'s API surface."""
+    cuda, _ = fakes
+    trt = make_fake_trt(cuda.core, version)
+    monkeypatch.setitem(sys.modules, 'tensorrt', trt)
+    return trt
+
+
+#: (version, model, precision) -> builder flags, network flags, precision, float precision,
+#: strongly typed, decode pinned to FP32.
+MATRIX = [
+    ('8.5', 'qdq', None, ['FP16', 'INT8', 'OBEY_PRECISION_CONSTRAINTS'], 1, 'int8', 'fp16',
+     False, True),
+    ('8.5', 'float', None, ['FP16', 'OBEY_PRECISION_CONSTRAINTS'], 1, 'fp16', 'fp16', False,
+     True),
+    ('10.3', 'qdq', None, ['FP16', 'INT8', 'OBEY_PRECISION_CONSTRAINTS'], 0, 'int8', 'fp16',
+     False, True),
+    ('10.3', 'qdq', 'fp32', ['INT8'], 0, 'int8', 'fp32', False, False),
+    ('10.3', 'float', 'fp32', [], 0, 'fp32', 'fp32', False, False),
+    ('10.16', 'qdq', None, [], 2, 'int8', 'fp32', True, False),
+    ('10.16', 'qdq', 'fp16', [], 2, 'int8', 'fp32', True, False),
+    ('10.16', 'float', None, ['FP16', 'OBEY_PRECISION_CONSTRAINTS'], 0, 'fp16', 'fp16', False,
+     True),
+    ('11.1', 'qdq', None, [], 0, 'int8', 'fp32', True, False),
+    ('11.1', 'float', 'fp32', [], 0, 'fp32', 'fp32', True, False),
+]
+
+
+@pytest.mark.parametrize(('version', 'kind', 'precision', 'flags', 'network_flags', 'actual',
+                          'float_precision', 'strong', 'pinned'), MATRIX)
+def test_build_matrix(fakes: tuple, models: dict, monkeypatch: pytest.MonkeyPatch,
+                      tmp_path: Path, version: str, kind: str, precision: str | None,
+                      flags: list, network_flags: int, actual: str, float_precision: str,
+                      strong: bool, pinned: bool) -> None:
+    cuda, _ = fakes
+    trt = use_trt(monkeypatch, fakes, version)
     out = tmp_path / 'engines' / 'toy.engine'
-    meta = eb.build_engine(model, out, precision=precision, batch='1:2:4', workspace_mib=64,
-                           timing_cache=tmp_path / 'timing.cache', progress=False,
-                           dla_core=None if precision == 'fp32' else 1)
-    assert out.read_bytes() == b'serialized engine'
-    assert (tmp_path / 'timing.cache').read_bytes() == b'timing'
-    assert [c[1] for c in calls if c[0] == 'flag'] == flags + (
-        [] if precision == 'fp32' else ['GPU_FALLBACK'])
+    meta = eb.build_engine(models[kind], out, precision=precision, batch='1:2:4',
+                           workspace_mib=64, timing_cache=tmp_path / 'timing.cache',
+                           progress=False)
+    calls = trt.calls
+    assert [c[1] for c in calls if c[0] == 'flag'] == flags
     assert ('network', network_flags) in calls and ('pool', 'WORKSPACE', 64 << 20) in calls
     assert ('profile', ('images', ((1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32)))) in calls
-    assert meta['tensorrt_version'] == version and meta['compute_capability'] == '8.7'
-    assert meta['qdq'] is qdq and meta['batch'] == [1, 2, 4]
+    decode = [c[1] for c in calls if c[0] == 'precision']
+    assert bool(decode) is pinned
+    if pinned:  # the decode after the head convs, never the convs
+        assert 'px' in decode and any('Sigmoid' in n or n == 'node_of_sig' for n in decode)
+        assert not any(name.startswith('conv_') for name in decode)
+    assert meta['precision'] == actual and meta['float_precision'] == float_precision
+    assert meta['strongly_typed'] is strong and meta['requested_precision'] == precision
+    assert meta['tensorrt_version'] == trt.__version__ and meta['compute_capability'] == '8.7'
+    assert meta['qdq'] is (kind == 'qdq') and meta['batch'] == [1, 2, 4]
     assert meta['class_names'] == ['a', 'b'] and meta['gpu_name'] == 'FakeGPU'
-    assert (meta['calibration_sha256'] is not None) is qdq
-    assert meta['build_command'].startswith('darknet53 build-engine --model ')
-    check_engine_metadata(out, expected={'onnx_sha256': sha256_file(model)},
-                          runtime_info={'tensorrt_version': version,
+    assert meta['verification'] is None and meta['cuda_runtime'] == 'pycuda'
+    assert (meta['calibration_sha256'] is not None) is (kind == 'qdq')
+    assert out.read_bytes().startswith(b'ORT:') and meta['engine_bytes'] == out.stat().st_size
+    assert (tmp_path / 'timing.cache').read_bytes() == b'timing'
+    # lifecycle: TensorRT objects went before the context; nothing left current or retained
+    assert cuda.core.errors == [] and cuda.core.stack() == []
+    assert cuda.core.refcount[0] == 0 and cuda.events.count('release') == 1
+    check_engine_metadata(out, expected={'onnx_sha256': sha256_file(models[kind]),
+                                         'precision': actual},
+                          runtime_info={'tensorrt_version': trt.__version__,
                                         'compute_capability': (8, 7)})
 
 
-def test_build_engine_fake_rejections(fakes: tuple, tmp_path: Path) -> None:
-    onnx = pytest.importorskip('onnx')
-    from ..toy import toy_model
+@pytest.mark.parametrize('version', ['8.5', '10.3', '10.16', '11.1'])
+def test_default_precision_of_qdq_is_int8_everywhere(fakes: tuple, models: dict,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path, version: str) -> None:
+    """The README's main example: a Q/DQ model at the CLI's default precision."""
+    use_trt(monkeypatch, fakes, version)
+    from darknet53_ros.cli.main import main
 
-    _, trt = fakes
-    make_fake_builder(trt, '11.1.0', [])
-    model = tmp_path / 'toy.onnx'
-    onnx.save(toy_model(), str(model))
+    out = tmp_path / 'q.engine'
+    assert main(['build-engine', '--model', str(models['qdq']), '-o', str(out),
+                 '--no-progress']) == 0
+    assert eb.read_engine_metadata(out)['precision'] == 'int8'
+    check_engine_metadata(out, expected={'precision': 'int8'})
+
+
+def test_build_rejections(fakes: tuple, models: dict, monkeypatch: pytest.MonkeyPatch,
+                          tmp_path: Path) -> None:
+    use_trt(monkeypatch, fakes, '11.1')
+    model = models['float']
     with pytest.raises(EngineError, match='strongly typed'):
         eb.build_engine(model, tmp_path / 'a.engine', precision='fp16', progress=False)
     with pytest.raises(EngineError, match='darknet53 quantize'):
         eb.build_engine(model, tmp_path / 'a.engine', precision='int8', progress=False)
-    make_fake_builder(trt, '10.3.0', [])
+    with pytest.raises(EngineError, match='11.4.1'):  # no DLA in TensorRT 11.0-11.4.0
+        eb.build_engine(models['qdq'], tmp_path / 'a.engine', dla_core=0, progress=False)
+    use_trt(monkeypatch, fakes, '10.3')
     with pytest.raises(EngineError, match='darknet53 quantize'):
         eb.build_engine(model, tmp_path / 'a.engine', precision='int8', progress=False)
     with pytest.raises(EngineError, match='DLA core 5'):
-        eb.build_engine(model, tmp_path / 'a.engine', precision='fp16', dla_core=5,
-                        progress=False)
+        eb.build_engine(model, tmp_path / 'a.engine', dla_core=5, progress=False)
+    with pytest.raises(ConfigError, match='fixed batch'):
+        eb.build_engine(model, tmp_path / 'a.engine', dla_core=0, batch='1:2:4')
+    assert not (tmp_path / 'a.engine').exists()
+
+
+@pytest.mark.parametrize('version', ['8.5', '10.3'])
+def test_dla_build_and_load(fakes: tuple, models: dict, monkeypatch: pytest.MonkeyPatch,
+                            tmp_path: Path, version: str) -> None:
+    from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
+
+    trt = use_trt(monkeypatch, fakes, version)
+    out = tmp_path / 'dla.engine'
+    meta = eb.build_engine(models['qdq'], out, dla_core=1, batch=2, progress=False)
+    assert ('DLA_core', 1) in trt.calls and ('default_device_type', 'DLA') in trt.calls
+    assert 'GPU_FALLBACK' in [c[1] for c in trt.calls if c[0] == 'flag']
+    assert meta['dla_core'] == 1 and meta['batch'] == [2, 2, 2]
+    with TensorRTBackend(out) as backend:
+        assert trt.runtimes[-1].DLA_core == 1  # set from the metadata before deserialising
+        assert backend.details()['dla_core'] == '1'
+
+
+def test_legacy_calibration_through_the_cuda_runtime(fakes: tuple, models: dict,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    """An FP32 model at int8 with --calib (TensorRT < 11): the calibrator's device memory is
+    the CUDA context's (pycuda or cuda-python alike)."""
+    cv2 = pytest.importorskip('cv2')
+    trt = use_trt(monkeypatch, fakes, '10.3')
+    images = tmp_path / 'calib'
+    images.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(images / f'{i}.png'), np.full((40, 50, 3), 40 * i, np.uint8))
+    meta = eb.build_engine(models['float'], tmp_path / 'c.engine', precision='int8',
+                           calib_source=images, calib_batch=2, progress=False,
+                           cuda_runtime='cuda-python')
+    assert meta['precision'] == 'int8' and meta['cuda_runtime'] == 'cuda-python'
+    assert [c[1] for c in trt.calls if c[0] == 'flag'][:2] == ['FP16', 'INT8']
+    assert fakes[0].core.errors == []
+
+
+# --------------------------------------------------------------------------------------------
+# Verification: the fake engine runs the source model through ONNX Runtime
+
+
+@pytest.mark.parametrize('version', ['8.5', '11.1'])
+def test_build_engine_verify_records_agreement(fakes: tuple, models: dict,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path, version: str) -> None:
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('cv2')
+    from darknet53_ros.cli.main import main
+    from darknet53_ros.inference.backends.engine_file import verification_status
+
+    use_trt(monkeypatch, fakes, version)
+    out = tmp_path / 'q.engine'
+    assert main(['build-engine', '--model', str(models['float']), '--precision', 'fp32',
+                 '-o', str(out), '--batch', '1:2:4', '--no-progress', '--verify',
+                 '--verify-count', '3', '--conf-threshold', '0.1']) == 0
+    meta = eb.read_engine_metadata(out)
+    record = meta['verification']
+    assert record['agrees'] and record['frames'] == 3 and record['source'].startswith('synth')
+    assert record['outputs']['boxes']['max_abs_diff'] < 1e-4
+    assert record['detections']['match_rate'] == 1.0 and record['conf_threshold'] == 0.1
+    level, message = verification_status(meta)
+    assert level == 'info' and 'agrees' in message
+    check_engine_metadata(out)  # the engine's hash still matches after the metadata rewrite
+    assert fakes[0].core.errors == [] and fakes[0].core.refcount[0] == 0
+
+
+def test_verify_engine_detects_disagreement(fakes: tuple, models: dict,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    pytest.importorskip('onnxruntime')
+    cv2 = pytest.importorskip('cv2')
+    from darknet53_ros.cli.main import main
+    from darknet53_ros.inference.backends.engine_file import verification_status
+    from darknet53_ros.optimize.engine_verify import verify_engine
+
+    trt = use_trt(monkeypatch, fakes, '10.3')
+    trt.Builder.noise = 6.0  # the "engine" shifts every box by 6 px: a broken build
+    out = tmp_path / 'bad.engine'
+    eb.build_engine(models['float'], out, precision='fp32', batch='1:2:4', progress=False)
+    assert verification_status(eb.read_engine_metadata(out))[0] == 'warning'  # never verified
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(frames / f'{i}.png'), np.full((24, 32, 3), 60 * i + 30, np.uint8))
+    result = verify_engine(out, source=frames, conf_threshold=0.1, record=False)
+    assert result['source'] == str(frames) and result['frames'] == 2
+    assert result['outputs']['boxes']['max_abs_diff'] == pytest.approx(6.0, abs=1e-3)
+    assert result['outputs']['scores']['max_abs_diff'] < 1e-5
+    assert eb.read_engine_metadata(out)['verification'] is None  # not recorded
+    assert main(['verify-engine', str(out), '--conf-threshold', '0.1',
+                 '--verify-count', '2']) == 1
+    level, message = verification_status(eb.read_engine_metadata(out))
+    assert level == 'warning' and 'DISAGREES' in message
+    other = tmp_path / 'other.onnx'
+    other.write_bytes(models['qdq'].read_bytes())
+    with pytest.raises(EngineError, match='not the model'):
+        verify_engine(out, onnx_path=other, record=False)

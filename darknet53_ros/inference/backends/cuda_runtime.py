@@ -1,16 +1,29 @@
-"""pycuda runtime for the TensorRT backend: primary context, pinned/device buffers, streams.
+"""The CUDA runtime of the TensorRT backend: one interface, two implementations.
 
-* :class:`CudaContext` retains the device's **primary** context (the one the CUDA runtime, and
-  so TensorRT, uses) instead of creating a private one, and makes it current only inside
-  ``with ctx.scope():``. Scopes nest per thread (only the outermost pushes/pops), so any thread
-  may call in; nothing is left on a thread's context stack afterwards.
-* :class:`IOBuffers` keeps one pinned host array and one device allocation per tensor, sized
-  for the largest shape seen, allocated once and reused (inputs are copied in with
-  ``np.copyto``); smaller batches use leading views.
-* :meth:`CudaContext.close` frees what it handed out in order (buffers, then streams), then
-  releases the primary context. Call it from the thread that created the context.
+:class:`CudaContext` is what the backend and the engine builder use: the device's **primary**
+context (the one TensorRT and the CUDA runtime use), current only inside ``with
+ctx.scope():``, streams, pinned host buffers, device buffers, asynchronous copies, and a
+:meth:`~CudaContext.close` that frees everything in a safe order. The driver calls behind it
+come from a :class:`CudaDriver`:
 
-pycuda is imported lazily (never ``pycuda.autoinit``); importing this module touches no GPU.
+* ``pycuda`` (:mod:`darknet53_ros.inference.backends.cuda_pycuda`): the design's choice,
+  ``pip install 'pycuda>=2025.1.2'`` on CUDA 13 (JetPack 7), any 2022.1+ before;
+* ``cuda-python`` (:mod:`darknet53_ros.inference.backends.cuda_python`): NVIDIA's ``cuda.
+  bindings`` (the TensorRT samples use it from 10.13), ``pip install cuda-python`` matching
+  the CUDA major version.
+
+``runtime='auto'`` takes pycuda when it imports, else cuda-python; ``'pycuda'`` or
+``'cuda-python'`` forces one (:data:`RUNTIMES`).
+
+Lifecycle, the same for both: scopes nest per thread (only the outermost pushes and pops), so
+nothing is left on any thread's context stack afterwards. :meth:`CudaContext.close` runs only
+in the thread that created the context (others get a :class:`BackendError`, nothing is
+released) and outside any scope; inside one scope it synchronises and destroys every stream,
+frees device and pinned memory, pops the context, then releases the primary context and
+checks that it is no longer current. Callers release their TensorRT objects (inside a scope)
+before calling it.
+
+No driver is imported until a context is made; importing this module touches no GPU.
 """
 from __future__ import annotations
 
@@ -22,34 +35,92 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from darknet53_ros.errors import BackendError
+from darknet53_ros.errors import BackendError, ConfigError
+from darknet53_ros.inference.backends import cuda_pycuda, cuda_python
+from darknet53_ros.inference.backends.cuda_driver import CudaDriver
 
 _LOG = logging.getLogger(__name__)
 
-
-def _driver() -> Any:
-    try:
-        import pycuda.driver as cuda
-    except ImportError as exc:
-        raise BackendError('pycuda is not installed (pip install pycuda on the Jetson, with '
-                           'the CUDA toolkit of JetPack on PATH)') from exc
-    cuda.init()
-    return cuda
+AUTO = 'auto'
+#: Accepted runtime names (``cuda_python`` is accepted as an alias of ``cuda-python``).
+RUNTIMES = (AUTO, 'pycuda', 'cuda-python')
 
 
-def device_info(device_id: int = 0) -> tuple[str, tuple[int, int]]:
+class DeviceBuffer:
+    """A device allocation made by :meth:`CudaContext.device_alloc`; ``int()`` is the pointer."""
+
+    def __init__(self, pointer: int, nbytes: int, token: Any) -> None:
+        self.pointer = int(pointer)
+        self.nbytes = int(nbytes)
+        self.token = token
+        self.freed = False
+
+    def __int__(self) -> int:
+        return self.pointer
+
+    def __repr__(self) -> str:
+        return f'DeviceBuffer(0x{self.pointer:x}, {self.nbytes} bytes, freed={self.freed})'
+
+
+class CudaStream:
+    """A stream made by :meth:`CudaContext.stream`: ``handle`` for TensorRT, ``synchronize()``.
+
+    The context holds the driver's stream object; after :meth:`CudaContext.close` the wrapper
+    holds nothing, so a caller keeping it alive keeps no driver object alive.
+    """
+
+    def __init__(self, owner: CudaContext, native: Any) -> None:
+        self._owner = owner
+        self.native: Any = native
+        self.handle = owner.driver.stream_handle(native)
+
+    def synchronize(self) -> None:
+        """Wait for the work queued on this stream (inside the context's scope)."""
+        if self.native is None:
+            raise BackendError('CUDA stream used after its context was closed')
+        with self._owner.scope():
+            self._owner.driver.stream_synchronize(self.native)
+
+
+def select_driver(runtime: str = AUTO) -> CudaDriver:
+    """The :class:`CudaDriver` for ``runtime`` (``auto``: pycuda if it imports, else
+    cuda-python); the driver is initialised.
+
+    Raises:
+        ConfigError: unknown runtime name.
+        BackendError: the runtime (or, for ``auto``, either) cannot be imported or initialised.
+    """
+    name = runtime.replace('_', '-').lower()
+    if name not in RUNTIMES:
+        raise ConfigError(f'cuda_runtime {runtime!r}: expected one of {", ".join(RUNTIMES)}')
+    if name == 'pycuda':
+        return cuda_pycuda.PycudaDriver()
+    if name == 'cuda-python':
+        return cuda_python.CudaPythonDriver()
+    errors = []
+    for make in (cuda_pycuda.PycudaDriver, cuda_python.CudaPythonDriver):
+        try:
+            return make()
+        except BackendError as exc:
+            errors.append(str(exc))
+    raise BackendError('no CUDA runtime for Python: ' + '; '.join(errors))
+
+
+def device_info(device_id: int = 0, runtime: str = AUTO) -> tuple[str, tuple[int, int]]:
     """``(name, (major, minor))`` of a CUDA device (initialises the driver, no context)."""
-    cuda = _driver()
-    count = cuda.Device.count()
+    driver = select_driver(runtime)
+    _check_device(driver, device_id)
+    return driver.device_name(device_id), driver.compute_capability(device_id)
+
+
+def _check_device(driver: CudaDriver, device_id: int) -> None:
+    count = driver.device_count()
     if not 0 <= device_id < count:
         raise BackendError(f'CUDA device {device_id}: {count} device(s) present')
-    device = cuda.Device(device_id)
-    major, minor = device.compute_capability()
-    return str(device.name()), (int(major), int(minor))
 
 
 class Allocator(Protocol):
-    """What :class:`IOBuffers` needs; :class:`CudaContext` implements it with pycuda."""
+    """What :class:`IOBuffers` needs; :class:`CudaContext` implements it."""
 
     def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         """A page-locked host array."""
@@ -61,25 +132,28 @@ class Allocator(Protocol):
 class CudaContext:
     """The primary CUDA context of one device, pushed only inside :meth:`scope`.
 
+    Args:
+        device_id: CUDA device index.
+        runtime: ``auto``, ``pycuda`` or ``cuda-python`` (see :func:`select_driver`), or a
+            :class:`CudaDriver` instance.
+
     Resources made through :meth:`pinned_empty`, :meth:`device_alloc` and :meth:`stream` are
     owned by the context and released by :meth:`close`.
     """
 
-    def __init__(self, device_id: int = 0) -> None:
-        cuda = _driver()
-        count = cuda.Device.count()
-        if not 0 <= device_id < count:
-            raise BackendError(f'CUDA device {device_id}: {count} device(s) present')
-        self._cuda = cuda
+    def __init__(self, device_id: int = 0, runtime: str | CudaDriver = AUTO) -> None:
+        driver = runtime if isinstance(runtime, CudaDriver) else select_driver(runtime)
+        _check_device(driver, device_id)
+        self.driver = driver
+        self.runtime = driver.name
         self.device_id = device_id
-        self.device = cuda.Device(device_id)
-        self._context = self.device.retain_primary_context()
+        self._context: Any = driver.retain_primary(device_id)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._owner = threading.get_ident()
-        self._host: list[np.ndarray] = []
-        self._device: list[Any] = []
-        self._streams: list[Any] = []
+        self._host: list[tuple[np.ndarray, Any]] = []
+        self._device: list[DeviceBuffer] = []
+        self._streams: list[CudaStream] = []
         self._closed = False
 
     @property
@@ -92,6 +166,11 @@ class CudaContext:
         """How deep the calling thread is inside :meth:`scope` (0: not inside)."""
         return int(getattr(self._local, 'depth', 0))
 
+    @property
+    def owner_thread(self) -> int:
+        """``threading.get_ident()`` of the thread that made the context (and must close it)."""
+        return self._owner
+
     @contextmanager
     def scope(self) -> Iterator[CudaContext]:
         """Make the context current in this thread for the block (re-entrant per thread)."""
@@ -99,85 +178,128 @@ class CudaContext:
             raise BackendError(f'CUDA context of device {self.device_id} is closed')
         depth = self.depth
         if depth == 0:
-            self._context.push()
+            self.driver.push(self._context)
         self._local.depth = depth + 1
         try:
             yield self
         finally:
             self._local.depth -= 1
             if self._local.depth == 0:
-                self._cuda.Context.pop()
+                self.driver.pop()
 
     def pinned_empty(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         """A page-locked host array owned by this context."""
         with self.scope():
-            array = self._cuda.pagelocked_empty(shape, dtype)
+            array, token = self.driver.host_alloc(tuple(shape), np.dtype(dtype))
         with self._lock:
-            self._host.append(array)
+            self._host.append((array, token))
         return array
 
-    def device_alloc(self, nbytes: int) -> Any:
+    def device_alloc(self, nbytes: int) -> DeviceBuffer:
         """A device allocation (``int(alloc)`` is the pointer) owned by this context."""
+        size = max(int(nbytes), 1)
         with self.scope():
-            alloc = self._cuda.mem_alloc(max(int(nbytes), 1))
+            pointer, token = self.driver.mem_alloc(size)
+        buffer = DeviceBuffer(pointer, size, token)
         with self._lock:
-            self._device.append(alloc)
-        return alloc
+            self._device.append(buffer)
+        return buffer
 
-    def stream(self) -> Any:
+    def stream(self) -> CudaStream:
         """A new CUDA stream owned by this context (``.handle`` for TensorRT)."""
         with self.scope():
-            stream = self._cuda.Stream()
+            stream = CudaStream(self, self.driver.stream_create())
         with self._lock:
             self._streams.append(stream)
         return stream
 
     def release(self, resource: Any) -> None:
-        """Free one resource made by this context now (device memory or pinned memory)."""
+        """Free one resource made by this context now (device buffer or pinned array)."""
         with self._lock:
-            for pool in (self._device, self._host):
-                for i, item in enumerate(pool):
-                    if item is resource:
-                        del pool[i]
-                        break
+            host = [entry for entry in self._host if entry[0] is resource]
+            self._host = [entry for entry in self._host if entry[0] is not resource]
+            device = [b for b in self._device if b is resource]
+            self._device = [b for b in self._device if b is not resource]
         with self.scope():
-            _free(resource)
+            for buffer in device:
+                self._free_device(buffer)
+            for _, token in host:
+                self._free_host(token)
 
-    def memcpy_htod_async(self, dest: Any, src: np.ndarray, stream: Any) -> None:
+    def memcpy_htod_async(self, dest: Any, src: np.ndarray, stream: CudaStream) -> None:
         """Asynchronous host-to-device copy of ``src`` (pinned) on ``stream``."""
-        self._cuda.memcpy_htod_async(dest, src, stream)
+        self.driver.memcpy_htod_async(int(dest), _contiguous(src), stream.native)
 
-    def memcpy_dtoh_async(self, dest: np.ndarray, src: Any, stream: Any) -> None:
+    def memcpy_dtoh_async(self, dest: np.ndarray, src: Any, stream: CudaStream) -> None:
         """Asynchronous device-to-host copy into ``dest`` (pinned) on ``stream``."""
-        self._cuda.memcpy_dtoh_async(dest, src, stream)
+        self.driver.memcpy_dtoh_async(_contiguous(dest), int(src), stream.native)
+
+    def memcpy_htod(self, dest: Any, src: np.ndarray) -> None:
+        """Synchronous host-to-device copy (inside :meth:`scope`)."""
+        self.driver.memcpy_htod(int(dest), np.ascontiguousarray(src))
 
     def close(self) -> None:
-        """Free buffers, then streams, then release the primary context (idempotent).
+        """Destroy streams and free memory inside the context, pop it, release it (idempotent).
 
-        Must run in the thread that created the context and outside any :meth:`scope`.
+        Raises:
+            BackendError: called from another thread than the one that made the context, or
+                inside :meth:`scope`; nothing is released then.
         """
         if self._closed:
             return
-        if threading.get_ident() != self._owner:
-            _LOG.warning('CudaContext.close() called from another thread than the one that '
-                         'created it; the primary context reference is released anyway')
+        caller = threading.get_ident()
+        if caller != self._owner:
+            raise BackendError(
+                f'CUDA context of device {self.device_id} ({self.runtime}) can only be closed '
+                f'by the thread that created it (thread {self._owner}); close() was called '
+                f'from thread {caller}: nothing was released')
+        if self.depth:
+            raise BackendError(f'CUDA context of device {self.device_id}: close() inside '
+                               'its scope(); leave the scope first')
+        errors: list[str] = []
         with self.scope():
             with self._lock:
-                device, host, streams = self._device, self._host, self._streams
-                self._device, self._host, self._streams = [], [], []
-            for alloc in device:
-                _free(alloc)
-            for array in host:
-                _free(array)
+                streams, device, host = self._streams, self._device, self._host
+                self._streams, self._device, self._host = [], [], []
             for stream in streams:
+                native, stream.native = stream.native, None
                 try:
-                    stream.synchronize()
+                    self.driver.stream_synchronize(native)
                 except Exception as exc:
-                    _LOG.warning('stream synchronize on close failed: %s', exc)
-            del streams  # pycuda destroys a stream when its last reference goes
+                    errors.append(f'stream synchronize: {exc}')
+                try:
+                    self.driver.stream_destroy(native)
+                except Exception as exc:
+                    errors.append(f'stream destroy: {exc}')
+                del native  # no reference outlives the scope
+            for buffer in device:
+                self._free_device(buffer, errors)
+            for _, token in host:
+                self._free_host(token, errors)
+            host.clear()
         self._closed = True
-        self._context.detach()  # pops it if current and releases the primary context
-        self._context = None
+        context, self._context = self._context, None
+        self.driver.release_primary(self.device_id, context)
+        if self.driver.is_current(context):
+            errors.append('the released context is still current')
+            self.driver.pop()
+        for error in errors:
+            _LOG.warning('CUDA context of device %d: %s', self.device_id, error)
+
+    def _free_device(self, buffer: DeviceBuffer, errors: list[str] | None = None) -> None:
+        if buffer.freed:
+            return
+        buffer.freed = True
+        try:
+            self.driver.mem_free(buffer.token)
+        except Exception as exc:
+            _report(errors, f'device free: {exc}')
+
+    def _free_host(self, token: Any, errors: list[str] | None = None) -> None:
+        try:
+            self.driver.host_free(token)
+        except Exception as exc:
+            _report(errors, f'pinned free: {exc}')
 
     def __enter__(self) -> CudaContext:
         return self
@@ -186,22 +308,21 @@ class CudaContext:
         self.close()
 
     def __repr__(self) -> str:
-        return f'CudaContext(device_id={self.device_id}, closed={self._closed})'
+        return (f'CudaContext(device_id={self.device_id}, runtime={self.runtime!r}, '
+                f'closed={self._closed})')
 
 
-def _free(resource: Any) -> None:
-    """Free pycuda device memory or a page-locked array; fakes without ``free`` are ignored."""
-    target = resource
-    if isinstance(resource, np.ndarray):
-        target = resource.base
-        while isinstance(target, np.ndarray):
-            target = target.base
-    free = getattr(target, 'free', None)
-    if callable(free):
-        try:
-            free()
-        except Exception as exc:
-            _LOG.warning('freeing CUDA memory failed: %s', exc)
+def _report(errors: list[str] | None, message: str) -> None:
+    if errors is None:
+        _LOG.warning('CUDA: %s', message)
+    else:
+        errors.append(message)
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    if not array.flags.c_contiguous:
+        raise BackendError('CUDA copies need C-contiguous host arrays')
+    return array
 
 
 class IOBuffers:
@@ -246,3 +367,8 @@ class IOBuffers:
         view = self.host(name, tuple(array.shape), dtype)
         np.copyto(view, array, casting='same_kind')
         return view
+
+    def clear(self) -> None:
+        """Forget every buffer (the context frees them on close)."""
+        self._host.clear()
+        self._device.clear()

@@ -32,16 +32,17 @@ _LOG = logging.getLogger(__name__)
 
 METADATA_FORMAT = 1
 DEFAULT_WORKSPACE_MIB = 1024
-INSTALL_HINT = ('TensorRT is not installed; build engines on the target device (JetPack 5: '
-                'TensorRT 8.5, JetPack 6: TensorRT 10.3, JetPack 7: TensorRT 11), where '
-                "JetPack's python3-libnvinfer provides the tensorrt module")
+INSTALL_HINT = ('TensorRT is not installed; build engines on the target device (JetPack 5.1: '
+                'TensorRT 8.5; JetPack 6.1/6.2: TensorRT 10.3; JetPack 7.0-7.2.1: TensorRT '
+                '10.x; TensorRT 11.4.1+ only from JetPack 7.2.2, 11.0-11.4.0 support no '
+                "JetPack), where JetPack's python3-libnvinfer provides the tensorrt module")
 
 #: Metadata fields compared with the running system: a mismatch makes the engine unusable.
 RUNTIME_FIELDS = ('tensorrt_version', 'compute_capability')
 #: Metadata fields a caller may pin through ``expected``.
-EXPECTABLE_FIELDS = ('precision', 'input_name', 'input_shape', 'batch', 'class_names',
-                     'onnx_sha256', 'calibration_sha256', 'dla_core', 'tensorrt_version',
-                     'compute_capability', 'gpu_name')
+EXPECTABLE_FIELDS = ('precision', 'float_precision', 'input_name', 'input_shape', 'batch',
+                     'class_names', 'onnx_sha256', 'calibration_sha256', 'dla_core',
+                     'tensorrt_version', 'compute_capability', 'gpu_name')
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,14 +78,16 @@ def metadata_path(engine_path: str | Path) -> Path:
     return path.with_name(path.name + '.json')
 
 
-def build_command(onnx_path: str | Path, out_path: str | Path, precision: str = 'fp16',
+def build_command(onnx_path: str | Path, out_path: str | Path, precision: str | None = None,
                   batch: Sequence[int] = (1, 1, 1), dla_core: int | None = None,
                   workspace_mib: int = DEFAULT_WORKSPACE_MIB,
                   calib_source: str | Path | None = None,
                   timing_cache: str | Path | None = None) -> str:
     """The ``darknet53 build-engine`` command line that builds this engine."""
-    args = ['darknet53', 'build-engine', '--model', str(onnx_path), '--precision', precision,
-            '--batch', ':'.join(str(int(b)) for b in batch)]
+    args = ['darknet53', 'build-engine', '--model', str(onnx_path)]
+    if precision is not None:  # None: the model's default (int8 for Q/DQ, else fp16)
+        args += ['--precision', precision]
+    args += ['--batch', ':'.join(str(int(b)) for b in batch)]
     if dla_core is not None:
         args += ['--dla-core', str(dla_core)]
     if workspace_mib != DEFAULT_WORKSPACE_MIB:
@@ -116,18 +119,28 @@ def read_engine_metadata(engine_path: str | Path) -> dict[str, Any]:
     return data
 
 
-def write_engine(out_path: str | Path, engine: bytes, metadata: Mapping[str, Any]) -> Path:
-    """Write the engine and its metadata atomically; returns the metadata path.
+def write_engine(out_path: str | Path, engine: bytes | bytearray | memoryview | Any,
+                 metadata: Mapping[str, Any]) -> Path:
+    """Write the engine and its metadata atomically and durably; returns the metadata path.
 
-    The engine's sha256 is stored in the metadata, so a crash between the two renames leaves a
-    pair that :func:`check_engine_metadata` rejects rather than a silently wrong engine.
+    ``engine`` is any buffer: TensorRT's ``IHostMemory`` is read through a ``memoryview``
+    (hashed and written without copying the engine). The engine's sha256 and size are stored
+    in the metadata, so a crash between the two renames leaves a pair that
+    :func:`check_engine_metadata` rejects rather than a silently wrong engine.
     """
+    view = memoryview(engine).cast('B')
     data = dict(metadata)
-    data['engine_sha256'] = hashlib.sha256(engine).hexdigest()
+    data['engine_sha256'] = hashlib.sha256(view).hexdigest()
+    data['engine_bytes'] = len(view)
     data.setdefault('format', METADATA_FORMAT)
-    atomic_write_bytes(out_path, engine)
-    meta_file = metadata_path(out_path)
-    atomic_write_text(meta_file, json.dumps(data, indent=2) + '\n')
+    atomic_write_bytes(out_path, view)
+    return write_metadata(out_path, data)
+
+
+def write_metadata(engine_path: str | Path, metadata: Mapping[str, Any]) -> Path:
+    """(Re)write ``NAME.engine.json`` atomically (used to record a later verification)."""
+    meta_file = metadata_path(engine_path)
+    atomic_write_text(meta_file, json.dumps(dict(metadata), indent=2) + '\n')
     return meta_file
 
 
@@ -287,3 +300,40 @@ def trt_logger() -> Any:
     if _TRT_LOGGER is None:
         _TRT_LOGGER = _LogAdapter.make()
     return _TRT_LOGGER
+
+
+# --------------------------------------------------------------------------------------------
+# Recorded verification (darknet53 build-engine --verify / verify-engine)
+
+#: An engine agrees with its ONNX model when at least this share of detections match and the
+#: matched boxes overlap at least this much on average.
+AGREEMENT = {'match_rate': 0.9, 'mean_iou': 0.85}
+
+
+def verification_status(metadata: Mapping[str, Any]) -> tuple[str, str]:
+    """``(level, message)`` about an engine's recorded verification, for logs at start:
+    ``('warning', ...)`` when never verified or disagreeing, else ``('info', ...)``."""
+    record = metadata.get('verification')
+    if not isinstance(record, Mapping):
+        return ('warning', 'engine never verified against its ONNX model: run `darknet53 '
+                'verify-engine ENGINE` (or build with --verify) on this device')
+    detections = record.get('detections') or {}
+    outputs = record.get('outputs') or {}
+    diffs = ', '.join(f"{name} max|d| {values.get('max_abs_diff', float('nan')):.3g}"
+                      for name, values in sorted(outputs.items()))
+    rate, iou = detections.get('match_rate'), detections.get('mean_iou')
+    total = max(detections.get('engine', 0), detections.get('reference', 0))
+    rate_text = 'n/a' if rate is None else f'{rate:.0%}'
+    iou_text = 'n/a' if iou is None else f'{iou:.3f}'
+    summary = (f"verified {record.get('verified_at', '?')} on {record.get('source', '?')}: "
+               f"{detections.get('matched', 0)}/{total} detections matched ({rate_text}), "
+               f'mean IoU {iou_text}; {diffs}')
+    agrees = record.get('agrees')
+    if agrees is None:
+        agrees = (rate is not None and rate >= AGREEMENT['match_rate']
+                  and (iou is None or iou >= AGREEMENT['mean_iou']))
+    if not agrees:
+        return ('warning', 'engine DISAGREES with its ONNX model beyond the threshold '
+                f"(match rate >= {AGREEMENT['match_rate']:.0%}, mean IoU >= "
+                f"{AGREEMENT['mean_iou']}): {summary}")
+    return ('info', f'engine agrees with its ONNX model: {summary}')

@@ -8,11 +8,17 @@ batch profile comes from ``get_tensor_profile_shape`` (TensorRT 10+) or ``get_pr
 of the profile maximum, a smaller one than the profile minimum is zero-padded.
 
 Device work happens inside the primary CUDA context
-(:class:`~darknet53_ros.inference.backends.cuda_runtime.
-CudaContext`), with pinned host buffers and device buffers allocated once for the largest
-profile shape, one stream for the execution context, asynchronous copies and one synchronize
-per chunk. Calls from several threads are serialised (a TensorRT execution context runs one
-inference at a time).
+(:class:`~darknet53_ros.inference.backends.cuda_runtime.CudaContext`, through pycuda or
+cuda-python: ``cuda_runtime``), with pinned host buffers and device buffers allocated once for
+the largest profile shape, one stream for the execution context, asynchronous copies and one
+synchronize per chunk. Calls from several threads are serialised (a TensorRT execution context
+runs one inference at a time). An engine built for a DLA core runs there (``runtime.DLA_core``
+is set from its metadata before deserialising).
+
+:meth:`TensorRTBackend.close` must run in the thread that created the backend: it drops the
+execution context, engine and runtime inside the CUDA context, then closes the context
+(streams, buffers, release). From another thread it raises :class:`BackendError` and releases
+nothing.
 """
 from __future__ import annotations
 
@@ -24,12 +30,13 @@ import numpy as np
 
 from darknet53_ros.errors import BackendError, EngineError, ModelError
 from darknet53_ros.inference.backends.base import Backend, parse_metadata
-from darknet53_ros.inference.backends.cuda_runtime import CudaContext, IOBuffers, device_info
+from darknet53_ros.inference.backends.cuda_runtime import AUTO, CudaContext, IOBuffers
 from darknet53_ros.inference.backends.engine_file import (
     check_engine_metadata,
     read_engine_metadata,
     require_tensorrt,
     trt_logger,
+    verification_status,
 )
 
 
@@ -77,12 +84,14 @@ class TensorRTBackend(Backend):
             engine_file.check_engine_metadata`); mismatches raise :class:`EngineError` with
             the rebuild command.
         expected: metadata fields the caller requires (class names, ONNX sha256, ...).
+        cuda_runtime: ``auto`` (pycuda if installed, else cuda-python), ``pycuda`` or
+            ``cuda-python``.
     """
 
     name = 'tensorrt'
 
     def __init__(self, engine_path: str | Path, device: int = 0, check_metadata: bool = True,
-                 expected: dict[str, Any] | None = None) -> None:
+                 expected: dict[str, Any] | None = None, cuda_runtime: str = AUTO) -> None:
         require_tensorrt()
         import tensorrt as trt
 
@@ -93,17 +102,29 @@ class TensorRTBackend(Backend):
         self._engine: Any = None
         self._runtime: Any = None
         self._stream: Any = None
+        self._buffers: IOBuffers | None = None
+        self._cuda = CudaContext(device, cuda_runtime)
         if check_metadata:
-            name, capability = device_info(device)
-            info = {'tensorrt_version': trt.__version__, 'gpu_name': name,
-                    'compute_capability': capability}
-            self.engine_metadata = check_engine_metadata(self.engine_path, expected, info)
+            try:
+                major, minor = self._cuda.driver.compute_capability(device)
+                info = {'tensorrt_version': trt.__version__,
+                        'gpu_name': self._cuda.driver.device_name(device),
+                        'compute_capability': (major, minor)}
+            except BaseException:
+                self.close()
+                raise
+            try:
+                self.engine_metadata = check_engine_metadata(self.engine_path, expected, info)
+            except BaseException:
+                self.close()
+                raise
         else:
             try:
                 self.engine_metadata = read_engine_metadata(self.engine_path)
             except EngineError:
                 self.engine_metadata = {}
         if not self.engine_path.is_file():
+            self.close()
             raise EngineError(f'{self.engine_path}: engine file not found')
         self.precision = str(self.engine_metadata.get('precision') or 'unknown')
         props = self.engine_metadata.get('model_metadata') or {}
@@ -111,10 +132,14 @@ class TensorRTBackend(Backend):
             self.metadata = parse_metadata(props, str(self.engine_path)) if props else {}
         except ModelError:
             self.metadata = {}
-        self._cuda = CudaContext(device)
+        self.dla_core = self.engine_metadata.get('dla_core')
+        #: ``(level, message)`` about the recorded verification (logged by the node at start).
+        self.verification = verification_status(self.engine_metadata)
         try:
             with self._cuda.scope():
                 runtime = trt.Runtime(trt_logger())
+                if self.dla_core is not None:
+                    runtime.DLA_core = int(self.dla_core)  # before deserialising
                 engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
                 if engine is None:
                     raise EngineError(f'{self.engine_path}: TensorRT cannot deserialize the '
@@ -134,9 +159,12 @@ class TensorRTBackend(Backend):
 
     def details(self) -> dict[str, str]:
         """The GPU and TensorRT the engine was built for (from its metadata)."""
-        keys = ('tensorrt_version', 'gpu_name', 'compute_capability', 'dla_core')
-        return {key: str(self.engine_metadata[key]) for key in keys
+        keys = ('tensorrt_version', 'gpu_name', 'compute_capability', 'dla_core',
+                'float_precision')
+        info = {key: str(self.engine_metadata[key]) for key in keys
                 if self.engine_metadata.get(key) is not None}
+        info['cuda_runtime'] = self._cuda.runtime
+        return info
 
     def _setup_tensors(self, trt: Any) -> None:
         engine = self._engine
@@ -165,6 +193,7 @@ class TensorRTBackend(Backend):
         self.output_names = tuple(contract + [n for n in outputs if n not in contract])
 
     def _reserve(self) -> None:
+        assert self._buffers is not None
         _, c, h, w = self.input_shape
         shape = (self.max_batch or 1, c, h, w)
         self._buffers.reserve(self.input_name, shape, self._dtypes[self.input_name])
@@ -196,6 +225,7 @@ class TensorRTBackend(Backend):
 
     def _run(self, images: np.ndarray, run: int) -> dict[str, np.ndarray]:
         context, buffers, stream = self._trt_context, self._buffers, self._stream
+        assert buffers is not None
         _, c, h, w = self.input_shape
         shape = (run, c, h, w)
         host_in = buffers.host(self.input_name, shape, self._dtypes[self.input_name])
@@ -221,18 +251,32 @@ class TensorRTBackend(Backend):
         return hosts
 
     def close(self) -> None:
-        """Destroy the execution context and engine, free buffers, release the CUDA context."""
+        """Drop the execution context, engine and runtime inside the CUDA context, then close
+        it (streams, buffers, release). Idempotent.
+
+        Raises:
+            BackendError: called from another thread than the one that created the backend
+                (nothing is released; call it again from that thread).
+        """
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
             cuda = getattr(self, '_cuda', None)
             if cuda is None:
+                self._closed = True
                 return
+            if threading.get_ident() != cuda.owner_thread:
+                raise BackendError(
+                    f'{self.engine_path}: close() must run in the thread that created the '
+                    f'TensorRT backend (thread {cuda.owner_thread}), not thread '
+                    f'{threading.get_ident()}; nothing was released')
+            self._closed = True
             if not cuda.closed:
-                with cuda.scope():
+                with cuda.scope():  # TensorRT objects go while their context is alive
                     self._trt_context = None
                     self._engine = None
                     self._runtime = None
                     self._stream = None
+                    if self._buffers is not None:
+                        self._buffers.clear()
                 cuda.close()
