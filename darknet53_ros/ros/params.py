@@ -28,6 +28,7 @@ import yaml
 
 from darknet53_ros.errors import ConfigError
 from darknet53_ros.inference.backends.registry import backend_choices
+from darknet53_ros.io.encodings import DEFAULT_MAX_IMAGE_PIXELS
 from darknet53_ros.ros.cameras import CameraSpec, parse_cameras
 
 __all__ = [
@@ -201,6 +202,11 @@ class NodeParams:
         'A repeated warning (bad frame, failed batch) is logged once per camera, then '
         'at most once per this many seconds. Changeable at runtime.', runtime=True,
         minimum=0.0, maximum=3600.0)
+    max_image_pixels: int = param(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        'Drop (as bad_image) frames with more pixels than this, checked on the Image '
+        'width*height or the PNG/JPEG header before decoding; default: 8K DCI, 8192x4320. '
+        'Changeable at runtime.', runtime=True, minimum=1, maximum=1 << 30)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = 'parameters',
