@@ -25,6 +25,8 @@ EXTRAS = {
     'bags': ['rosbags>=0.10', 'rosbags-image>=0.9', 'mcap>=1.1', 'tqdm>=4.60'],
     # Training, evaluation and plots.
     'train': ['torch>=2.1', 'pycocotools>=2.0.7', 'matplotlib>=3.7', 'tqdm>=4.60'],
+    # Evaluation only (darknet53 eval: COCO mAP and the PR-curve plot), without PyTorch.
+    'eval': ['pycocotools>=2.0.7', 'matplotlib>=3.7', 'opencv-python-headless>=4.8,<5'],
     # Jetson / NVIDIA GPU runtime: TensorRT comes with JetPack or NVIDIA's packages.
     'tensorrt': ['pycuda>=2022.1'],
     'test': [

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+import errno
 import functools
 import hashlib
 import os
@@ -29,6 +30,17 @@ def _final_mode(path: Path) -> int:
         return stat.S_IMODE(path.stat().st_mode)
     except OSError:
         return _default_file_mode()
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line naming the path(s) and the cause of an OSError (``out/x.onnx: Read-only
+    file system``)."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return cause
+    if exc.filename2 is not None:
+        return f'{exc.filename} -> {exc.filename2}: {cause}'
+    return f'{exc.filename}: {cause}'
 
 
 def sha256_file(path: str | Path) -> str:
@@ -60,9 +72,12 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
 
     ``suffix`` ends the temporary name (writers that pick a format by extension need the
     real one). On an exception the temporary file (or folder) is removed and ``path`` is
-    untouched.
+    untouched. A ``path`` that is a folder raises IsADirectoryError before anything is
+    written; a failed rename raises the OSError naming ``path``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, 'is a folder, expected a file path', str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -71,7 +86,10 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
         yield tmp
         if tmp.is_file():
             os.chmod(tmp, _final_mode(path))
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -83,7 +83,8 @@ class BagWriter:
             raise ConfigError(f'bag version: rosbag2 metadata version 8 or 9, got {version}')
         self.version = int(version)
         if self.path.exists() and not overwrite:
-            raise SourceError(f'rosbag2 {self.path}: exists already (overwrite=False)')
+            raise SourceError(f'rosbag2 {self.path}: exists already (pass --overwrite to '
+                              'replace it)')
         self._writer: Any = None
         self._tmp_root: Path | None = None
         self._connections: dict[str, Any] = {}

@@ -16,8 +16,9 @@ else is derived from those fields:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
+import difflib
 import math
 import os
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     'NodeParams',
     'ParamSpec',
     'load_params_file',
+    'override_warning',
     'param',
     'validate_parameter',
 ]
@@ -308,6 +310,24 @@ def validate_parameter(name: str, value: Any) -> Any:
         raise ConfigError(f'parameter {name}: {value!r} is not one of '
                           f'{", ".join(spec.choices)}')
     return value
+
+
+# Parameters rclpy itself declares or reads; overrides of them are not misspellings.
+_ROS_OWN = ('use_sim_time', 'start_type_description_service', 'qos_overrides.')
+
+
+def override_warning(names: Iterable[str]) -> str:
+    """The warning for parameter overrides (a params file, ``-p``) that match no node
+    parameter, which rclpy ignores silently; ``''`` when every name is known."""
+    unknown = sorted(n for n in names if n not in _SPECS and not n.startswith(_ROS_OWN))
+    if not unknown:
+        return ''
+    items = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(_SPECS), n=1)
+        items.append(f'{name} (did you mean {close[0]}?)' if close else name)
+    return (f'ignored parameter override(s) matching no parameter of this node: '
+            f'{", ".join(items)}')
 
 
 # -- params YAML files -------------------------------------------------------------------------

@@ -704,3 +704,13 @@ def test_max_image_pixels_limits_raw_images(model_path, types):
     assert core.process_pending() == 1
     assert core.stats()['a']['dropped']['bad_image'] == 1
     core.shutdown()
+
+
+def test_override_warning_names_misspelt_parameters():
+    """Issue 13.11: rclpy drops overrides of undeclared parameters; the node warns."""
+    from darknet53_ros.ros.params import override_warning
+
+    assert override_warning(['conf_threshold', 'use_sim_time', 'qos_overrides./x.depth']) == ''
+    text = override_warning(['conf_treshold', 'zzz', 'max_batch'])
+    assert text.startswith('ignored parameter override(s) matching no parameter')
+    assert 'conf_treshold (did you mean conf_threshold?)' in text and ', zzz' in text
