@@ -96,3 +96,77 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_path(built: Path, path: Path) -> None:
+    """Move ``built`` (file or folder) onto ``path``, replacing what is there; if the final
+    rename fails the previous ``path`` is put back."""
+    if not os.path.lexists(path):
+        os.replace(built, path)
+        return
+    old = built.with_name(built.name + '.old')
+    os.replace(path, old)
+    try:
+        os.replace(built, path)
+    except OSError:
+        os.replace(old, path)  # put the good one back
+        raise
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove what killed runs left beside ``path`` (``.NAME.PID.*.partial`` folders of
+    :func:`staged_folder` whose process is gone) and inside it (hidden ``.*.tmp*`` files and
+    ``.*.partial`` folders of :func:`atomic_path` and the bag writer). Returns what was
+    removed."""
+    removed = []
+    prefix = f'.{path.name}.'
+    candidates = [p for p in path.parent.glob(f'{prefix}*.partial')]
+    if path.is_dir():
+        candidates += [p for p in path.iterdir() if p.name.startswith('.')
+                       and (p.name.endswith('.partial') or '.tmp' in p.name)]
+    for item in candidates:
+        pid = item.name[len(prefix):].split('.')[0] if item.parent == path.parent else ''
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue  # a run in progress
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink()
+        removed.append(item)
+    return removed
+
+
+@contextmanager
+def staged_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a new hidden folder beside ``path`` (``.NAME.PID.XXXX.partial``); on success it
+    replaces ``path`` whole (see :func:`replace_path`), on an exception it is removed, so a
+    failed or killed run never leaves a partial ``path``. Leftovers of killed runs are
+    removed first (:func:`remove_stale_partials`)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, 'is a file, expected a folder', str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.{os.getpid()}.', suffix='.partial',
+                                dir=path.parent))
+    try:
+        yield tmp
+        replace_path(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
