@@ -106,14 +106,18 @@ def test_folder_with_bad_files_is_counted_and_skipped(planted_model, tmp_path, c
                  str(tmp_path / 'none'), '--no-progress']) == 1
 
 
-def test_video_source(planted_model, tmp_path):
-    video = tmp_path / 'clip.mp4'
+def _write_clip(video):
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 10.0, (128, 128))
     if not writer.isOpened():
         pytest.skip('OpenCV cannot write mp4v video here')
     for i in range(4):
         writer.write(quadrant_image(i % 2, 0))
     writer.release()
+
+
+def test_video_source(planted_model, tmp_path):
+    video = tmp_path / 'clip.mp4'
+    _write_clip(video)
     out = tmp_path / 'out'
     assert main(['detect', '--model', str(planted_model),
                  '--source', str(video), '--output', str(out),
@@ -214,12 +218,7 @@ def test_incomplete_annotated_video_is_not_kept(planted_model, tmp_path, monkeyp
     """Issue 13.3: cv2.VideoWriter.write fails silently on a full disk; the sink renamed the
     partial file anyway."""
     video = tmp_path / 'clip.mp4'
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 10.0, (128, 128))
-    if not writer.isOpened():
-        pytest.skip('OpenCV cannot write mp4v video here')
-    for i in range(4):
-        writer.write(quadrant_image(i % 2, 0))
-    writer.release()
+    _write_clip(video)
     real = cv2.VideoWriter
 
     class Losing:
