@@ -103,7 +103,7 @@ def test_read_only_folder_is_one_line(tmp_path):
     assert 'Permission denied' in _one_error_line(result)
 
 
-_KILLED_WRITER = '''
+_KILLED_WRITER = """
 import sys, time
 from pathlib import Path
 from darknet53_ros.fileio import atomic_path, staged_folder
@@ -114,7 +114,7 @@ with staged_folder(target / 'out') as out:
         tmp.write_bytes(b'x' * 1000)
         print('writing', flush=True)
         time.sleep(60)
-'''
+"""
 
 
 def test_killed_mid_write_leaves_old_files_and_leftovers_are_cleaned(tmp_path):
