@@ -32,6 +32,8 @@ EXTRAS = {
     # Training, evaluation and plots (Python 3.10+).
     'train': [dep + TRAINING for dep in ('torch>=2.1', 'pycocotools>=2.0.7',
                                          'matplotlib>=3.7', 'tqdm>=4.60')],
+    # Evaluation only (darknet53 eval: COCO mAP and the PR-curve plot), without PyTorch.
+    'eval': ['pycocotools>=2.0.7', 'matplotlib>=3.7', 'opencv-python-headless>=4.8,<5'],
     # Jetson / NVIDIA GPU runtime: TensorRT comes with JetPack (python3-libnvinfer) or NVIDIA's
     # packages. CUDA 13 (JetPack 7) needs pycuda >= 2025.1.2; markers cannot see the CUDA
     # version, so the runtime checks it (darknet53_ros/inference/backends/cuda_pycuda.py).

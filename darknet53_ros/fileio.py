@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+import errno
 import functools
 import hashlib
 import os
@@ -12,7 +13,7 @@ import stat
 import tempfile
 
 
-@functools.lru_cache(maxsize=None)  # noqa: UP033 - functools.cache is Python 3.9+
+@functools.lru_cache(maxsize=None)
 def _default_file_mode() -> int:
     """Mode a plain ``open(path, 'w')`` would give a new file (0o666 less the umask).
 
@@ -29,6 +30,17 @@ def _final_mode(path: Path) -> int:
         return stat.S_IMODE(path.stat().st_mode)
     except OSError:
         return _default_file_mode()
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line naming the path(s) and the cause of an OSError (``out/x.onnx: Read-only
+    file system``)."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return cause
+    if exc.filename2 is not None:
+        return f'{exc.filename} -> {exc.filename2}: {cause}'
+    return f'{exc.filename}: {cause}'
 
 
 def sha256_file(path: str | Path) -> str:
@@ -83,9 +95,12 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
 
     ``suffix`` ends the temporary name (writers that pick a format by extension need the
     real one). On an exception the temporary file (or folder) is removed and ``path`` is
-    untouched.
+    untouched. A ``path`` that is a folder raises IsADirectoryError before anything is
+    written; a failed rename raises the OSError naming ``path``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, 'is a folder, expected a file path', str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=suffix, dir=path.parent)
     os.close(fd)
@@ -94,7 +109,10 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
         yield tmp
         if tmp.is_file():
             os.chmod(tmp, _final_mode(path))
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         fsync_dir(path.parent)
     except BaseException:
         if tmp.is_dir():
@@ -102,3 +120,77 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_path(built: Path, path: Path) -> None:
+    """Move ``built`` (file or folder) onto ``path``, replacing what is there; if the final
+    rename fails the previous ``path`` is put back."""
+    if not os.path.lexists(path):
+        os.replace(built, path)
+        return
+    old = built.with_name(built.name + '.old')
+    os.replace(path, old)
+    try:
+        os.replace(built, path)
+    except OSError:
+        os.replace(old, path)  # put the good one back
+        raise
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove what killed runs left beside ``path`` (``.NAME.PID.*.partial`` folders of
+    :func:`staged_folder` whose process is gone) and inside it (hidden ``.*.tmp*`` files and
+    ``.*.partial`` folders of :func:`atomic_path` and the bag writer). Returns what was
+    removed."""
+    removed = []
+    prefix = f'.{path.name}.'
+    candidates = [p for p in path.parent.glob(f'{prefix}*.partial')]
+    if path.is_dir():
+        candidates += [p for p in path.iterdir() if p.name.startswith('.')
+                       and (p.name.endswith('.partial') or '.tmp' in p.name)]
+    for item in candidates:
+        pid = item.name[len(prefix):].split('.')[0] if item.parent == path.parent else ''
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue  # a run in progress
+        if item.is_dir():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink()
+        removed.append(item)
+    return removed
+
+
+@contextmanager
+def staged_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a new hidden folder beside ``path`` (``.NAME.PID.XXXX.partial``); on success it
+    replaces ``path`` whole (see :func:`replace_path`), on an exception it is removed, so a
+    failed or killed run never leaves a partial ``path``. Leftovers of killed runs are
+    removed first (:func:`remove_stale_partials`)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, 'is a file, expected a folder', str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.{os.getpid()}.', suffix='.partial',
+                                dir=path.parent))
+    try:
+        yield tmp
+        replace_path(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+

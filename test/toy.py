@@ -113,3 +113,18 @@ def smooth_images(count: int, seed: int = 1, shape: tuple[int, int] = (48, 64)) 
         img = cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
         out.append(img)
     return out
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose (CRC-valid) IHDR declares ``width`` x ``height`` grey pixels, with a tiny
+    IDAT: what a decompression bomb looks like to a header check."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack('>I', len(data)) + kind + data
+                + struct.pack('>I', zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b'\x00' * 4096, 9)
+    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', idat) + chunk(b'IEND', b'')

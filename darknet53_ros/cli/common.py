@@ -1,12 +1,17 @@
-"""Helpers shared by the command modules: detector options and ``--sizes`` parsing."""
+"""Helpers shared by the command modules: detector options, ``--sizes`` parsing and the
+optional-dependency check every command runs before it starts."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+import importlib.util
 from pathlib import Path
+import sys
 from typing import Any
 
-from darknet53_ros.errors import ConfigError
+from darknet53_ros.errors import ConfigError, Darknet53Error
 from darknet53_ros.inference.backends.registry import backend_choices
+from darknet53_ros.io.sources import source_kind
 
 
 def add_detector_options(parser: argparse.ArgumentParser) -> None:
@@ -54,3 +59,49 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
             raise ConfigError(f'--sizes: {item!r} is not a multiple of 32')
         sizes.append((width, height))
     return sizes
+
+
+# Optional module -> the extra that installs it (setup.py EXTRAS).
+_EXTRA_OF = {'cv2': 'cpu', 'onnxruntime': 'cpu', 'rosbags': 'bags', 'torch': 'train',
+             'pycocotools': 'eval', 'matplotlib': 'eval'}
+
+
+def _is_bag(args: argparse.Namespace) -> bool:
+    try:
+        return source_kind(args.source) == 'bag'
+    except Darknet53Error:
+        return False  # the command itself reports a missing or unknown source
+
+
+# Command -> (module, condition on the arguments) it cannot start without.
+_NEEDS: dict[str, tuple[tuple[str, Callable[[argparse.Namespace], bool]], ...]] = {
+    'detect': (('cv2', lambda a: True), ('rosbags', _is_bag)),
+    'demo': (('cv2', lambda a: True), ('onnxruntime', lambda a: True),
+             ('rosbags', lambda a: True)),
+    'synth': (('cv2', lambda a: True), ('rosbags', lambda a: a.bag is not None)),
+    'replay': (('cv2', lambda a: True), ('rosbags', lambda a: True)),
+    'eval': (('cv2', lambda a: True), ('pycocotools', lambda a: True),
+             ('matplotlib', lambda a: True)),
+    'train': (('torch', lambda a: True), ('cv2', lambda a: True)),
+    'bench': (('matplotlib', lambda a: a.plot is not None),),
+}
+
+
+def _installed(module: str) -> bool:
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_dependencies(args: argparse.Namespace) -> None:
+    """Raise ConfigError naming the extra to install when the command ``args.command`` needs
+    an optional module that is missing (checked before any work starts)."""
+    missing = [module for module, wanted in _NEEDS.get(getattr(args, 'command', ''), ())
+               if not _installed(module) and wanted(args)]
+    if missing:
+        extras = ','.join(sorted({_EXTRA_OF[m] for m in missing}))
+        raise ConfigError(f'darknet53 {args.command} needs {", ".join(missing)}, which is not '
+                          f"installed: pip install 'darknet53_ros[{extras}]'")

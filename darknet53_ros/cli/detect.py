@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from darknet53_ros.cli.common import add_detector_options
+from darknet53_ros.io.encodings import DEFAULT_MAX_IMAGE_PIXELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='for bags: also save the first N annotated frames as JPEG')
     p.add_argument('--no-annotate', action='store_true', help='write detections only')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an output folder that is not empty (whole, atomically)')
+    p.add_argument('--max-image-pixels', type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                   metavar='N', help='skip (count as failed) larger images, checked on the '
+                   f'header before decoding (default {DEFAULT_MAX_IMAGE_PIXELS}: 8K)')
     add_detector_options(p)
     p.set_defaults(func=run_detect)
 
@@ -52,7 +58,8 @@ def run_detect(args: argparse.Namespace) -> int:
     with build_detector(args.model, args) as detector:
         runner = OfflineRunner(detector, args.output, batch=args.batch,
                                annotate=not args.no_annotate, annotated_format=args.annotated,
-                               save_images=args.save_images, progress=not args.no_progress)
+                               save_images=args.save_images, progress=not args.no_progress,
+                               overwrite=args.overwrite, max_image_pixels=args.max_image_pixels)
         summary = runner.run(args.source, args.topics)
     print(format_summary(summary))
     return 0 if summary.processed else 1

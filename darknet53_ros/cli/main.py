@@ -13,7 +13,9 @@ import importlib
 import logging
 import sys
 
+from darknet53_ros.cli.common import check_dependencies
 from darknet53_ros.errors import Darknet53Error
+from darknet53_ros.fileio import os_error_text
 
 COMMAND_MODULES: tuple[str, ...] = (
     'darknet53_ros.cli.model',
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
     try:
+        check_dependencies(args)
         return int(args.func(args) or 0)
     except Darknet53Error as exc:
         _LOG.error('%s', exc)
@@ -58,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # read-only or full filesystem, a folder where a file goes ...
+        _LOG.error('%s', os_error_text(exc))
+        return 2
+    except MemoryError:
+        _LOG.error('out of memory (the model or input is too large for this machine)')
+        return 2
 
 
 if __name__ == '__main__':

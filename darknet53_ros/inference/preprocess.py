@@ -29,7 +29,7 @@ PAD_VALUE = 0.5
 _SCALE = np.float32(1.0 / 255.0)
 
 # typing's forms: the alias is evaluated at run time (Python 3.8 has no `X | Y`).
-ImageBatch = typing.Union[np.ndarray, typing.Sequence[np.ndarray]]  # noqa: UP007
+ImageBatch = typing.Union[np.ndarray, typing.Sequence[np.ndarray]]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from darknet53_ros.errors import ConfigError, SourceError
+from darknet53_ros.fileio import replace_path
 from darknet53_ros.io.bags import STORAGES
 from darknet53_ros.io.messages import (
     MessageTypes,
@@ -83,7 +84,8 @@ class BagWriter:
             raise ConfigError(f'bag version: rosbag2 metadata version 8 or 9, got {version}')
         self.version = int(version)
         if self.path.exists() and not overwrite:
-            raise SourceError(f'rosbag2 {self.path}: exists already (overwrite=False)')
+            raise SourceError(f'rosbag2 {self.path}: exists already (pass --overwrite to '
+                              'replace it)')
         self._writer: Any = None
         self._tmp_root: Path | None = None
         self._connections: dict[str, Any] = {}
@@ -168,19 +170,10 @@ class BagWriter:
             self._writer.close()
             self._writer = None
             built = self._tmp_root / self.path.name
-            if self.path.exists():
-                if not self.overwrite:
-                    raise SourceError(f'rosbag2 {self.path}: appeared while writing; '
-                                      'not replaced')
-                old = self._tmp_root / f'{self.path.name}.old'
-                os.replace(self.path, old)
-                try:
-                    os.replace(built, self.path)
-                except OSError:
-                    os.replace(old, self.path)  # put the good bag back
-                    raise
-            else:
-                os.replace(built, self.path)
+            if self.path.exists() and not self.overwrite:
+                raise SourceError(f'rosbag2 {self.path}: appeared while writing; '
+                                  'not replaced')
+            replace_path(built, self.path)
         except SourceError:
             self.abort()
             raise

@@ -19,6 +19,11 @@ Decisions:
   ``BayerGB``. Demosaicing is OpenCV's bilinear ``cvtColor``.
 - YUV 4:2:2: ``uyvy`` and ``yuv422`` (ROS' name for UYVY) use ``COLOR_YUV2BGR_UYVY``;
   ``yuyv`` and ``yuv422_yuy2`` use ``COLOR_YUV2BGR_YUY2``. The width must be even.
+- Size limit: an image larger than ``max_pixels`` (default :data:`DEFAULT_MAX_IMAGE_PIXELS`) is
+  rejected *before* decoding: ``Image`` by ``width * height``, compressed data by the size its
+  header declares (PNG ``IHDR``, JPEG ``SOF``, BMP), so a small decompression bomb costs
+  nothing. Other compressed formats are decoded first (OpenCV's own 2^30-pixel cap applies)
+  and then checked.
 """
 from __future__ import annotations
 
@@ -32,11 +37,15 @@ from darknet53_ros.errors import ImageError
 
 __all__ = [
     'COMPRESSED_FORMATS',
+    'DEFAULT_MAX_IMAGE_PIXELS',
     'SUPPORTED_ENCODINGS',
     'bgr_to_compressed_fields',
     'bgr_to_image_fields',
     'compressed_msg_to_bgr',
+    'check_image_pixels',
+    'compressed_dimensions',
     'compressed_to_bgr',
+    'decode_bounded',
     'image_msg_to_bgr',
     'image_to_bgr',
     'is_compressed_msg',
@@ -94,6 +103,10 @@ COMPRESSED_FORMATS: tuple[str, ...] = ('jpeg', 'png')
 """Compression formats written by :func:`bgr_to_compressed_fields` (any format OpenCV can
 decode is read)."""
 
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 4320
+"""Default pixel limit: the largest 8K frame (DCI 8192x4320, 35.4 Mpixel; 8K UHD 7680x4320
+fits); a decoded BGR frame at the limit is 101 MiB."""
+
 _OUTPUT_ENCODINGS = ('bgr8', 'rgb8', 'bgra8', 'rgba8', 'mono8', 'mono16')
 
 
@@ -117,25 +130,120 @@ def _as_uint8(data: Any, field: str = 'data') -> np.ndarray:
             raise ImageError(f'image field {field!r}: not a byte buffer ({exc})') from None
 
 
+def check_image_pixels(width: int, height: int, max_pixels: int | None,
+                       what: str = 'image:') -> None:
+    """Raise :class:`ImageError` when ``width * height`` exceeds ``max_pixels`` (None: no
+    limit); ``what`` names the field or file in the message."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(f'{what} {width}x{height} ({width * height} pixels), over the '
+                         f'max_image_pixels limit of {max_pixels}')
+
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# JPEG start-of-frame markers (baseline, progressive, lossless ...; not DHT/JPG/DAC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_dimensions(buf: bytes) -> tuple[int, int] | None:
+    pos = 2
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # stand-alone markers
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        length = int.from_bytes(buf[pos + 2:pos + 4], 'big')
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(buf):
+                return None
+            height = int.from_bytes(buf[pos + 5:pos + 7], 'big')
+            width = int.from_bytes(buf[pos + 7:pos + 9], 'big')
+            return width, height
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
+
+
+def compressed_dimensions(data: Any) -> tuple[str, tuple[int, int] | None] | None:
+    """``(format, (width, height))`` declared by a PNG, JPEG or BMP header, without decoding.
+
+    Returns None for other formats and ``(format, None)`` when the format is recognised but its
+    header is truncated or malformed.
+    """
+    head = _as_uint8(data)[:1 << 16].tobytes()
+    if head.startswith(_PNG_SIGNATURE):
+        if len(head) < 24 or head[12:16] != b'IHDR':
+            return 'PNG', None
+        return 'PNG', (int.from_bytes(head[16:20], 'big'), int.from_bytes(head[20:24], 'big'))
+    if head.startswith(b'\xff\xd8'):
+        return 'JPEG', _jpeg_dimensions(head)
+    if head.startswith(b'BM'):
+        if len(head) < 26:
+            return 'BMP', None
+        return 'BMP', (abs(int.from_bytes(head[18:22], 'little', signed=True)),
+                       abs(int.from_bytes(head[22:26], 'little', signed=True)))
+    return None
+
+
+def decode_bounded(buf: np.ndarray, max_pixels: int | None, what: str) -> np.ndarray | None:
+    """``cv2.imdecode`` (BGR) of encoded bytes after checking the declared size against
+    ``max_pixels``; None when OpenCV cannot decode them.
+
+    Raises:
+        ImageError: the declared (or, for other formats, decoded) size exceeds ``max_pixels``,
+            or a PNG/JPEG/BMP header is unreadable while a limit is set.
+    """
+    import cv2
+
+    declared = compressed_dimensions(buf) if max_pixels is not None else None
+    if declared is not None:
+        kind, size = declared
+        if size is None:
+            raise ImageError(f'{what}: {kind} header is truncated or malformed')
+        check_image_pixels(size[0], size[1], max_pixels, f'{what}: {kind} header declares')
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if image is not None and image.ndim >= 2:
+        check_image_pixels(image.shape[1], image.shape[0], max_pixels, f'{what}: decoded')
+    return image
+
+
+def _field_int(name: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ImageError(f'image field {name}: expected an integer, got {value!r}') from None
+
+
 def image_to_bgr(height: int, width: int, encoding: str, step: int, data: Any,
-                 is_bigendian: bool | int = False, copy: bool = False) -> np.ndarray:
+                 is_bigendian: bool | int = False, copy: bool = False,
+                 max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Convert raw ``sensor_msgs/Image`` fields to a uint8 BGR array of shape [h, w, 3].
 
     Raises:
-        ImageError: unknown ``encoding``, zero ``height``/``width``, ``step`` smaller than a
-            row, ``data`` shorter than ``height * step``, odd ``width`` for YUV 4:2:2, or an
-            OpenCV conversion failure. The message names the field at fault.
+        ImageError: unknown ``encoding``, zero or non-integer ``height``/``width``, more
+            than ``max_pixels`` pixels, ``step`` smaller than a row, ``data`` shorter than
+            ``height * step``, odd ``width`` for YUV 4:2:2, or an OpenCV conversion failure.
+            The message names the field at fault.
     """
     name = _normalize_encoding(encoding)
     spec = _ENCODINGS.get(name)
     if spec is None:
         raise ImageError(f'image field encoding: unsupported encoding {encoding!r} '
                          f'(supported: {", ".join(sorted(_ENCODINGS))})')
-    height, width, step = int(height), int(width), int(step)
+    height, width = _field_int('height', height), _field_int('width', width)
+    step = _field_int('step', step)
     if height <= 0:
         raise ImageError(f'image field height: must be positive, got {height}')
     if width <= 0:
         raise ImageError(f'image field width: must be positive, got {width}')
+    check_image_pixels(width, height, max_pixels, 'image field width x height:')
     row_bytes = width * spec.channels * spec.itemsize
     if step < row_bytes:
         raise ImageError(f'image field step: {step} is smaller than one row of {width} '
@@ -164,17 +272,20 @@ def image_to_bgr(height: int, width: int, encoding: str, step: int, data: Any,
     return out
 
 
-def image_msg_to_bgr(msg: Any, copy: bool = False) -> np.ndarray:
+def image_msg_to_bgr(msg: Any, copy: bool = False,
+                     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Convert a ``sensor_msgs/Image`` message (rclpy or rosbags) to uint8 BGR [h, w, 3].
 
     See :func:`image_to_bgr`; ``bgr8`` input is returned as a view of ``msg.data`` unless
     ``copy`` is true.
     """
     return image_to_bgr(msg.height, msg.width, msg.encoding, msg.step, msg.data,
-                        getattr(msg, 'is_bigendian', False), copy=copy)
+                        getattr(msg, 'is_bigendian', False), copy=copy,
+                        max_pixels=max_pixels)
 
 
-def compressed_to_bgr(fmt: str, data: Any) -> np.ndarray:
+def compressed_to_bgr(fmt: str, data: Any,
+                      max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode ``sensor_msgs/CompressedImage`` fields (``format``, ``data``) to uint8 BGR.
 
     ``fmt`` may be ``'jpeg'``, ``'png'`` or image_transport's ``'rgb8; jpeg compressed bgr8'``
@@ -182,7 +293,8 @@ def compressed_to_bgr(fmt: str, data: Any) -> np.ndarray:
     scaled to 8 bit). ``compressedDepth`` payloads are rejected.
 
     Raises:
-        ImageError: empty or undecodable ``data``, or an unsupported ``format``.
+        ImageError: empty or undecodable ``data``, an unsupported ``format``, or an image
+            larger than ``max_pixels`` (checked on the header before decoding).
     """
     import cv2
 
@@ -193,7 +305,7 @@ def compressed_to_bgr(fmt: str, data: Any) -> np.ndarray:
     if buf.size == 0:
         raise ImageError(f'compressed image field data: empty payload (format {fmt!r})')
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        img = decode_bounded(buf, max_pixels, 'compressed image field data')
     except cv2.error as exc:
         raise ImageError(f'compressed image field data: cannot decode {fmt!r} ({exc})') from None
     if img is None or img.size == 0:
@@ -202,9 +314,10 @@ def compressed_to_bgr(fmt: str, data: Any) -> np.ndarray:
     return img
 
 
-def compressed_msg_to_bgr(msg: Any) -> np.ndarray:
+def compressed_msg_to_bgr(msg: Any,
+                          max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` message (rclpy or rosbags) to uint8 BGR."""
-    return compressed_to_bgr(msg.format, msg.data)
+    return compressed_to_bgr(msg.format, msg.data, max_pixels)
 
 
 def is_compressed_msg(msg: Any) -> bool:
@@ -212,11 +325,15 @@ def is_compressed_msg(msg: Any) -> bool:
     return hasattr(msg, 'format') and not hasattr(msg, 'encoding')
 
 
-def msg_to_bgr(msg: Any, copy: bool = False) -> np.ndarray:
-    """Convert an ``Image`` or ``CompressedImage`` message to uint8 BGR [h, w, 3]."""
+def msg_to_bgr(msg: Any, copy: bool = False,
+               max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Convert an ``Image`` or ``CompressedImage`` message to uint8 BGR [h, w, 3].
+
+    Images over ``max_pixels`` (None: no limit) raise :class:`ImageError` before decoding.
+    """
     if is_compressed_msg(msg):
-        return compressed_msg_to_bgr(msg)
-    return image_msg_to_bgr(msg, copy=copy)
+        return compressed_msg_to_bgr(msg, max_pixels)
+    return image_msg_to_bgr(msg, copy=copy, max_pixels=max_pixels)
 
 
 def bgr_to_image_fields(bgr: np.ndarray, encoding: str = 'bgr8') -> dict[str, Any]:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from darknet53_ros.errors import Darknet53Error, SourceError
+from darknet53_ros.errors import Darknet53Error, ImageError, SourceError
 from darknet53_ros.io.bags import detect_storage
-from darknet53_ros.io.encodings import msg_to_bgr
+from darknet53_ros.io.encodings import DEFAULT_MAX_IMAGE_PIXELS, decode_bounded, msg_to_bgr
 from darknet53_ros.io.messages import stamp_to_ns
 
 __all__ = ['BAG_SUFFIXES', 'IMAGE_SUFFIXES', 'VIDEO_SUFFIXES', 'Frame', 'folder_images',
@@ -70,36 +70,47 @@ def source_kind(path: str | os.PathLike) -> str:
                           ) from None
 
 
-def read_image(path: Path, index: int) -> Frame:
-    """One image file as a Frame (``image`` None and ``error`` set when unreadable)."""
-    import cv2
-
-    data = np.fromfile(str(path), np.uint8) if path.stat().st_size else np.zeros(0, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+def read_image(path: Path, index: int,
+               max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Frame:
+    """One image file as a Frame (``image`` None and ``error`` set when unreadable, not a
+    file, or larger than ``max_pixels``, checked on the header before decoding)."""
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError as exc:  # a folder named *.jpg, permissions, I/O errors
+        return Frame(str(path), index, None, f'cannot read file: {exc.strerror or exc}')
+    try:
+        image = decode_bounded(data, max_pixels, 'image file') if data.size else None
+    except ImageError as exc:
+        return Frame(str(path), index, None, str(exc))
     if image is None or image.size == 0:
         return Frame(str(path), index, None, 'unreadable or empty image file')
     return Frame(str(path), index, image)
 
 
-def iter_images(paths: Sequence[Path]) -> Iterator[Frame]:
+def iter_images(paths: Sequence[Path],
+                max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Iterator[Frame]:
     """Frames of image files, in the given order."""
     for index, path in enumerate(paths):
-        yield read_image(path, index)
+        yield read_image(path, index, max_pixels)
 
 
 def folder_images(folder: Path) -> list[Path]:
-    """Image files of a folder, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files (not folders) of a folder, sorted by name."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
 
 
 def iter_video(path: Path) -> Iterator[Frame]:
-    """Frames of a video file; a decode failure mid-way ends the video with an error."""
+    """Frames of a video file. A decode failure mid-way ends the video; the frames the
+    container declares but that could not be read come as failed frames saying so."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise SourceError(f'{path}: cannot open video')
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    index = 0
     try:
         index = 0
         while True:
@@ -114,6 +125,11 @@ def iter_video(path: Path) -> Iterator[Frame]:
             index += 1
     finally:
         capture.release()
+    if index == 0 and declared <= 0:
+        yield Frame(str(path), 0, None, 'no frame could be decoded')
+    for lost in range(index, declared if declared < 1 << 24 else index):
+        yield Frame(str(path), lost, None, f'video ends early: read {index} of the {declared} '
+                    'frames the container declares')
 
 
 def video_info(path: Path) -> tuple[float, int]:
@@ -128,8 +144,12 @@ def video_info(path: Path) -> tuple[float, int]:
         capture.release()
 
 
-def iter_bag(reader: Any, topics: Sequence[str]) -> Iterator[Frame]:
-    """Frames of the image topics of an open :class:`~darknet53_ros.io.bags.BagReader`."""
+def iter_bag(reader: Any, topics: Sequence[str],
+             max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Iterator[Frame]:
+    """Frames of the image topics of an open :class:`~darknet53_ros.io.bags.BagReader`.
+
+    Messages that cannot be deserialised or decoded, and messages the bag's index declares
+    but the storage did not deliver, come as failed frames with the reason."""
     index: Counter = Counter()
     for topic, log_time, msg in reader.messages(topics, strict=False):
         i = index[topic]
@@ -137,7 +157,7 @@ def iter_bag(reader: Any, topics: Sequence[str]) -> Iterator[Frame]:
         header = getattr(msg, 'header', None)
         stamp = stamp_to_ns(header) if header is not None else log_time
         try:
-            image = msg_to_bgr(msg)
+            image = msg_to_bgr(msg, max_pixels=max_pixels)
         except Darknet53Error as exc:
             yield Frame(topic, i, None, str(exc), topic, stamp, log_time, header)
             continue
@@ -146,5 +166,26 @@ def iter_bag(reader: Any, topics: Sequence[str]) -> Iterator[Frame]:
         for k in range(counts.undecodable):
             yield Frame(topic, -1 - k, None, f'undecodable message ({counts.last_error})',
                         topic)
-    if reader.storage_error:
+    missing = _missing_messages(reader, topics)
+    for topic, (count, declared) in missing.items():
+        reason = (reader.storage_error or 'storage delivered fewer messages than its index')
+        for k in range(count):
+            yield Frame(topic, index[topic] + k, None,
+                        f'missing message: {count} of the {declared} messages the bag index '
+                        f'declares were not read ({reason})', topic)
+    if reader.storage_error and not missing:
         yield Frame(str(reader.path), -1, None, reader.storage_error)
+
+
+def _missing_messages(reader: Any, topics: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Topic -> (messages not read, messages declared) where the bag index declares more
+    than were read or found undecodable."""
+    out = {}
+    declared_by_topic = {name: info.count for name, info in reader.topics.items()}
+    for topic in topics:
+        declared = declared_by_topic.get(topic, 0)
+        counts = reader.counts.get(topic)
+        seen = (counts.read + counts.undecodable) if counts is not None else 0
+        if declared > seen:
+            out[topic] = (declared - seen, declared)
+    return out

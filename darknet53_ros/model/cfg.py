@@ -4,13 +4,17 @@ Supports every section used by yolov3, yolov3-tiny, yolov3-spp, darknet53 (class
 custom YOLOv3 variants: ``[net]``, ``[convolutional]``, ``[shortcut]``, ``[route]``,
 ``[upsample]``, ``[maxpool]``, ``[yolo]``, ``[avgpool]``, ``[softmax]``. Layers are numbered as
 Darknet numbers them (``[net]`` excluded, first layer 0). Anything unknown, malformed or of
-impossible shape raises :class:`DarknetError` naming the file, line and key.
+impossible shape raises :class:`DarknetError` naming the file, line and key; so do sizes
+that could not be allocated (kernel size, parameters per layer and in all, values per layer
+output). A key repeated in a section keeps its first value, as Darknet's option lookup does
+(public cfgs repeat ``batch``/``subdivisions`` in ``[net]``), with one warning per file.
 """
 from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import logging
 from pathlib import Path
 import re
 from typing import TypeVar
@@ -30,6 +34,8 @@ from darknet53_ros.model.layers import (
     Upsample,
     Yolo,
 )
+
+_LOG = logging.getLogger(__name__)
 
 # Keys Darknet reads for training only, or that do not change inference; accepted and ignored.
 _TRAINING_KEYS = {
@@ -117,6 +123,7 @@ _SECTION_RE = re.compile(r'^\[([^\]]*)\]$')
 def split_sections(text: str, source: str = '<string>') -> list[Section]:
     """Split cfg text into raw sections; comments (``#``, ``;``) and blank lines skipped."""
     sections: list[Section] = []
+    repeated: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip().replace('\x00', '')
         if not line or line[0] in '#;':
@@ -133,9 +140,13 @@ def split_sections(text: str, source: str = '<string>') -> list[Section]:
         if not key:
             raise DarknetError(f'{source}:{number}: empty key in {line!r}')
         if key in sections[-1].options:
-            raise DarknetError(f'{source}:{number}: key {key!r} repeated in '
-                               f'[{sections[-1].name}]')
+            repeated.append(f'line {number} [{sections[-1].name}] {key!r} (first at line '
+                            f'{sections[-1].options[key][1]})')
+            continue
         sections[-1].options[key] = (value, number)
+    if repeated:
+        _LOG.warning('%s: repeated keys ignored, the first value is used as in Darknet: %s',
+                     source, ', '.join(repeated))
     if not sections:
         raise DarknetError(f'{source}: no sections found (is this a Darknet .cfg file?)')
     return sections
@@ -231,13 +242,16 @@ def _parse_float_list(text: str) -> tuple[float, ...]:
 
 
 _MAX_DIM = 1 << 16
+_MAX_KERNEL = 64
+_MAX_VALUES = 1 << 30  # per layer output and per layer parameters (4 GiB as float32)
+_MAX_PARAMS = 1 << 30  # the whole network
 
 
 def _check_shape(opts: _Options, shape: Shape) -> Shape:
     if min(shape) < 1:
         raise DarknetError(f'{opts.where()}: output shape (C, H, W) = {shape} is empty; the '
                            'input is too small for this layer')
-    if max(shape) > _MAX_DIM:
+    if max(shape) > _MAX_DIM or shape[0] * shape[1] * shape[2] > _MAX_VALUES:
         raise DarknetError(f'{opts.where()}: output shape (C, H, W) = {shape} is too large')
     return shape
 
@@ -253,6 +267,8 @@ def _resolve(opts: _Options, key: str, ref: int, index: int) -> int:
 def _conv(opts: _Options, index: int, line: int, shape: Shape) -> Convolutional:
     filters = opts.int('filters', 1, minimum=1)
     size = opts.int('size', 1, minimum=1)
+    if size > _MAX_KERNEL:
+        raise DarknetError(f'{opts.where("size")}: kernel size {size} is over {_MAX_KERNEL}')
     stride = opts.int('stride', 1, minimum=1)
     if 'stride_x' in opts.section.options or 'stride_y' in opts.section.options:
         sx, sy = opts.int('stride_x', stride, minimum=1), opts.int('stride_y', stride, minimum=1)
@@ -274,6 +290,9 @@ def _conv(opts: _Options, index: int, line: int, shape: Shape) -> Convolutional:
     if c % groups or filters % groups:
         raise DarknetError(f'{opts.where("groups")}: groups={groups} must divide input '
                            f'channels {c} and filters {filters}')
+    if filters * (c // groups) * size * size > _MAX_VALUES:
+        raise DarknetError(f'{opts.where("filters")}: {filters} filters of {c // groups}x{size}'
+                           f'x{size} are over {_MAX_VALUES} parameters for one layer')
     out = (filters, (h + 2 * pad - size) // stride + 1, (w + 2 * pad - size) // stride + 1)
     return Convolutional(index, line, shape, _check_shape(opts, out), filters=filters,
                          size=size, stride=stride, pad=pad, groups=groups,
@@ -405,6 +424,7 @@ def build_network(sections: list[Section] | tuple[Section, ...], source: str = '
     shapes: list[Shape] = []
     layers: list[Layer] = []
     shape: Shape = (channels, height, width)
+    total = 0
     for index, section in enumerate(sections[1:]):
         opts = _Options(section, source)
         line = section.line
@@ -430,6 +450,10 @@ def build_network(sections: list[Section] | tuple[Section, ...], source: str = '
         else:
             raise DarknetError(f'{opts.where()}: unsupported section [{kind}]')
         opts.reject_unknown(_TRAINING_KEYS.get(_KIND_OF[type(layer)], set()))
+        total += layer.num_params
+        if total > _MAX_PARAMS:
+            raise DarknetError(f'{opts.where()}: the network exceeds {_MAX_PARAMS} parameters '
+                               'at this layer')
         layers.append(layer)
         shapes.append(layer.out_shape)
         shape = layer.out_shape

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import typing
 
-Shape = typing.Tuple[int, int, int]  # noqa: UP006 - a run-time alias (Python 3.8)
+Shape = typing.Tuple[int, int, int]
 """A feature map shape as (channels, height, width)."""
 
 ACTIVATIONS = ('leaky', 'linear', 'logistic', 'relu', 'mish', 'swish', 'tanh')

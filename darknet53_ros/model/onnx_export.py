@@ -97,7 +97,8 @@ def _conv(g: _Graph, layer: Convolutional, x: str, weights: DarknetWeights) -> s
     try:
         kernel, bias = fold_batchnorm(conv)
     except DarknetError as exc:
-        raise DarknetError(f'layer {layer.index} (line {layer.line}): {exc}') from None
+        raise DarknetError(f'{weights.source or "weights"}: layer {layer.index} (cfg line '
+                           f'{layer.line}): {exc}') from None
     w = g.const(f'{name}.weight', kernel)
     b = g.const(f'{name}.bias', bias)
     p = layer.pad

@@ -22,7 +22,7 @@ import numpy as np
 from darknet53_ros.errors import DarknetError
 from darknet53_ros.fileio import atomic_write_bytes
 from darknet53_ros.model.cfg import Network
-from darknet53_ros.model.layers import Convolutional, Shortcut
+from darknet53_ros.model.layers import Convolutional, Shortcut, Yolo
 
 BN_EPSILON = 1e-6
 """Darknet's batch-norm epsilon, added to sqrt(variance)."""
@@ -48,13 +48,15 @@ class ConvWeights:
 
 @dataclass
 class DarknetWeights:
-    """A whole ``.weights`` file: header fields and per-layer parameters by layer index."""
+    """A whole ``.weights`` file: header fields and per-layer parameters by layer index;
+    ``source`` names the file read (for error messages)."""
 
     layers: dict[int, ConvWeights] = field(default_factory=dict)
     major: int = 0
     minor: int = 2
     revision: int = 0
     seen: int = 0
+    source: str = ''
 
     @property
     def seen_is_64bit(self) -> bool:
@@ -107,11 +109,12 @@ def parse_weights(data: bytes, network: Network, source: str = '<bytes>') -> Dar
         raise DarknetError(
             f'{source}: file is {kind}: expected {expected} bytes for {network.source} '
             f'({network.num_params} float32 parameters after a {12 + (8 if wide else 4)}-byte '
-            f'header), got {len(data)} bytes')
+            f'header), got {len(data)} bytes' + size_hint(network, len(data), wide))
     seen = int(np.frombuffer(data, '<u8' if wide else '<u4', count=1, offset=12)[0])
     offset = 12 + (8 if wide else 4)
     floats = np.frombuffer(data, '<f4', offset=offset)
-    weights = DarknetWeights(major=major, minor=minor, revision=revision, seen=seen)
+    weights = DarknetWeights(major=major, minor=minor, revision=revision, seen=seen,
+                             source=source)
     pos = 0
 
     def take(count: int) -> np.ndarray:
@@ -131,6 +134,39 @@ def parse_weights(data: bytes, network: Network, source: str = '<bytes>') -> Dar
             conv = ConvWeights(biases, take(int(np.prod(kernel))).reshape(kernel))
         weights.layers[layer.index] = conv
     return weights
+
+
+def size_hint(network: Network, size: int, seen_is_64bit: bool = True) -> str:
+    """Why a ``.weights`` file of ``size`` bytes may not match ``network``: it fits the same
+    cfg with another class count, or exactly its first convolutional layers (a backbone such
+    as ``darknet53.conv.74``); else whether it looks cut off or belongs to another cfg."""
+    header = 12 + (8 if seen_is_64bit else 4)
+    if size < header or (size - header) % 4:
+        return ' (not a whole number of float32 values: the file was cut off)'
+    floats = (size - header) // 4
+    extra = floats - sum(layer.num_params for layer in conv_layers(network))
+    slope = sum(len(y.mask) * _head_params_per_channel(network, y) for y in network.yolo_layers())
+    classes = network.classes
+    if slope and classes and extra % slope == 0 and classes + extra // slope >= 1:
+        return (f'; the size fits this cfg with classes={classes + extra // slope}: '
+                'weights of a model trained on another class count?')
+    done = 0
+    for layer in conv_layers(network):
+        done += layer.num_params
+        if done == floats:
+            return (f'; the size fits exactly layers 0-{layer.index} of this cfg: a backbone '
+                    'or partial weights file (like darknet53.conv.74), not weights of the '
+                    'whole model')
+    return '; if the file is complete, it belongs to a different cfg'
+
+
+def _head_params_per_channel(network: Network, head: Yolo) -> int:
+    """Parameters per output channel of the convolution feeding a ``[yolo]`` head (0 if none)."""
+    conv = network.layers[head.index - 1] if head.index else None
+    if not isinstance(conv, Convolutional):
+        return 0
+    per_filter = conv.in_shape[0] // conv.groups * conv.size * conv.size
+    return per_filter + (4 if conv.batch_normalize else 1)
 
 
 def serialize_weights(network: Network, weights: DarknetWeights) -> bytes:

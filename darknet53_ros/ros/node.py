@@ -29,7 +29,13 @@ from darknet53_ros.io.messages import MessageTypes
 from darknet53_ros.ros.cameras import CameraSpec
 from darknet53_ros.ros.model_files import load_detector
 from darknet53_ros.ros.node_core import NodeCore, Outputs
-from darknet53_ros.ros.params import NODE_NAME, PARAMETERS, NodeParams, ParamSpec
+from darknet53_ros.ros.params import (
+    NODE_NAME,
+    PARAMETERS,
+    NodeParams,
+    ParamSpec,
+    override_warning,
+)
 
 __all__ = ['DetectorNode', 'main', 'parameter_descriptor']
 
@@ -117,6 +123,8 @@ class DetectorNode:
             default = list(spec.default) if spec.type == 'string_array' else spec.default
             node.declare_parameter(spec.name, default, parameter_descriptor(spec))
         values = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+        if override_warning(getattr(node, '_parameter_overrides', {})):
+            node.get_logger().warning(override_warning(node._parameter_overrides))
         params = NodeParams.from_dict(values)
         types = MessageTypes.from_rclpy()
         detector, model_path = load_detector(params, share_dir=share_dir)

@@ -184,7 +184,7 @@ class NodeCore:
         images: list[np.ndarray] = []
         for queued in batch:
             try:
-                image = msg_to_bgr(queued.frame)
+                image = msg_to_bgr(queued.frame, max_pixels=self.params.max_image_pixels)
                 if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) \
                         or image.size == 0:
                     raise ValueError(f'decoded to {type(image).__name__} '

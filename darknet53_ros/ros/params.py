@@ -16,8 +16,9 @@ else is derived from those fields:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
+import difflib
 import math
 import os
 from pathlib import Path
@@ -28,6 +29,7 @@ import yaml
 
 from darknet53_ros.errors import ConfigError
 from darknet53_ros.inference.backends.registry import backend_choices
+from darknet53_ros.io.encodings import DEFAULT_MAX_IMAGE_PIXELS
 from darknet53_ros.ros.cameras import CameraSpec, parse_cameras
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     'NodeParams',
     'ParamSpec',
     'load_params_file',
+    'override_warning',
     'param',
     'validate_parameter',
 ]
@@ -201,6 +204,11 @@ class NodeParams:
         'A repeated warning (bad frame, failed batch) is logged once per camera, then '
         'at most once per this many seconds. Changeable at runtime.', runtime=True,
         minimum=0.0, maximum=3600.0)
+    max_image_pixels: int = param(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        'Drop (as bad_image) frames with more pixels than this, checked on the Image '
+        'width*height or the PNG/JPEG header before decoding; default: 8K DCI, 8192x4320. '
+        'Changeable at runtime.', runtime=True, minimum=1, maximum=1 << 30)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = 'parameters',
@@ -302,6 +310,24 @@ def validate_parameter(name: str, value: Any) -> Any:
         raise ConfigError(f'parameter {name}: {value!r} is not one of '
                           f'{", ".join(spec.choices)}')
     return value
+
+
+# Parameters rclpy itself declares or reads; overrides of them are not misspellings.
+_ROS_OWN = ('use_sim_time', 'start_type_description_service', 'qos_overrides.')
+
+
+def override_warning(names: Iterable[str]) -> str:
+    """The warning for parameter overrides (a params file, ``-p``) that match no node
+    parameter, which rclpy ignores silently; ``''`` when every name is known."""
+    unknown = sorted(n for n in names if n not in _SPECS and not n.startswith(_ROS_OWN))
+    if not unknown:
+        return ''
+    items = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(_SPECS), n=1)
+        items.append(f'{name} (did you mean {close[0]}?)' if close else name)
+    return (f'ignored parameter override(s) matching no parameter of this node: '
+            f'{", ".join(items)}')
 
 
 # -- params YAML files -------------------------------------------------------------------------

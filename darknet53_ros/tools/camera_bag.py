@@ -53,7 +53,7 @@ def write_camera_bag(path: str | os.PathLike[str], cameras: int = 2, frames: int
     check_size(width, height)
     target = Path(path)
     if target.exists() and not overwrite:
-        raise SourceError(f'{target}: already exists (pass overwrite=True to replace it)')
+        raise SourceError(f'{target}: already exists (pass --overwrite to replace it)')
     target.parent.mkdir(parents=True, exist_ok=True)
     store = get_typestore(Stores.ROS2_HUMBLE)
     types = store.types

@@ -1,7 +1,9 @@
 """The main job on its embedded default: the bundled demo model on a synthetic recording."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+import tempfile
 
 from darknet53_ros.errors import DarknetError
 from darknet53_ros.inference.detector import Detector
@@ -38,17 +40,23 @@ def export_demo_model(out: Path) -> Path:
 def run_demo(output: Path, cameras: int = 2, frames: int = 10, seed: int = 2024,
              width: int = 640, height: int = 480, progress: bool = True,
              ) -> tuple[RunSummary, str]:
-    """Record a synthetic multi-camera bag, detect on it; returns (summary, summary text)."""
+    """Record a synthetic multi-camera bag, detect on it; returns (summary, summary text).
+
+    ``output`` is replaced whole: detections, the model and the recording end up in it."""
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    model = export_demo_model(output / 'demo.onnx')
-    bag = output / 'cameras'
-    write_camera_bag(bag, cameras=cameras, frames=frames, seed=seed, width=width,
-                     height=height, overwrite=True)
-    with Detector.from_model(model) as detector:
-        runner = OfflineRunner(detector, output, batch=min(cameras, 4), save_images=cameras * 2,
-                               progress=progress)
-        summary = runner.run(bag)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f'.{output.name}.inputs.', dir=output.parent) as tmp:
+        model = export_demo_model(Path(tmp) / 'demo.onnx')
+        bag = Path(tmp) / 'cameras'
+        write_camera_bag(bag, cameras=cameras, frames=frames, seed=seed, width=width,
+                         height=height, overwrite=True)
+        with Detector.from_model(model) as detector:
+            runner = OfflineRunner(detector, output, batch=min(cameras, 4),
+                                   save_images=cameras * 2, progress=progress, overwrite=True)
+            summary = runner.run(bag)
+        model, bag = output / model.name, output / bag.name
+        os.replace(Path(tmp) / model.name, model)
+        os.replace(Path(tmp) / bag.name, bag)
     text = '\n'.join([f'demo model: {model} ({detector.width}x{detector.height}, classes: '
                       f'{", ".join(detector.names or ())})',
                       f'synthetic recording: {bag} ({cameras} cameras x {frames} frames)',

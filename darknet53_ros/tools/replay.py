@@ -36,7 +36,7 @@ from darknet53_ros.io.bags import BagReader, base_image_topic
 from darknet53_ros.io.messages import MessageTypes
 from darknet53_ros.ros.model_files import load_detector
 from darknet53_ros.ros.node_core import NodeCore
-from darknet53_ros.ros.params import NodeParams, load_params_file
+from darknet53_ros.ros.params import NodeParams, load_params_file, validate_parameter
 from darknet53_ros.tools.bag_sink import BagSink, absolute_topic
 
 _LOG = logging.getLogger('darknet53.replay')
@@ -79,7 +79,7 @@ def _camera_entries(cameras: list[str] | None, values: dict[str, Any],
                 entries.append(item)
         return entries
     if 'cameras' in values:
-        return list(values['cameras'])
+        return list(validate_parameter('cameras', values['cameras']))
     if not image_topics:
         raise SourceError('bag: no sensor_msgs/Image or CompressedImage topics to replay')
     return [f'{_auto_name(t)}:{t}:{"compressed" if m.endswith("CompressedImage") else "raw"}'

@@ -11,8 +11,13 @@ Sources: one image, a folder of images, a video file, or a rosbag2 (MCAP or SQLi
   with the source header) and an annotated image topic;
 * ``summary.json``.
 
-A frame that cannot be read or decoded is counted, reported with its source and index, and
-skipped; the run goes on. Every output file is written atomically.
+A frame that cannot be read or decoded (or is larger than ``max_image_pixels``), and a frame
+or message the container declares but that could not be read, is counted, reported with its
+source and index, and skipped; the run goes on. The run writes into a hidden folder beside
+the output and replaces the output folder whole at the end, so a failed or killed run leaves
+the previous output as it was (and its leftovers are removed by the next run); an output
+folder that is not empty is only replaced with ``overwrite``. The annotated video is checked
+(frame count) before it is kept.
 """
 from __future__ import annotations
 
@@ -28,11 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from darknet53_ros.errors import SourceError
-from darknet53_ros.fileio import atomic_path, atomic_write_bytes, atomic_write_text
+from darknet53_ros.errors import ConfigError, SourceError
+from darknet53_ros.fileio import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    remove_stale_partials,
+    staged_folder,
+)
 from darknet53_ros.io.bag_writer import BagWriter
 from darknet53_ros.io.bags import BagReader
 from darknet53_ros.io.draw import draw_detections
+from darknet53_ros.io.encodings import DEFAULT_MAX_IMAGE_PIXELS
 from darknet53_ros.io.messages import MessageTypes
 from darknet53_ros.io.sources import (
     IMAGE_SUFFIXES,
@@ -129,17 +141,27 @@ class _ImageSink:
         self.folder = out / 'annotated'
         self.limit = limit
         self.count = 0
+        self.used: set[str] = set()
+
+    def _unique(self, frame: Frame) -> str:
+        """``x`` for ``x.jpg``; ``x_png`` for a later ``x.png``, then ``_2`` ... (issue 13.5)."""
+        path = Path(frame.source)
+        stem = (path.stem if frame.topic is None
+                else frame.topic.strip('/').replace('/', '_') + f'_{frame.index:06d}')
+        candidates = [stem, f'{stem}_{path.suffix.lstrip(".").lower()}']
+        candidates += [f'{stem}_{n}' for n in range(2, len(self.used) + 3)]
+        name = next(c for c in candidates if c not in self.used)
+        self.used.add(name)
+        return name
 
     def add(self, frame: Frame, annotated: np.ndarray) -> None:
         import cv2
 
         if self.limit is not None and self.count >= self.limit:
             return
-        stem = (Path(frame.source).stem if frame.topic is None
-                else frame.topic.strip('/').replace('/', '_') + f'_{frame.index:06d}')
         ok, data = cv2.imencode('.jpg', annotated, [cv2.IMWRITE_JPEG_QUALITY, 90])
         if ok:
-            atomic_write_bytes(self.folder / f'{stem}.jpg', data.tobytes())
+            atomic_write_bytes(self.folder / f'{self._unique(frame)}.jpg', data.tobytes())
             self.count += 1
 
     def close(self, out: Path) -> list[str]:
@@ -155,6 +177,7 @@ class _VideoSink:
         self.writer: Any = None
         self.context: Any = None
         self.tmp: Path | None = None
+        self.written = 0
 
     def add(self, frame: Frame, annotated: np.ndarray) -> None:
         import cv2
@@ -171,11 +194,29 @@ class _VideoSink:
                 raise SourceError(f'{self.path}: OpenCV cannot write mp4v video here; '
                                   'use --no-annotate')
         self.writer.write(annotated)
+        self.written += 1
+
+    def _check(self) -> None:
+        """cv2.VideoWriter.write fails silently (full disk): count what the file holds."""
+        import cv2
+
+        capture = cv2.VideoCapture(str(self.tmp))
+        held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if capture.isOpened() else 0
+        capture.release()
+        if held != self.written:
+            raise SourceError(f'{self.path}: the annotated video holds {held} of the '
+                              f'{self.written} frames written (disk full?); not kept')
 
     def close(self, out: Path, ok: bool = True) -> list[str]:
         if self.writer is None:
             return []
         self.writer.release()
+        try:
+            if ok:
+                self._check()
+        except SourceError as exc:
+            self.context.__exit__(SourceError, exc, None)
+            raise
         if ok:
             self.context.__exit__(None, None, None)
             return [str(self.path)]
@@ -198,7 +239,9 @@ class OfflineRunner:
 
     def __init__(self, detector: Any, output: str | os.PathLike, batch: int = 1,
                  annotate: bool = True, annotated_format: str = 'compressed',
-                 save_images: int | None = None, progress: bool = True) -> None:
+                 save_images: int | None = None, progress: bool = True,
+                 overwrite: bool = False,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if batch < 1:
             raise SourceError(f'--batch must be >= 1, got {batch}')
         if annotated_format not in ANNOTATED_FORMATS:
@@ -210,25 +253,51 @@ class OfflineRunner:
         self.annotated_format = annotated_format
         self.save_images = save_images
         self.progress = progress
+        self.overwrite = overwrite
+        self.max_pixels = max_image_pixels
 
     def run(self, source: str | os.PathLike, topics: Sequence[str] | None = None
             ) -> RunSummary:
         """Process ``source``; returns the summary (also written as ``summary.json``)."""
         source = Path(source)
         kind = source_kind(source)
-        self.output.mkdir(parents=True, exist_ok=True)
+        if topics and kind != 'bag':
+            raise SourceError(f'--topics applies to rosbag2 sources, not to {source}')
+        final = self._check_output(source)
         summary = RunSummary()
         start = time.perf_counter()
-        if kind == 'bag':
-            self._run_bag(source, topics, summary)
-        else:
-            if topics:
-                raise SourceError(f'--topics applies to rosbag2 sources, not to {source}')
-            self._run_files(source, kind, summary)
-        summary.seconds = time.perf_counter() - start
-        atomic_write_text(self.output / 'summary.json', json.dumps(summary.as_dict(), indent=1))
-        summary.outputs.append(str(self.output / 'summary.json'))
+        with staged_folder(final) as self.output:
+            try:
+                if kind == 'bag':
+                    self._run_bag(source, topics, summary)
+                else:
+                    self._run_files(source, kind, summary)
+                summary.seconds = time.perf_counter() - start
+                summary.outputs.append(str(self.output / 'summary.json'))
+                summary.outputs = [str(final / Path(p).relative_to(self.output))
+                                   for p in summary.outputs]
+                atomic_write_text(self.output / 'summary.json',
+                                  json.dumps(summary.as_dict(), indent=1))
+            finally:
+                self.output = final
         return summary
+
+    def _check_output(self, source: Path) -> Path:
+        """The output folder, refused when it holds earlier results (without overwrite) or
+        the source; leftovers of killed runs are removed."""
+        out = self.output
+        try:
+            source.resolve().relative_to(out.resolve())
+        except ValueError:
+            pass
+        else:
+            raise ConfigError(f'--output {out}: holds the source {source}; choose another folder')
+        if out.is_dir():
+            remove_stale_partials(out)
+            if any(out.iterdir()) and not self.overwrite:
+                raise SourceError(f'--output {out}: not empty (earlier results?); pass '
+                                  '--overwrite to replace the whole folder')
+        return out
 
     def _annotated(self, frame: Frame, det: Any) -> np.ndarray:
         assert frame.image is not None
@@ -263,7 +332,7 @@ class OfflineRunner:
                 raise SourceError(f'{source}: no image files '
                                   f'({", ".join(sorted(IMAGE_SUFFIXES))})')
             total = len(paths)
-            frames = iter_images(paths)
+            frames = iter_images(paths, self.max_pixels)
 
         def sink(frame: Frame, det: Any) -> None:
             coco.add(frame, det)
@@ -312,8 +381,8 @@ class OfflineRunner:
 
             ok = False
             try:
-                frames = self._frames_with_progress(iter_bag(reader, chosen), total,
-                                                    source.name)
+                frames = self._frames_with_progress(
+                    iter_bag(reader, chosen, self.max_pixels), total, source.name)
                 self._process(frames, summary, sink)
                 ok = True
             finally:

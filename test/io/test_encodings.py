@@ -208,3 +208,64 @@ def test_compressed_rgb8_format_string_and_errors():
         compressed_to_bgr('jpeg', b'')
     with pytest.raises(ImageError, match='format'):
         compressed_to_bgr('16UC1; compressedDepth png', png.tobytes())
+
+
+# -- size limit, checked before decoding (issue 13) --------------------------------------------
+@pytest.mark.parametrize('ext', ['.png', '.jpg', '.bmp'])
+def test_compressed_dimensions_read_the_header(ext):
+    from darknet53_ros.io.encodings import compressed_dimensions
+
+    img = np.zeros((37, 53, 3), np.uint8)
+    data = cv2.imencode(ext, img)[1]
+    kind, size = compressed_dimensions(data)
+    assert kind == {'.png': 'PNG', '.jpg': 'JPEG', '.bmp': 'BMP'}[ext] and size == (53, 37)
+    assert compressed_dimensions(b'GIF89a....') is None
+
+
+def test_compressed_bomb_rejected_without_decoding(monkeypatch):
+    from test.toy import png_declaring
+
+    def imdecode(*args):
+        raise AssertionError('decoded a bomb')
+
+    monkeypatch.setattr(cv2, 'imdecode', imdecode)
+    with pytest.raises(ImageError, match=r'PNG header declares 30000x30000 .*max_image_pixels'):
+        compressed_to_bgr('png', png_declaring(30000, 30000))
+    jpeg = bytearray(cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    sof = jpeg.index(b'\xff\xc0')
+    jpeg[sof + 5:sof + 9] = (20000).to_bytes(2, 'big') * 2
+    with pytest.raises(ImageError, match='JPEG header declares 20000x20000'):
+        compressed_to_bgr('jpeg', bytes(jpeg))
+    with pytest.raises(ImageError, match='PNG header is truncated'):
+        compressed_to_bgr('png', png_declaring(4, 4)[:20])
+
+
+def test_max_pixels_applies_to_raw_images_and_none_disables_it():
+    img = np.zeros((4, 5, 3), np.uint8)
+    with pytest.raises(ImageError, match=r'width x height: 5x4 \(20 pixels\)'):
+        image_to_bgr(4, 5, 'bgr8', 15, img.reshape(-1), max_pixels=19)
+    assert image_to_bgr(4, 5, 'bgr8', 15, img.reshape(-1), max_pixels=None).shape == (4, 5, 3)
+    data = cv2.imencode('.png', img)[1]
+    with pytest.raises(ImageError, match='over the max_image_pixels limit of 19'):
+        compressed_to_bgr('png', data, max_pixels=19)
+    assert compressed_to_bgr('png', data, max_pixels=20).shape == (4, 5, 3)
+
+
+@pytest.mark.parametrize('field', ['height', 'width', 'step'])
+def test_non_integer_dimensions_are_image_errors(field):
+    values = {'height': 2, 'width': 2, 'step': 6}
+    values[field] = float('nan')
+    with pytest.raises(ImageError, match=f'image field {field}: expected an integer'):
+        image_to_bgr(values['height'], values['width'], 'bgr8', values['step'], bytes(12))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=96), st.sampled_from([b'', b'\x89PNG\r\n\x1a\n', b'\xff\xd8',
+                                                 b'BM']))
+def test_fuzz_compressed_decoding_raises_only_image_errors(payload, magic):
+    """Byte-level fuzz of the header reader and decoder (fixed budget: 150 examples)."""
+    try:
+        img = compressed_to_bgr('png', magic + payload, max_pixels=1 << 20)
+    except ImageError:
+        return
+    assert img.ndim == 3 and img.shape[0] * img.shape[1] <= 1 << 20

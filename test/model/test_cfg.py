@@ -113,7 +113,11 @@ layers=-1,-2
     (('stride=2', 'stride=2\nbogus=1'), "key 'bogus': unknown key"),
     (('mask = 0,1,2', 'mask = 0,1,5'), 'distinct anchor indices'),
     (('anchors = 10,14,  23,27,  37,58', 'anchors = 10,14,  23,27,  37'), 'pairs'),
-    (('width=64', 'width=64\nwidth=32'), 'repeated'),
+    (('size=3', 'size=65535'), ":9: [convolutional] key 'size': kernel size 65535"),
+    (('channels=3\n', 'channels=65536\n[convolutional]\nfilters=65536\n'),
+     "key 'filters': 65536 filters of 65536x1x1 are over"),
+    (('width=64\nheight=64', 'width=65536\nheight=65536'),
+     'output shape (C, H, W) = (8, 65536, 65536) is too large'),
     (('[net]', '[convolutional]\nfilters=2\n[net]'), 'first section must be [net]'),
 ])
 def test_errors_name_file_line_and_key(edit, needle):
@@ -170,3 +174,27 @@ def test_character_edits_raise_only_darknet_error(position, insert):
         parse_cfg(text, source='fuzz.cfg')
     except DarknetError:
         pass
+
+
+def test_repeated_keys_keep_the_first_value_and_warn_once(caplog):
+    """Issue 13.10: Darknet's option lookup takes the first occurrence (Testing/Training)."""
+    text = TINY_CFG.replace('[net]\n', '[net]\n# Testing\nbatch=1\nsubdivisions=1\n'
+                            '# Training\nbatch=64\nsubdivisions=16\n')
+    with caplog.at_level('WARNING', logger='darknet53_ros.model.cfg'):
+        net = parse_cfg(text, source='public.cfg')
+    assert net.options['batch'] == '1' and net.options['subdivisions'] == '1'
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and warnings[0].startswith('public.cfg: repeated keys')
+    assert "line 6 [net] 'batch' (first at line 3)" in warnings[0]
+    assert "line 7 [net] 'subdivisions' (first at line 4)" in warnings[0]
+    assert parse_cfg(TINY_CFG.replace('size=3', 'size=3\nsize=5')).layers[0].size == 3
+
+
+def test_unbuildable_sizes_are_refused_before_allocating():
+    """Issue 13.8: size=65535 filters=65536 parsed (8e14 parameters) and died in NumPy."""
+    text = TINY_CFG.replace('size=3', 'size=65535').replace('filters=8', 'filters=65536')
+    with pytest.raises(DarknetError, match=r"model.cfg:9: \[convolutional\] key 'size'"):
+        parse_cfg(text, source='model.cfg')
+    layers = '[convolutional]\nfilters=1024\nsize=16\npad=1\n' * 5
+    with pytest.raises(DarknetError, match='the network exceeds 1073741824 parameters'):
+        parse_cfg('[net]\nwidth=64\nheight=64\nchannels=1024\n' + layers)

@@ -284,3 +284,17 @@ def test_export_errors(tmp_path):
     with pytest.raises(ExportError, match='layer 0'):
         export_onnx(net, weights, good)
     assert good.read_bytes() == b'previous model'
+
+
+def test_nan_variance_error_names_the_weights_file_and_layer(tmp_path):
+    """Issue 13.11: the NaN-variance error named no file."""
+    from darknet53_ros.model.generator import yolov3_cfg
+    from darknet53_ros.model.weights import read_weights
+
+    net = parse_cfg(yolov3_cfg(classes=2, width=64, height=64, width_multiplier=0.125))
+    weights = random_weights(net)
+    weights.layers[0].rolling_var[3] = np.nan
+    path = tmp_path / 'bad.weights'
+    write_weights(path, net, weights)
+    with pytest.raises(DarknetError, match=r'bad\.weights: layer 0 \(cfg line \d+\): .*NaN'):
+        export_onnx(net, read_weights(path, net))

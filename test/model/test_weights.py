@@ -12,6 +12,7 @@ from darknet53_ros.model.generator import yolov3_cfg
 from darknet53_ros.model.weights import (
     BN_EPSILON,
     DarknetWeights,
+    conv_layers,
     expected_size,
     fold_batchnorm,
     parse_weights,
@@ -120,3 +121,19 @@ def test_fold_batchnorm_matches_darknet_formula():
     conv.rolling_var[0] = -1.0
     with pytest.raises(DarknetError, match='rolling_var'):
         fold_batchnorm(conv)
+
+
+def test_size_mismatch_says_which_model_the_file_fits():
+    """Issue 13.11: "truncated" for another cfg's weights names the likelier cause."""
+    other = parse_cfg(yolov3_cfg(classes=5, width=64, height=64, width_multiplier=0.125))
+    data = serialize_weights(other, random_weights(other))
+    with pytest.raises(DarknetError, match='fits this cfg with classes=5'):
+        parse_weights(data, NET, 'five.weights')
+    full = serialize_weights(NET, random_weights(NET))
+    backbone = full[:20 + 4 * sum(layer.num_params for layer in conv_layers(NET)[:52])]
+    with pytest.raises(DarknetError, match='is truncated.*layers 0-73 of this cfg: a backbone'):
+        parse_weights(backbone, NET, 'darknet53.conv.74')
+    with pytest.raises(DarknetError, match='is truncated.*cut off'):
+        parse_weights(full[:-3], NET, 'cut.weights')
+    with pytest.raises(DarknetError, match='is truncated.*belongs to a different cfg'):
+        parse_weights(full[:-4], NET, 'other.weights')

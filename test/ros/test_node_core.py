@@ -648,9 +648,9 @@ def test_images_are_decoded_by_the_package_decoder(model_path, types, monkeypatc
     assert node_core.msg_to_bgr is msg_to_bgr
     calls = []
 
-    def spy(msg):
+    def spy(msg, **kwargs):
         calls.append(msg)
-        return msg_to_bgr(msg)
+        return msg_to_bgr(msg, **kwargs)
 
     monkeypatch.setattr(node_core, 'msg_to_bgr', spy)
     outputs = Collect()
@@ -669,3 +669,48 @@ def test_camera_spec_defaults():
     spec = CameraSpec('front', '/front/image_raw')
     assert spec.output_prefix == 'front/' and spec.transport == 'raw'
     assert NodeParams().cameras[0].topic == 'camera/image_raw'
+
+
+def test_decompression_bomb_is_dropped_before_decoding(model_path, types, monkeypatch):
+    """Issue 13.1: a small PNG declaring 30000x30000 never reaches the decoder; it is counted
+    as bad_image with the reason, and the other cameras' frames go through."""
+    from darknet53_ros.io.messages import header_msg
+    from test.toy import png_declaring
+
+    real = cv2.imdecode
+    decoded = []
+
+    def imdecode(buf, flags):
+        decoded.append(buf.size)
+        return real(buf, flags)
+
+    monkeypatch.setattr(cv2, 'imdecode', imdecode)
+    core = _core(model_path, types, outputs=Collect())
+    bomb = types.CompressedImage(header=header_msg(types, STAMP, 'b'), format='png',
+                                 data=np.frombuffer(png_declaring(30000, 30000), np.uint8))
+    core.submit('a', _raw(types, _scene(10, 12, 0), 'a'))
+    core.submit('b', bomb)
+    assert core.process_pending() == 1 and decoded == []
+    stats = core.stats()['b']
+    assert stats['dropped']['bad_image'] == 1
+    assert '30000x30000' in stats['last_error'] and 'max_image_pixels' in stats['last_error']
+    core.shutdown()
+
+
+def test_max_image_pixels_limits_raw_images(model_path, types):
+    core = _core(model_path, types, params=_params(max_image_pixels=100))
+    core.submit('a', _raw(types, _scene(10, 12, 0), 'a'))
+    core.submit('c', _raw(types, _scene(8, 12, 0), 'c'))
+    assert core.process_pending() == 1
+    assert core.stats()['a']['dropped']['bad_image'] == 1
+    core.shutdown()
+
+
+def test_override_warning_names_misspelt_parameters():
+    """Issue 13.11: rclpy drops overrides of undeclared parameters; the node warns."""
+    from darknet53_ros.ros.params import override_warning
+
+    assert override_warning(['conf_threshold', 'use_sim_time', 'qos_overrides./x.depth']) == ''
+    text = override_warning(['conf_treshold', 'zzz', 'max_batch'])
+    assert text.startswith('ignored parameter override(s) matching no parameter')
+    assert 'conf_treshold (did you mean conf_threshold?)' in text and ', zzz' in text

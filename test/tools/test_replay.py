@@ -189,3 +189,12 @@ def test_replay_errors(bag, model_path, tmp_path):
     with pytest.raises(SourceError, match='exists'):
         replay_bag(bag, tmp_path / 'exists', model=model_path)
     assert not (tmp_path / 'x').exists()
+
+
+def test_cameras_given_as_one_string_are_rejected():
+    """Issue 13.11: ``cameras: front`` in a params file became five one-letter cameras."""
+    from darknet53_ros.tools.replay import _camera_entries
+
+    with pytest.raises(ConfigError, match='parameter cameras: expected string_array, got str'):
+        _camera_entries(None, {'cameras': 'front'}, {'/front/image_raw': 'x'})
+    assert _camera_entries(None, {'cameras': ['front']}, {}) == ['front']

@@ -11,7 +11,7 @@ from darknet53_ros.errors import SourceError
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.io.bag_writer import SyntheticFrame, write_synthetic_bag
 from darknet53_ros.io.bags import BagReader
-from darknet53_ros.io.sources import source_kind
+from darknet53_ros.io.sources import iter_images, source_kind
 
 from ..planted import SCORE, expected_box, quadrant_image
 
@@ -106,14 +106,18 @@ def test_folder_with_bad_files_is_counted_and_skipped(planted_model, tmp_path, c
                  str(tmp_path / 'none'), '--no-progress']) == 1
 
 
-def test_video_source(planted_model, tmp_path):
-    video = tmp_path / 'clip.mp4'
+def _write_clip(video):
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 10.0, (128, 128))
     if not writer.isOpened():
         pytest.skip('OpenCV cannot write mp4v video here')
     for i in range(4):
         writer.write(quadrant_image(i % 2, 0))
     writer.release()
+
+
+def test_video_source(planted_model, tmp_path):
+    video = tmp_path / 'clip.mp4'
+    _write_clip(video)
     out = tmp_path / 'out'
     assert main(['detect', '--model', str(planted_model),
                  '--source', str(video), '--output', str(out),
@@ -152,8 +156,8 @@ def test_corrupt_compressed_frame_is_dropped(planted_model, tmp_path, monkeypatc
                                              quadrant_image(0, 0), 'png') for i in range(3)])
     original = runner_module.iter_bag
 
-    def corrupting(reader, topics):
-        for k, frame in enumerate(original(reader, topics)):
+    def corrupting(reader, topics, *args):
+        for k, frame in enumerate(original(reader, topics, *args)):
             if k == 1:
                 frame.image, frame.error = None, 'ImageError: corrupt data'
             yield frame
@@ -162,3 +166,81 @@ def test_corrupt_compressed_frame_is_dropped(planted_model, tmp_path, monkeypatc
         summary = OfflineRunner(detector, tmp_path / 'out', progress=False).run(bag)
     assert summary.processed == 2 and summary.failures == [
         ('/cam/image_raw/compressed', 1, 'ImageError: corrupt data')]
+
+
+def _detect(model, source, out, *extra):
+    return main(['detect', '--model', str(model), '--source', str(source), '--output',
+                 str(out), '--no-progress', *extra])
+
+
+def test_folder_named_like_an_image_and_same_stems(planted_model, tmp_path, capsys):
+    """Issues 13.4 and 13.5: a folder x.jpg does not abort the run; x.jpg and x.png both get
+    an annotated image."""
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'x.jpg'), quadrant_image(1, 1))
+    cv2.imwrite(str(folder / 'x.png'), quadrant_image(0, 1))
+    (folder / 'dir.jpg').mkdir()
+    out = tmp_path / 'out'
+    assert _detect(planted_model, folder, out) == 0
+    assert sorted(p.name for p in (out / 'annotated').iterdir()) == ['x.jpg', 'x_png.jpg']
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['processed'] == 2 and summary['failed'] == 0
+    assert next(iter_images([folder / 'dir.jpg'])).error.startswith('cannot read file')
+
+
+def test_existing_output_needs_overwrite_and_is_replaced_whole(planted_model, tmp_path,
+                                                               caplog):
+    """Issue 13.6: earlier results were silently mixed with new ones."""
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'a.png'), quadrant_image(1, 1))
+    cv2.imwrite(str(folder / 'b.png'), quadrant_image(0, 1))
+    out = tmp_path / 'out'
+    assert _detect(planted_model, folder, out) == 0
+    (folder / 'b.png').unlink()
+    before = (out / 'detections.json').read_bytes()
+    assert _detect(planted_model, folder, out) == 2
+    assert '--overwrite' in caplog.records[-1].getMessage()
+    assert (out / 'detections.json').read_bytes() == before
+    # leftovers of killed runs: beside the output and inside it
+    (tmp_path / '.out.999999999.abc.partial').mkdir()
+    (out / '.detections.json.x1y2.tmp').write_bytes(b'partial')
+    assert _detect(planted_model, folder, out, '--overwrite') == 0
+    assert sorted(p.name for p in (out / 'annotated').iterdir()) == ['a.jpg']
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
+    assert not [p for p in out.iterdir() if p.name.startswith('.')]
+    assert _detect(planted_model, folder, tmp_path, '--overwrite') == 2
+    assert 'holds the source' in caplog.records[-1].getMessage()
+
+
+def test_incomplete_annotated_video_is_not_kept(planted_model, tmp_path, monkeypatch, caplog):
+    """Issue 13.3: cv2.VideoWriter.write fails silently on a full disk; the sink renamed the
+    partial file anyway."""
+    video = tmp_path / 'clip.mp4'
+    _write_clip(video)
+    real = cv2.VideoWriter
+
+    class Losing:
+        """Drops every second frame, as a full disk does, without saying so."""
+
+        def __init__(self, *args):
+            self.inner, self.n = real(*args), 0
+
+        def isOpened(self):  # noqa: N802 - the OpenCV name
+            return self.inner.isOpened()
+
+        def write(self, image):
+            self.n += 1
+            if self.n % 2:
+                self.inner.write(image)
+
+        def release(self):
+            self.inner.release()
+
+    Losing.fourcc = real.fourcc
+    monkeypatch.setattr(cv2, 'VideoWriter', Losing)
+    out = tmp_path / 'out'
+    assert _detect(planted_model, video, out) == 2
+    assert 'holds 2 of the 4 frames written' in caplog.records[-1].getMessage()
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith('.')]

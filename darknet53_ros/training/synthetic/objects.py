@@ -15,7 +15,7 @@ from darknet53_ros.errors import ConfigError
 CLASS_NAMES: tuple[str, ...] = ('box', 'cone', 'ball', 'person', 'sign')
 """Object classes; the index is the Darknet class id, the COCO category id is index + 1."""
 
-Patch = typing.Tuple[np.ndarray, np.ndarray]  # noqa: UP006 - a run-time alias (Python 3.8)
+Patch = typing.Tuple[np.ndarray, np.ndarray]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""The command line's failure contract: one ``ERROR darknet53: ...`` line, exit 2 (issue 13)."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from darknet53_ros.cli.main import main
+from darknet53_ros.model.generator import yolov3_cfg
+
+SMALL = yolov3_cfg(classes=2, width=64, height=64, width_multiplier=0.125)
+
+
+def _errors(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_output_path_that_is_a_folder_is_one_error_line(tmp_path, caplog):
+    """Issue 13.2: ``export -o dir.onnx`` gave an IsADirectoryError traceback."""
+    cfg = tmp_path / 'small.cfg'
+    cfg.write_text(SMALL)
+    target = tmp_path / 'dir.onnx'
+    target.mkdir()
+    assert main(['export', '--cfg', str(cfg), '--random-weights', '0', '-o', str(target)]) == 2
+    assert _errors(caplog) == [f'{target}: is a folder, expected a file path']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['dir.onnx', 'small.cfg']
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize('argv, module, extra', [
+    (['replay', '--bag', 'b', '--output', 'o'], 'rosbags', 'bags'),
+    (['bench', '--plot', 'p.png', '--sizes', 'none'], 'matplotlib', 'eval'),
+    (['eval', '--model', 'm.onnx', '--data', 'd'], 'pycocotools', 'eval'),
+    (['train', '--cfg', 'c', '--data', 'd', '-o', 'o.weights'], 'torch', 'train'),
+    (['synth', '--bag', 'b'], 'cv2', 'cpu'),
+])
+def test_missing_optional_dependency_names_the_extra(argv, module, extra, monkeypatch, caplog):
+    """Issue 13.9: checked before the command starts; the message says what to install."""
+    monkeypatch.setitem(sys.modules, module, None)
+    from darknet53_ros.tools import bench
+
+    monkeypatch.setattr(bench, 'run_bench', lambda *a, **k: pytest.fail('benchmark ran'))
+    assert main(argv) == 2
+    (line,) = _errors(caplog)
+    assert f'darknet53 {argv[0]} needs {module}' in line
+    assert f"pip install 'darknet53_ros[{extra}]'" in line
+
+
+def test_existing_output_message_names_the_cli_flag(tmp_path, caplog):
+    """Issue 13.11: messages said ``overwrite=False`` instead of ``--overwrite``."""
+    (tmp_path / 'bag').mkdir()
+    assert main(['synth', '--bag', str(tmp_path / 'bag'), '--frames', '1']) == 2
+    (line,) = _errors(caplog)
+    assert '--overwrite' in line and 'overwrite=' not in line
