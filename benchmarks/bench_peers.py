@@ -17,9 +17,10 @@ per-round ratio) and the machine's load.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

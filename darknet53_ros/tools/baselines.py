@@ -87,8 +87,9 @@ def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.n
         w = np.maximum(0.0, np.minimum(x2[first], x2[rest]) - np.maximum(x1[first], x1[rest]))
         h = np.maximum(0.0, np.minimum(y2[first], y2[rest]) - np.maximum(y1[first], y1[rest]))
         inter = w * h
-        iou = inter / (areas[first] + areas[rest] - inter)
-        order = rest[iou <= threshold]
+        with np.errstate(divide='ignore', invalid='ignore'):  # empty boxes: IoU NaN, kept
+            iou = inter / (areas[first] + areas[rest] - inter)
+        order = rest[~(iou > threshold)]
     return np.asarray(keep, np.intp)
 
 
