@@ -669,3 +669,13 @@ def test_camera_spec_defaults():
     spec = CameraSpec('front', '/front/image_raw')
     assert spec.output_prefix == 'front/' and spec.transport == 'raw'
     assert NodeParams().cameras[0].topic == 'camera/image_raw'
+
+
+def test_preprocess_parameter_reaches_the_detector(tmp_path):
+    detector, _ = load_detector(NodeParams(preprocess='cpu'), cache_dir=tmp_path)
+    with detector:
+        assert detector.config.preprocess == 'cpu' and detector.preprocess_on == 'cpu'
+    with pytest.raises(ConfigError, match='preprocess: gpu, but the onnxruntime backend'):
+        load_detector(NodeParams(preprocess='gpu'), cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match='preprocess'):
+        NodeParams.from_dict({'preprocess': 'tpu'})
