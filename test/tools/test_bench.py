@@ -55,3 +55,21 @@ def test_compare_int8_is_paired(planted_model, tmp_path):
     shutil.copy(planted_model, other)
     ratios = compare_int8([planted_model, other], batch=1, iterations=3, warmup=1)
     assert set(ratios) == {'copy.onnx'} and ratios['copy.onnx'].median > 0
+
+
+def test_bench_cameras_table_plot_json(planted_model, tmp_path, capsys):
+    out, plot = tmp_path / 'cams.json', tmp_path / 'cams.png'
+    assert main(['bench', '--cameras', '1,2', '--model', str(planted_model), '--rate', '20',
+                 '--duration', '0.5', '--json', str(out), '--plot', str(plot)]) == 0
+    text = capsys.readouterr().out
+    assert 'det/s/cam' in text and 'per-camera' in text
+    rows = json.loads(out.read_text())
+    assert [(r['cameras'], r['design']) for r in rows] == [
+        (1, 'shared'), (1, 'per-camera'), (2, 'shared'), (2, 'per-camera')]
+    assert all(r['delivered_hz'] > 0 and r['rss_mib'] > 0 for r in rows)
+    assert plot.read_bytes()[:4] == b'\x89PNG'
+
+
+@pytest.mark.parametrize('argv', [['--cameras', 'x'], ['--cameras', '0']])
+def test_bench_cameras_bad_counts(argv):
+    assert main(['bench', *argv]) == 2
