@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from darknet53_ros.errors import ConfigError
+from darknet53_ros.fileio import atomic_path
 from darknet53_ros.io.messages import MessageTypes, header_msg, image_msg
 from darknet53_ros.ros.cameras import CameraSpec
 from darknet53_ros.ros.model_files import load_detector
@@ -140,8 +141,6 @@ def plot_cameras(runs: Sequence[CameraRun], path: Path) -> None:
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-
-    from darknet53_ros.fileio import atomic_path
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     for design, marker in zip(DESIGNS, 'os'):
