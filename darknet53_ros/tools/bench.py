@@ -268,6 +268,13 @@ def plot_rows(rows: Sequence[BenchRow], path: Path) -> None:
     ax.set_ylabel('ms per frame (pre + infer + post)')
     ax.grid(True, alpha=0.3)
     ax.legend()
+    save_png(fig, path)
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Lay out, write ``fig`` as a PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path, suffix='.png') as tmp:
         fig.savefig(tmp, dpi=100, format='png')

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.fileio import atomic_path
 from darknet53_ros.io.messages import MessageTypes, header_msg, image_msg
 from darknet53_ros.ros.cameras import CameraSpec
 from darknet53_ros.ros.model_files import load_detector
 from darknet53_ros.ros.node_core import NodeCore, Outputs
 from darknet53_ros.ros.params import NodeParams
+from darknet53_ros.tools.bench import save_png
 
 DESIGNS = ('shared', 'per-camera')
 
@@ -154,10 +154,7 @@ def plot_cameras(runs: Sequence[CameraRun], path: Path) -> None:
         ax.set_xlabel('cameras')
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    with atomic_path(path, suffix='.png') as tmp:
-        fig.savefig(tmp, dpi=100, format='png')
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def runs_as_dicts(runs: Sequence[CameraRun]) -> list[dict[str, Any]]:
