@@ -67,7 +67,7 @@ setup(
     version=_version(),
     packages=find_packages(exclude=['test', 'test.*']),
     package_data={PACKAGE: ['msg/*.msg', 'models/*.cfg', 'models/*.weights', 'models/*.names',
-                            'models/*.json']},
+                            'models/*.json', 'inference/backends/*.cu']},
     data_files=_data_files(),
     python_requires='>=3.8',
     install_requires=['setuptools', 'numpy>=1.23', 'onnx>=1.14', 'pyyaml>=5.4'],

@@ -35,6 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--no-baseline', action='store_true', help='skip the OpenCV DNN baseline')
     p.add_argument('--plot', type=Path, help='write a latency-vs-size plot (PNG)')
     p.add_argument('--json', type=Path, help='write the measurements as JSON')
+    p.add_argument('--cameras', help='camera counts, e.g. 1,2,4,8: instead of the stage '
+                   'timing, drive the node core with that many synthetic cameras, shared '
+                   'batched engine vs one Detector per camera (model: the first --model, '
+                   'default the bundled demo model)')
+    p.add_argument('--rate', type=float, default=15.0,
+                   help='--cameras: frames per second per camera (default 15)')
+    p.add_argument('--duration', type=float, default=5.0,
+                   help='--cameras: seconds per design and count (default 5)')
     p.set_defaults(func=run_bench)
 
 
@@ -42,6 +50,8 @@ def run_bench(args: argparse.Namespace) -> int:
     """Time every model x batch and print the table and ratios."""
     from darknet53_ros.tools.bench import format_rows, plot_rows, run_bench, write_json
 
+    if args.cameras:
+        return run_cameras(args)
     try:
         batches = [int(b) for b in args.batches.split(',')]
     except ValueError:
@@ -58,5 +68,33 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f'wrote {args.plot}')
     if args.json:
         write_json(rows, args.json)
+        print(f'wrote {args.json}')
+    return 0
+
+
+def run_cameras(args: argparse.Namespace) -> int:
+    """``--cameras``: the multi-camera table (and plot / JSON)."""
+    import json
+
+    from darknet53_ros.fileio import atomic_write_text
+    from darknet53_ros.tools.bench_cameras import (
+        bench_cameras,
+        format_cameras,
+        plot_cameras,
+        runs_as_dicts,
+    )
+
+    try:
+        counts = [int(c) for c in args.cameras.split(',')]
+    except ValueError:
+        raise ConfigError(f'--cameras: expected integers, got {args.cameras!r}') from None
+    model = str(args.model[0]) if args.model else 'models/demo.cfg'
+    runs = bench_cameras(model, counts, args.rate, args.duration)
+    print(format_cameras(runs))
+    if args.plot:
+        plot_cameras(runs, args.plot)
+        print(f'wrote {args.plot}')
+    if args.json:
+        atomic_write_text(args.json, json.dumps(runs_as_dicts(runs), indent=1))
         print(f'wrote {args.json}')
     return 0

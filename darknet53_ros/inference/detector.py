@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from darknet53_ros.errors import ConfigError, ModelError
 from darknet53_ros.inference.backends.base import Backend
+from darknet53_ros.inference.backends.gpu_preprocess import (
+    PREPROCESS_MODES,
+    DevicePreprocessing,
+    resolve_preprocess,
+)
 from darknet53_ros.inference.backends.registry import create_backend
 from darknet53_ros.inference.postprocess import (
     Detections,
@@ -41,6 +46,8 @@ class DetectorConfig:
         class_names: overrides the model's ``names`` metadata.
         nms_method: ``'auto'``, ``'opencv'`` or ``'numpy'`` (identical results).
         class_agnostic: suppress across classes too.
+        preprocess: ``'auto'`` (on the GPU when the backend can, else the CPU), ``'cpu'`` or
+            ``'gpu'`` (the TensorRT backend's letterbox kernel; ConfigError elsewhere).
     """
 
     input_width: int | None = None
@@ -52,6 +59,7 @@ class DetectorConfig:
     class_names: Sequence[str] | None = None
     nms_method: str = 'auto'
     class_agnostic: bool = False
+    preprocess: str = 'auto'
 
     def __post_init__(self) -> None:
         check_thresholds(self.conf_threshold, self.nms_threshold, self.max_detections)
@@ -60,6 +68,9 @@ class DetectorConfig:
             if value is not None and (not isinstance(value, (int, np.integer)) or value <= 0):
                 raise ConfigError(f'{field}: {value!r} must be a positive integer')
         check_nms_method(self.nms_method)
+        if self.preprocess not in PREPROCESS_MODES:
+            raise ConfigError(f'preprocess: {self.preprocess!r}, expected one of '
+                              f'{", ".join(PREPROCESS_MODES)}')
 
 
 _CONFIG_FIELDS = frozenset(f.name for f in fields(DetectorConfig))
@@ -87,6 +98,8 @@ class Detector:
         self._fixed_batch = backend.fixed_batch
         self._chunk = backend.max_batch if backend.max_batch and backend.max_batch > 0 else None
         self._preprocessor = Preprocessor(self.width, self.height, self.config.letterbox)
+        #: where images are letterboxed: ``'cpu'`` or ``'gpu'`` (backend ``infer_images``)
+        self.preprocess_on = resolve_preprocess(self.config.preprocess, backend)
 
     @staticmethod
     def _size(field: str, configured: int | None, metadata: int | None,
@@ -149,6 +162,12 @@ class Detector:
         step = self._chunk or max(len(items), 1)
         results: list[Detections] = []
         for start in range(0, len(items), step):
+            if self.preprocess_on == 'gpu':
+                outputs, transforms = cast(DevicePreprocessing, self.backend).infer_images(
+                    items[start:start + step], self.width, self.height, self.config.letterbox)
+                results.extend(self.postprocess(outputs['boxes'], outputs['scores'],
+                                                transforms))
+                continue
             batch, transforms = self._preprocessor(items[start:start + step],
                                                    batch_size=self._fixed_batch, start=start)
             boxes, scores = self.infer(batch)

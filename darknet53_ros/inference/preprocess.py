@@ -124,8 +124,13 @@ def _as_list(images: ImageBatch) -> list[np.ndarray]:
 class Preprocessor:
     """Letterbox/resize images into one reusable ``[B, 3, H, W]`` float32 buffer.
 
-    The returned batch is a view of the internal buffer: it is overwritten by the next call,
-    so one instance must not be shared between threads.
+    Each image is resized (``cv2.resize`` into a reused ``uint8`` scratch image), split into
+    reused ``uint8`` planes and converted with one fused convert-and-scale per plane straight
+    into its slot of the batch (RGB order), so ``N`` cameras land in one NCHW buffer without
+    intermediate float copies. The grey padding of a slot is written only when its letterbox
+    geometry changes. The returned batch is a view of the internal buffer: it is overwritten
+    by the next call, must be treated as read-only (the padding is not rewritten), and one
+    instance must not be shared between threads.
     """
 
     def __init__(self, width: int, height: int, letterbox: bool = True,
@@ -137,12 +142,17 @@ class Preprocessor:
         self.letterbox = bool(letterbox)
         self.pad_value = float(pad_value)
         self._buffer = np.empty((0, 3, self.height, self.width), np.float32)
+        self._geometry: list[tuple[int, int, int, int] | None] = []
+        self._scratch: dict[tuple[int, int, int], tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._transforms: dict[tuple[int, int],
+                               tuple[LetterboxTransform, tuple[int, int, int, int]]] = {}
 
     def buffer(self, batch: int) -> np.ndarray:
         """Return the first ``batch`` slots of the internal buffer (grown when needed)."""
         if self._buffer.shape[0] < batch:
             self._buffer = np.full((batch, 3, self.height, self.width), self.pad_value,
                                    np.float32)
+            self._geometry = [None] * batch
         return self._buffer[:batch]
 
     def __call__(self, images: ImageBatch, batch_size: int | None = None, start: int = 0,
@@ -156,41 +166,79 @@ class Preprocessor:
         items = _as_list(images)
         total = max(len(items), batch_size or 0)
         out = self.buffer(total)
-        transforms = [self.write(image, out[i], name=f'images[{start + i}]')
+        transforms = [self._write(image, out[i], f'images[{start + i}]', i)
                       for i, image in enumerate(items)]
         return out, transforms
+
+    def _planes(self, new_w: int, new_h: int, channels: int,
+                ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Reused ``uint8`` resize target and per-channel planes for one resized size."""
+        key = (new_w, new_h, channels)
+        scratch = self._scratch.get(key)
+        if scratch is None:
+            if len(self._scratch) > 16:  # many camera resolutions: do not grow without bound
+                self._scratch.clear()
+            shape = (new_h, new_w) if channels == 1 else (new_h, new_w, channels)
+            scratch = (np.empty(shape, np.uint8),
+                       [np.empty((new_h, new_w), np.uint8) for _ in range(channels)])
+            self._scratch[key] = scratch
+        return scratch
 
     def write(self, image: np.ndarray, out: np.ndarray, name: str = 'image',
               ) -> LetterboxTransform:
         """Write one preprocessed image into ``out`` (a ``[3, H, W]`` float32 array)."""
+        return self._write(image, out, name, None)
+
+    def _geometry_of(self, width: int, height: int,
+                     ) -> tuple[LetterboxTransform, tuple[int, int, int, int]]:
+        """The transform and ``(x0, y0, new_w, new_h)`` of a source size (cached)."""
+        cached = self._transforms.get((width, height))
+        if cached is None:
+            transform = letterbox_transform(width, height, self.width, self.height,
+                                            self.letterbox)
+            cached = transform, (int(transform.pad_x), int(transform.pad_y),
+                                 round(transform.scale_x * width),
+                                 round(transform.scale_y * height))
+            if len(self._transforms) > 64:
+                self._transforms.clear()
+            self._transforms[(width, height)] = cached
+        return cached
+
+    def _write(self, image: np.ndarray, out: np.ndarray, name: str, slot: int | None,
+               ) -> LetterboxTransform:
         import cv2
 
         height, width, channels = check_image(image, name)
-        transform = letterbox_transform(width, height, self.width, self.height, self.letterbox)
-        new_w = round(transform.scale_x * width)
-        new_h = round(transform.scale_y * height)
-        x0, y0 = int(transform.pad_x), int(transform.pad_y)
+        transform, geometry = self._geometry_of(width, height)
+        x0, y0, new_w, new_h = geometry
         if not image.flags.c_contiguous:
             image = np.ascontiguousarray(image)
-        if (new_w, new_h) != (width, height):
-            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        region = out[:, y0:y0 + new_h, x0:x0 + new_w]
-        # uint8 -> float32 copies per plane, then one in-place scale: faster (measured) than
-        # multiplying the interleaved image or each plane separately.
         if channels == 1:
-            region[0] = image.reshape(new_h, new_w)
-            region[0] *= _SCALE
+            image = image.reshape(height, width)
+        resized, planes = self._planes(new_w, new_h, channels)
+        if (new_w, new_h) != (width, height):
+            cv2.resize(image, (new_w, new_h), dst=resized, interpolation=cv2.INTER_LINEAR)
+            image = resized
+        region = out[:, y0:y0 + new_h, x0:x0 + new_w]
+        # One fused uint8 -> float32 convert-and-scale per plane, written into the slot
+        # (measured faster than float copies then an in-place scale, blobFromImage, or a
+        # strided transpose; benchmarks/bench_peers.py).
+        if channels == 1:
+            np.multiply(image, _SCALE, out=region[0])
             region[1] = region[0]
             region[2] = region[0]
         else:
-            planes = cv2.split(image)  # contiguous B, G, R(, A) planes
+            cv2.split(image, planes)  # contiguous B, G, R(, A) planes, written in place
             for c in range(3):
-                region[c] = planes[2 - c]
-            region *= _SCALE
-        self._pad(out, x0, y0, new_w, new_h)
+                np.multiply(planes[2 - c], _SCALE, out=region[c])
+        self._pad(out, geometry, slot)
         return transform
 
-    def _pad(self, out: np.ndarray, x0: int, y0: int, new_w: int, new_h: int) -> None:
+    def _pad(self, out: np.ndarray, geometry: tuple[int, int, int, int], slot: int | None,
+             ) -> None:
+        x0, y0, new_w, new_h = geometry
+        if slot is not None and self._geometry[slot] == geometry:
+            return  # padding of this slot is already in place
         value = self.pad_value
         if y0 > 0:
             out[:, :y0, :] = value
@@ -200,6 +248,8 @@ class Preprocessor:
             out[:, y0:y0 + new_h, :x0] = value
         if x0 + new_w < self.width:
             out[:, y0:y0 + new_h, x0 + new_w:] = value
+        if slot is not None:
+            self._geometry[slot] = geometry
 
 
 def preprocess(images: ImageBatch, width: int, height: int, letterbox: bool = True,

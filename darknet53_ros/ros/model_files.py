@@ -134,7 +134,7 @@ def load_detector(params: NodeParams, share_dir: str | os.PathLike[str] | None |
     resolved = prepare_model(resolved, cache_dir)
     names = _class_names(params, share_dir)
     detector = Detector.from_model(resolved, backend=params.backend, class_names=names,
-                                   **params.detector_options())
+                                   preprocess=params.preprocess, **params.detector_options())
     classes = detector.backend.metadata.get('classes')
     if names is not None and classes is not None and len(names) != classes:
         detector.close()

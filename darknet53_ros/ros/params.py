@@ -180,6 +180,11 @@ class NodeParams:
         4,
         'At most this many cameras per inference batch (one frame each); a TensorRT '
         'engine built for a fixed batch runs padded batches.', minimum=1, maximum=64)
+    preprocess: str = param(
+        'auto',
+        'Where images are letterboxed: auto (on the GPU when the backend can: TensorRT), '
+        'cpu, or gpu (TensorRT backend only; an error otherwise).',
+        choices=('auto', 'cpu', 'gpu'))
     max_frame_age: float = param(
         0.5,
         'Drop frames that waited longer than this many seconds for the inference '

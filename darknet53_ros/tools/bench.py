@@ -1,21 +1,22 @@
 """Per-stage latency (``darknet53 bench``) of the pipeline against an OpenCV DNN baseline.
 
 For every model (FP32 / INT8 Q/DQ ONNX, any input size) and batch size, the stages
-``preprocess``, ``infer`` and ``postprocess`` are timed separately on 640x480 synthetic robot
-camera frames; figures are medians / p90 / p99 in milliseconds per batch and frames per
-second. In the same run the baseline users would otherwise write is measured on the same
-model: OpenCV DNN with ``cv2.dnn.blobFromImage`` (plain resize) and ``cv2.dnn.NMSBoxes``;
-the bare ``InferenceSession.run`` is timed too, so the pipeline's inference overhead is a
-ratio against it. Figures are printed, never asserted.
+``preprocess``, ``infer`` and ``postprocess`` are timed on 640x480 synthetic robot camera
+frames together with the baseline users would otherwise write on the same model (OpenCV DNN:
+the letterbox canvas through ``cv2.dnn.blobFromImage``, ``forward``, per-class
+``NMSBoxesBatched`` on the letterboxed boxes mapped back, results applied; see
+:mod:`darknet53_ros.tools.baselines`) and the bare ``InferenceSession.run``: all in the same
+rounds, in alternating order (:func:`darknet53_ros.tools.timing.paired_timing`), so every
+ratio is the median (p10, p90) of per-round ratios. Figures are printed, never asserted.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 import json
 from pathlib import Path
 import tempfile
-import time
 from typing import Any
 
 import numpy as np
@@ -27,37 +28,13 @@ from darknet53_ros.model.cfg import load_cfg
 from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.weights import random_weights, read_weights
 from darknet53_ros.optimize.quantize import quantize_model
+from darknet53_ros.tools import baselines
 from darknet53_ros.tools.demo import demo_model_files
+from darknet53_ros.tools.timing import Paired, Ratio, Timing, paired_timing
 from darknet53_ros.training.synthetic import generate_scene
 
-
-@dataclass
-class Timing:
-    """Latency samples of one stage, in milliseconds."""
-
-    samples: list[float] = field(default_factory=list)
-
-    def stat(self, q: float) -> float:
-        """The ``q`` percentile (50 = median)."""
-        return float(np.percentile(self.samples, q)) if self.samples else float('nan')
-
-    @property
-    def median(self) -> float:
-        """Median in ms."""
-        return self.stat(50)
-
-
-def time_call(fn: Callable[[], Any], iterations: int, warmup: int) -> tuple[Timing, Any]:
-    """Call ``fn`` ``warmup`` + ``iterations`` times; returns the timing and last result."""
-    result = None
-    for _ in range(warmup):
-        result = fn()
-    timing = Timing()
-    for _ in range(iterations):
-        start = time.perf_counter()
-        result = fn()
-        timing.samples.append((time.perf_counter() - start) * 1e3)
-    return timing, result
+_OURS = ('preprocess', 'postprocess')
+_BASE = ('base_preprocess', 'base_postprocess')
 
 
 @dataclass
@@ -71,6 +48,9 @@ class BenchRow:
     batch: int
     stages: dict[str, Timing]
     baseline: dict[str, Timing] | None = None
+    ratios: dict[str, Ratio] = field(default_factory=dict)
+    load: str = ''
+    agree: bool | None = None
 
     def total(self, stages: dict[str, Timing]) -> float:
         """Median per batch of pre + infer + post, in ms."""
@@ -91,6 +71,10 @@ class BenchRow:
         if self.baseline:
             out['baseline_ms'] = pack(self.baseline)
             out['baseline_fps'] = self.fps(self.baseline)
+            out['baseline_detections_agree'] = self.agree
+        out['ratios'] = {k: {'median': r.median, 'p10': r.p10, 'p90': r.p90}
+                         for k, r in self.ratios.items()}
+        out['load'] = self.load
         return out
 
 
@@ -116,9 +100,9 @@ def precision_of(model: Path) -> str:
 
 
 def _opencv_baseline(model: Path, frames: list[np.ndarray], width: int, height: int,
-                     conf: float, nms: float, iterations: int, warmup: int
-                     ) -> dict[str, Timing] | None:
-    """What users write with OpenCV DNN: blobFromImages, forward, NMSBoxes per image."""
+                     conf: float, nms: float) -> dict[str, Callable[[], Any]] | None:
+    """What users write with OpenCV DNN, as stage callables (``None``: OpenCV cannot load
+    the model): letterbox blobs, forward, per-class NMS per image with results applied."""
     import cv2
 
     try:
@@ -126,65 +110,78 @@ def _opencv_baseline(model: Path, frames: list[np.ndarray], width: int, height: 
         net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     except cv2.error:
         return None
+    state: dict[str, Any] = {}
 
     def pre() -> np.ndarray:
-        return cv2.dnn.blobFromImages(frames, 1 / 255.0, (width, height), swapRB=True,
-                                      crop=False)
-
-    blob = pre()
+        blobs, transforms = zip(*(baselines.opencv_pre(f, width, height) for f in frames))
+        state['transforms'] = transforms
+        state['blob'] = np.concatenate(blobs)
+        return state['blob']
 
     def infer() -> list[np.ndarray]:
-        net.setInput(blob)
-        return [np.asarray(out) for out in net.forward(['boxes', 'scores'])]
+        net.setInput(state['blob'])
+        state['outputs'] = [np.asarray(out) for out in net.forward(['boxes', 'scores'])]
+        return state['outputs']
 
-    def post(outputs: list[np.ndarray]) -> list[Any]:
-        boxes, scores = outputs
-        results = []
-        for image, b, s in zip(frames, boxes, scores):
-            class_ids = s.argmax(axis=1)
-            confs = s.max(axis=1)
-            keep = confs >= conf
-            xywh = b[keep].copy()
-            xywh[:, 2:] -= xywh[:, :2]
-            sx, sy = image.shape[1] / width, image.shape[0] / height
-            xywh *= np.array([sx, sy, sx, sy], np.float32)
-            idx = cv2.dnn.NMSBoxes(xywh.tolist(), confs[keep].tolist(), conf, nms)
-            results.append((xywh[np.asarray(idx, int).ravel()], class_ids[keep]))
-        return results
+    def post() -> list[baselines.Found]:
+        boxes, scores = state['outputs']
+        return [baselines.opencv_post(b, s, t, conf, nms)
+                for b, s, t in zip(boxes, scores, state['transforms'])]
 
     try:
-        t_pre, _ = time_call(pre, iterations, warmup)
-        t_inf, outputs = time_call(infer, iterations, warmup)
+        pre()
+        infer()
     except cv2.error:
         return None
-    t_post, _ = time_call(lambda: post(outputs), iterations, warmup)
-    return {'preprocess': t_pre, 'infer': t_inf, 'postprocess': t_post}
+    return {'base_preprocess': pre, 'base_infer': infer, 'base_postprocess': post}
+
+
+def _ratios(paired: Paired, baseline: bool) -> dict[str, Ratio]:
+    out = {}
+    if 'bare_run' in paired.timings:
+        out['infer_vs_bare_run'] = paired.ratio('infer', 'bare_run')
+    if baseline:
+        out['preprocess'] = paired.ratio('base_preprocess', 'preprocess')
+        out['postprocess'] = paired.ratio('base_postprocess', 'postprocess')
+        out['pre+post'] = paired.ratio(_BASE, _OURS)
+        out['end_to_end'] = paired.ratio(_BASE + ('base_infer',), _OURS + ('infer',))
+    return out
 
 
 def bench_model(model: Path, batch: int, frames: list[np.ndarray], iterations: int = 20,
                 warmup: int = 3, baseline: bool = True, threads: int = 0) -> BenchRow:
-    """Time the pipeline stages (and the baseline) for one model and batch size."""
+    """Time the pipeline stages, the baseline and the bare session in the same rounds."""
     frames = frames[:batch]
     if len(frames) < batch:
         raise ConfigError(f'need {batch} frames, got {len(frames)}')
     options: dict[str, Any] = {'intra_op_threads': threads} if threads else {}
     with Detector.from_model(model, **options) as detector:
-        t_pre, (tensor, transforms) = time_call(lambda: detector.preprocess(frames),
-                                                iterations, warmup)
-        t_inf, (boxes, scores) = time_call(lambda: detector.infer(tensor), iterations, warmup)
-        t_post, _ = time_call(lambda: detector.postprocess(boxes, scores, transforms),
-                              iterations, warmup)
-        stages = {'preprocess': t_pre, 'infer': t_inf, 'postprocess': t_post}
+        tensor, transforms = detector.preprocess(frames)
+        tensor = tensor.copy()
+        boxes, scores = detector.infer(tensor)
+        functions: dict[str, Callable[[], Any]] = {
+            'preprocess': lambda: detector.preprocess(frames),
+            'infer': lambda: detector.infer(tensor),
+            'postprocess': lambda: detector.postprocess(boxes, scores, transforms)}
         session = getattr(detector.backend, 'session', None)  # ONNX Runtime backend only
         if session is not None:
             feed = {session.get_inputs()[0].name: tensor}
-            stages['bare_run'], _ = time_call(lambda: session.run(None, feed), iterations,
-                                              warmup)
-        width, height = detector.width, detector.height
+            functions['bare_run'] = lambda: session.run(None, feed)
         conf, nms = detector.config.conf_threshold, detector.config.nms_threshold
-    base = (_opencv_baseline(model, frames, width, height, conf, nms, iterations, warmup)
-            if baseline else None)
-    return BenchRow(model.name, precision_of(model), width, height, batch, stages, base)
+        base = (_opencv_baseline(model, frames, detector.width, detector.height, conf, nms)
+                if baseline else None)
+        paired = paired_timing({**functions, **(base or {})}, iterations, warmup)
+        agree = None
+        if base is not None:
+            ours = [baselines.Found(d.boxes, d.scores, d.class_ids)
+                    for d in paired.results['postprocess']]
+            agree = all(baselines.same_detections(a, b, box_tol=2.0, score_tol=1e-2)
+                        for a, b in zip(ours, paired.results['base_postprocess']))
+        width, height = detector.width, detector.height
+    stages = {k: paired.timings[k] for k in functions}
+    base_stages = ({k[5:]: paired.timings[k] for k in base} if base else None)
+    return BenchRow(model.name, precision_of(model), width, height, batch, stages, base_stages,
+                    _ratios(paired, base is not None), paired.load_text(), agree)
 
 
 def format_rows(rows: Sequence[BenchRow]) -> str:
@@ -201,30 +198,50 @@ def format_rows(rows: Sequence[BenchRow]) -> str:
                      f'{f"{row.width}x{row.height}":>9}{row.batch:>3}  {cells}'
                      f'{row.fps(row.stages):8.1f}')
     lines.append('')
-    lines.append('ratios (baseline = OpenCV DNN blobFromImage + forward + NMSBoxes, same model)')
+    lines.append('paired ratios, median (p10, p90) of per-round ratios; baseline = OpenCV DNN '
+                 '(letterbox blobFromImage + forward + per-class NMSBoxesBatched), same model')
     for row in rows:
         pp = (row.stages['preprocess'].median + row.stages['postprocess'].median) / row.batch
         text = (f'{row.model[:23]:<24}{row.precision:<9}{f"{row.width}x{row.height}":>9}'
                 f'{row.batch:>3}  pre+post {pp:.2f} ms/frame')
-        if row.baseline:
-            base_pp = (row.baseline['preprocess'].median
-                       + row.baseline['postprocess'].median) / row.batch
-            text += (f', baseline {base_pp:.2f} ms/frame: {base_pp / pp:.2f}x faster; '
-                     f'end-to-end {row.total(row.baseline) / row.total(row.stages):.2f}x')
-        if 'bare_run' in row.stages:
-            overhead = row.stages['infer'].median / row.stages['bare_run'].median - 1.0
-            text += f'; infer overhead vs bare session.run {overhead:+.1%}'
+        for key, label in (('preprocess', 'preprocess'), ('postprocess', 'postprocess'),
+                           ('pre+post', 'pre+post'), ('end_to_end', 'end-to-end')):
+            if key in row.ratios:
+                text += f'\n    ours vs baseline {label}: {row.ratios[key]} faster'
+        if row.agree is not None:
+            text += f'\n    baseline detections agree with ours: {"yes" if row.agree else "NO"}'
+        if 'infer_vs_bare_run' in row.ratios:
+            text += f'\n    infer / bare session.run: {row.ratios["infer_vs_bare_run"]}'
+        if 'int8_vs_fp32' in row.ratios:
+            text += (f'\n    {row.precision.upper()} inference vs FP32 (paired): '
+                     f'{row.ratios["int8_vs_fp32"]} faster')
         lines.append(text)
-    by_key = {(r.precision, r.width, r.height, r.batch): r for r in rows}
-    for (precision, w, h, b), row in sorted(by_key.items()):
-        if not precision.startswith('int8'):
-            continue
-        ref = by_key.get(('fp32', w, h, b))
-        if ref:
-            lines.append(f'{precision.upper()} vs FP32 at {w}x{h} batch {b}: inference '
-                         'speed-up '
-                         f'{ref.stages["infer"].median / row.stages["infer"].median:.2f}x')
+    if rows and rows[-1].load:
+        lines.append(rows[-1].load + ' (a shared machine: compare ratios, not absolute times)')
     return '\n'.join(lines)
+
+
+def compare_int8(models: Sequence[Path], batch: int, iterations: int, warmup: int,
+                 threads: int = 0) -> dict[str, Ratio]:
+    """FP32 / INT8 inference speed-up of Q/DQ variants (model name -> ratio), paired: every
+    model's bare ``session.run`` in the same rounds. ``models[0]`` is the FP32 model."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    sessions = {m.name: ort.InferenceSession(str(m), options,
+                                             providers=['CPUExecutionProvider'])
+                for m in models}
+    first = sessions[models[0].name]
+    _, c, h, w = first.get_inputs()[0].shape
+    tensor = np.random.default_rng(0).random((batch, c, h, w), np.float32)
+    feed = {first.get_inputs()[0].name: tensor}
+    functions: dict[str, Callable[[], Any]] = {
+        name: partial(session.run, None, feed) for name, session in sessions.items()}
+    paired = paired_timing(functions, iterations, warmup)
+    return {m.name: paired.ratio(models[0].name, m.name) for m in models[1:]}
 
 
 def plot_rows(rows: Sequence[BenchRow], path: Path) -> None:
@@ -251,6 +268,13 @@ def plot_rows(rows: Sequence[BenchRow], path: Path) -> None:
     ax.set_ylabel('ms per frame (pre + infer + post)')
     ax.grid(True, alpha=0.3)
     ax.legend()
+    save_png(fig, path)
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Lay out, write ``fig`` as a PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path, suffix='.png') as tmp:
         fig.savefig(tmp, dpi=100, format='png')
@@ -321,4 +345,18 @@ def run_bench(models: Sequence[Path], batches: Sequence[int],
                                         threads))
                 if log is not None:
                     log(f'timed {model.name} batch {batch}')
+        if int8:
+            _pair_int8(rows, every[len(models):], batches, iterations, warmup, threads)
     return rows
+
+
+def _pair_int8(rows: list[BenchRow], exported: list[Path], batches: Sequence[int],
+               iterations: int, warmup: int, threads: int) -> None:
+    """Add the paired INT8/FP32 ratio to the INT8 rows (exported as FP32, then its variants)."""
+    for start in range(0, len(exported), 3):
+        group = exported[start:start + 3]
+        for batch in batches:
+            ratios = compare_int8(group, batch, iterations, warmup, threads)
+            for row in rows:
+                if row.batch == batch and row.model in ratios:
+                    row.ratios['int8_vs_fp32'] = ratios[row.model]

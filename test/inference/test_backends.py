@@ -242,3 +242,22 @@ def test_factory_picks_by_extension(model_path: Path, tmp_path: Path,
     monkeypatch.setitem(sys.modules, 'darknet53_ros.inference.backends.tensorrt_backend', fake)
     assert create_backend(tmp_path / 'model.plan', device=0) == 'engine'
     assert calls == [(tmp_path / 'model.plan', {'device': 0})]
+
+
+def test_tensorrt_layout_qdq_warns_once_on_cpu(tmp_path: Path, caplog, monkeypatch) -> None:
+    from darknet53_ros.inference.backends import onnxruntime_backend as ortb
+
+    monkeypatch.setattr(ortb, '_WARNED_QDQ_LAYOUT', set())
+    boxes, scores = np.zeros((2, 4), np.float32), np.zeros((2, 1), np.float32)
+    meta = contract_metadata(['a'], 416, 416)
+    ort_layout = make_contract_model(tmp_path / 'ort.onnx', boxes, scores, metadata={
+        **meta, 'quantization': json.dumps({'method': 'entropy', 'target': 'onnxruntime'})})
+    trt_layout = make_contract_model(tmp_path / 'trt.onnx', boxes, scores, metadata={
+        **meta, 'quantization': json.dumps({'method': 'entropy', 'target': 'tensorrt'})})
+    with caplog.at_level('WARNING', logger=ortb.__name__):
+        ortb.OnnxRuntimeBackend(ort_layout).close()
+        assert 'TensorRT layout' not in caplog.text
+        ortb.OnnxRuntimeBackend(trt_layout).close()
+        ortb.OnnxRuntimeBackend(trt_layout).close()
+    assert caplog.text.count('TensorRT layout') == 1
+    assert 'quantize --target onnxruntime' in caplog.text and 'trt.onnx' in caplog.text

@@ -132,6 +132,7 @@ def test_config_names_and_thresholds(square_model: Path) -> None:
     ({'max_detections': 0}, 'max_detections'),
     ({'input_width': -32}, 'input_width'),
     ({'nms_method': 'magic'}, 'nms_method'),
+    ({'preprocess': 'tpu'}, 'preprocess'),
 ])
 def test_invalid_config_names_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
@@ -177,3 +178,36 @@ def test_package_exposes_detector_lazily() -> None:
 
     with pytest.raises(AttributeError, match='Nope'):
         darknet53_ros.Nope  # noqa: B018
+
+
+class _DevicePreprocessingBackend(OnnxRuntimeBackend):
+    """ONNX Runtime behind the GPU pre-processing hook, letterboxing with the kernel's model."""
+
+    def infer_images(self, images, width, height, letterbox):
+        from darknet53_ros.inference.backends.gpu_preprocess import encoding_of, model_letterbox
+        from darknet53_ros.inference.preprocess import letterbox_transform
+
+        self.calls = getattr(self, 'calls', 0) + 1
+        batch = np.stack([model_letterbox(i, encoding_of(i), width, height, letterbox)
+                          for i in images])
+        transforms = [letterbox_transform(i.shape[1], i.shape[0], width, height, letterbox)
+                      for i in images]
+        return self.infer(batch), transforms
+
+
+def test_preprocess_gpu_uses_the_backend_hook(square_model: Path) -> None:
+    images = [np.random.default_rng(i).integers(0, 256, (120 + 40 * i, 200, 3), np.uint8)
+              for i in range(3)]
+    with Detector.from_model(square_model) as cpu:
+        assert cpu.preprocess_on == 'cpu'
+        expected = cpu.detect_batch(images)
+    backend = _DevicePreprocessingBackend(square_model)
+    with Detector(backend, DetectorConfig(preprocess='auto')) as gpu:
+        assert gpu.preprocess_on == 'gpu'
+        found = gpu.detect_batch(images)
+    assert backend.calls == 1 and len(found) == 3
+    for mine, ref in zip(found, expected):
+        np.testing.assert_allclose(mine.boxes, ref.boxes, atol=0.5)
+        assert mine.class_ids.tolist() == ref.class_ids.tolist()
+    with pytest.raises(ConfigError, match='preprocess: gpu, but the onnxruntime backend'):
+        Detector.from_model(square_model, preprocess='gpu')

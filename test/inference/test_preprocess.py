@@ -187,3 +187,19 @@ def test_transform_keeps_input_and_shape() -> None:
     assert t.to_network(boxes).shape == (2, 3, 4)
     assert t.to_source(boxes).shape == (2, 3, 4)
     assert np.all(boxes == 0)
+
+
+def test_padding_written_once_per_slot_geometry() -> None:
+    pre = Preprocessor(416, 416)
+    wide, tall = image(300, 400, 4), image(400, 300, 5)
+    batch, _ = pre([wide])
+    batch[0, :, 0, 0] = -1.0  # padding of slot 0; same geometry next time: left alone
+    pre([wide])
+    assert batch[0, 0, 0, 0] == -1.0
+    pre([tall])  # geometry changed: the whole padding is rewritten
+    np.testing.assert_array_equal(pre([tall])[0][0], preprocess(tall, 416, 416)[0][0])
+    np.testing.assert_array_equal(pre([wide])[0][0], preprocess(wide, 416, 416)[0][0])
+    # A caller's array is always padded in full.
+    mine = np.full((3, 416, 416), -1.0, np.float32)
+    pre.write(wide, mine)
+    np.testing.assert_array_equal(mine, preprocess(wide, 416, 416)[0][0])

@@ -223,7 +223,7 @@ def test_compressed_dimensions_read_the_header(ext):
 
 
 def test_compressed_bomb_rejected_without_decoding(monkeypatch):
-    from test.toy import png_declaring
+    from ..toy import png_declaring
 
     def imdecode(*args):
         raise AssertionError('decoded a bomb')

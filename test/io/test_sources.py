@@ -22,7 +22,7 @@ def test_folder_listing_keeps_files_and_read_errors_are_frames(tmp_path):
 
 
 def test_read_image_checks_the_pixel_limit_before_decoding(tmp_path):
-    from test.toy import png_declaring
+    from ..toy import png_declaring
 
     (tmp_path / 'bomb.png').write_bytes(png_declaring(30000, 30000))
     frame = read_image(tmp_path / 'bomb.png', 0)

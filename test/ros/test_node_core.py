@@ -675,7 +675,7 @@ def test_decompression_bomb_is_dropped_before_decoding(model_path, types, monkey
     """Issue 13.1: a small PNG declaring 30000x30000 never reaches the decoder; it is counted
     as bad_image with the reason, and the other cameras' frames go through."""
     from darknet53_ros.io.messages import header_msg
-    from test.toy import png_declaring
+    from ..toy import png_declaring
 
     real = cv2.imdecode
     decoded = []
@@ -714,3 +714,13 @@ def test_override_warning_names_misspelt_parameters():
     text = override_warning(['conf_treshold', 'zzz', 'max_batch'])
     assert text.startswith('ignored parameter override(s) matching no parameter')
     assert 'conf_treshold (did you mean conf_threshold?)' in text and ', zzz' in text
+
+
+def test_preprocess_parameter_reaches_the_detector(tmp_path):
+    detector, _ = load_detector(NodeParams(preprocess='cpu'), cache_dir=tmp_path)
+    with detector:
+        assert detector.config.preprocess == 'cpu' and detector.preprocess_on == 'cpu'
+    with pytest.raises(ConfigError, match='preprocess: gpu, but the onnxruntime backend'):
+        load_detector(NodeParams(preprocess='gpu'), cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match='preprocess'):
+        NodeParams.from_dict({'preprocess': 'tpu'})

@@ -6,15 +6,6 @@ import json
 import pytest
 
 from darknet53_ros.cli.main import main
-from darknet53_ros.tools.bench import Timing, time_call
-
-
-def test_timing_statistics():
-    timing = Timing([1.0, 2.0, 3.0, 4.0, 100.0])
-    assert timing.median == 3.0 and timing.stat(99) > 90
-    calls = []
-    timing, result = time_call(lambda: calls.append(1) or len(calls), 3, 2)
-    assert len(timing.samples) == 3 and result == 5
 
 
 def test_bench_prints_stages_ratios_and_json(planted_model, tmp_path, capsys):
@@ -25,12 +16,16 @@ def test_bench_prints_stages_ratios_and_json(planted_model, tmp_path, capsys):
                  '--iterations', '2', '--warmup', '1', '--json', str(out), '--plot',
                  str(plot)]) == 0
     text = capsys.readouterr().out
-    assert 'preprocess' in text and 'ratios' in text and 'bare session.run' in text
+    assert 'preprocess' in text and 'paired ratios' in text and 'bare session.run' in text
+    assert 'baseline detections agree with ours: yes' in text and 'load average' in text
     rows = json.loads(out.read_text())
     assert [(r['batch'], r['precision'], r['width']) for r in rows] == [(1, 'fp32', 64),
                                                                       (2, 'fp32', 64)]
     assert set(rows[0]['stages_ms']) >= {'preprocess', 'infer', 'postprocess', 'bare_run'}
     assert 'baseline_ms' in rows[0] and rows[0]['fps'] > 0
+    assert set(rows[0]['ratios']) == {'preprocess', 'postprocess', 'pre+post', 'end_to_end',
+                                      'infer_vs_bare_run'}
+    assert rows[0]['baseline_detections_agree'] is True
     assert plot.read_bytes()[:4] == b'\x89PNG'
 
 
@@ -49,3 +44,32 @@ def test_bench_exports_cfg_at_sizes(tmp_path, capsys):
                                   ['--sizes', 'none']])
 def test_bench_bad_options(argv, tmp_path):
     assert main(['bench', '--cfg', str(tmp_path / 'x.cfg'), *argv]) == 2
+
+
+def test_compare_int8_is_paired(planted_model, tmp_path):
+    import shutil
+
+    from darknet53_ros.tools.bench import compare_int8
+
+    other = tmp_path / 'copy.onnx'
+    shutil.copy(planted_model, other)
+    ratios = compare_int8([planted_model, other], batch=1, iterations=3, warmup=1)
+    assert set(ratios) == {'copy.onnx'} and ratios['copy.onnx'].median > 0
+
+
+def test_bench_cameras_table_plot_json(planted_model, tmp_path, capsys):
+    out, plot = tmp_path / 'cams.json', tmp_path / 'cams.png'
+    assert main(['bench', '--cameras', '1,2', '--model', str(planted_model), '--rate', '20',
+                 '--duration', '0.5', '--json', str(out), '--plot', str(plot)]) == 0
+    text = capsys.readouterr().out
+    assert 'det/s/cam' in text and 'per-camera' in text
+    rows = json.loads(out.read_text())
+    assert [(r['cameras'], r['design']) for r in rows] == [
+        (1, 'shared'), (1, 'per-camera'), (2, 'shared'), (2, 'per-camera')]
+    assert all(r['delivered_hz'] > 0 and r['rss_mib'] > 0 for r in rows)
+    assert plot.read_bytes()[:4] == b'\x89PNG'
+
+
+@pytest.mark.parametrize('argv', [['--cameras', 'x'], ['--cameras', '0']])
+def test_bench_cameras_bad_counts(argv):
+    assert main(['bench', *argv]) == 2

@@ -1,6 +1,7 @@
 """ONNX Runtime backend (CPU everywhere; CUDA where onnxruntime-gpu is installed)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -14,6 +15,24 @@ from darknet53_ros.inference.backends.base import INPUT_NAME, OUTPUT_NAMES, Back
 _LOG = logging.getLogger(__name__)
 
 DEVICES = ('cpu', 'cuda', 'auto')
+_WARNED_QDQ_LAYOUT: set[str] = set()
+
+
+def warn_tensorrt_layout(props: dict[str, str], path: Path) -> bool:
+    """Warn once per process when ``props`` say the model is a TensorRT-layout Q/DQ model
+    (slower than FP32 on ONNX Runtime CPU); returns whether this call warned."""
+    try:
+        target = json.loads(props.get('quantization', 'null') or 'null')
+    except ValueError:
+        return False
+    target = target.get('target', 'tensorrt') if isinstance(target, dict) else None
+    if target != 'tensorrt' or 'tensorrt' in _WARNED_QDQ_LAYOUT:
+        return False
+    _WARNED_QDQ_LAYOUT.add('tensorrt')
+    _LOG.warning('%s: INT8 Q/DQ model in the TensorRT layout; ONNX Runtime on the CPU runs it '
+                 'slower than FP32. For ONNX Runtime quantise with `darknet53 quantize '
+                 '--target onnxruntime`, or run the FP32 model', path)
+    return True
 
 
 def _dim(value: object) -> int | None:
@@ -66,6 +85,8 @@ class OnnxRuntimeBackend(Backend):
         props = dict(self._session.get_modelmeta().custom_metadata_map)
         # Q/DQ models written by `darknet53 quantize` record how they were quantised.
         self.precision = 'int8' if 'quantization' in props else 'fp32'
+        if self.providers[0] == 'CPUExecutionProvider':
+            warn_tensorrt_layout(props, self.path)
         try:
             self.metadata = parse_metadata(props, str(self.path))
         except ModelError:

@@ -1,0 +1,118 @@
+"""Pre- and post-processing of one 640x480 frame at 416x416 against what users would write.
+
+Run: ``python benchmarks/bench_peers.py [--rounds 400] [--warmup 20]``. On identical inputs
+(one synthetic robot-camera frame; YOLOv3-416-like outputs, 10,647 boxes x 80 classes,
+thresholds 0.25 / 0.45) it times, interleaved round by round in alternating order with
+:func:`darknet53_ros.tools.timing.paired_timing`:
+
+* this project (``Preprocessor``, ``postprocess``),
+* a NumPy pre/post written the tensorrt_demos way (``tools/baselines.py``),
+* OpenCV DNN (letterbox canvas + ``blobFromImage``; ``NMSBoxesBatched``),
+* Ultralytics' ``LetterBox`` / ``non_max_suppression`` when Ultralytics is installed.
+
+Before timing it checks that every implementation's pre-processed tensor is within 1/255 of
+ours and that their detections agree. Prints medians, paired ratios (median, p10, p90 of the
+per-round ratio) and the machine's load.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+import sys
+from typing import Any
+
+import numpy as np
+
+from darknet53_ros.inference.postprocess import postprocess
+from darknet53_ros.inference.preprocess import Preprocessor
+from darknet53_ros.tools import baselines
+from darknet53_ros.tools.timing import paired_timing
+from darknet53_ros.training.synthetic import generate_scene
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_nms import synthetic_outputs
+
+SIZE = 416
+CONF, NMS = 0.25, 0.45
+
+
+def ultralytics_ops() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+    """Ultralytics' ``LetterBox`` pre and ``non_max_suppression`` post, or None (absent)."""
+    try:
+        import torch
+        from ultralytics.data.augment import LetterBox
+        from ultralytics.utils.ops import non_max_suppression
+    except ImportError:
+        return None
+    letterbox = LetterBox((SIZE, SIZE), auto=False, scaleup=True)
+
+    def pre(frame: np.ndarray) -> np.ndarray:
+        image = letterbox(image=frame)
+        return np.ascontiguousarray(image[..., ::-1].transpose(2, 0, 1), np.float32)[None] / 255
+
+    def post(boxes: np.ndarray, scores: np.ndarray) -> Any:
+        xywh = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]],
+                              axis=1)
+        pred = torch.from_numpy(np.concatenate([xywh, scores], axis=1).T[None].copy())
+        return non_max_suppression(pred, CONF, NMS, max_det=100)
+
+    return pre, post
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--rounds', type=int, default=400, help='timed rounds')
+    parser.add_argument('--warmup', type=int, default=20, help='discarded rounds')
+    args = parser.parse_args()
+    frame = generate_scene(99, 0, 640, 480)[0]
+    boxes, scores = synthetic_outputs(num_boxes=10647, num_classes=80, objects=20,
+                                      width=SIZE, height=SIZE)
+    ours = Preprocessor(SIZE, SIZE)
+    tensor, (transform,) = ours(frame)
+    tensor = tensor.copy()
+    pre: dict[str, Callable[[], Any]] = {
+        'ours': lambda: ours(frame),
+        'numpy (tensorrt_demos way)': lambda: baselines.numpy_pre(frame, SIZE, SIZE),
+        'OpenCV DNN': lambda: baselines.opencv_pre(frame, SIZE, SIZE),
+    }
+    mine = postprocess(boxes[None], scores[None], [transform], CONF, NMS, 100)[0]
+    found = baselines.Found(mine.boxes, mine.scores, mine.class_ids)
+    post: dict[str, Callable[[], Any]] = {
+        'ours': lambda: postprocess(boxes[None], scores[None], [transform], CONF, NMS, 100),
+        'numpy (tensorrt_demos way)': lambda: baselines.numpy_post(boxes, scores, transform,
+                                                                   CONF, NMS),
+        'OpenCV DNN': lambda: baselines.opencv_post(boxes, scores, transform, CONF, NMS),
+    }
+    ultra = ultralytics_ops()
+    if ultra is None:
+        print('Ultralytics not installed: skipped')
+    else:
+        pre['Ultralytics'] = lambda: ultra[0](frame)
+        post['Ultralytics'] = lambda: ultra[1](boxes, scores)
+    for name in list(pre)[1:3]:
+        diff = float(np.abs(pre[name]()[0] - tensor).max())
+        print(f'pre-processed tensor {name}: max |diff| vs ours {diff * 255:.2f}/255')
+        if diff > 1 / 255 + 1e-6:
+            raise SystemExit(f'{name}: pre-processing differs from ours by {diff:.4f}')
+    for name in list(post)[1:3]:
+        if not baselines.same_detections(found, post[name]()):
+            raise SystemExit(f'{name}: detections differ from ours; nothing timed')
+    print(f'640x480 frame at {SIZE}x{SIZE}, outputs 10647x80, conf {CONF}, nms {NMS}: all '
+          f'implementations give the same {len(mine)} detections')
+    for stage, functions in (('preprocess', pre), ('postprocess', post)):
+        paired = paired_timing(functions, args.rounds, args.warmup)
+        print(f'\n{stage}: {args.rounds} rounds after {args.warmup} warm-up, alternating order; '
+              f'{paired.load_text()}')
+        for name in functions:
+            line = f'  {name:28s} {paired.timings[name].median * 1e3:8.0f} us median'
+            if name != 'ours':
+                line += f'   ours is {paired.ratio(name, "ours")} faster'
+            print(line)
+    both = paired_timing({'pre': pre['ours'], 'post': post['ours']}, args.rounds, args.warmup)
+    print(f'\nours pre + post: {float(np.median(both.per_round("pre", "post"))):.3f} ms per '
+          'frame (median of per-round sums)')
+
+
+if __name__ == '__main__':
+    main()
