@@ -65,7 +65,7 @@ def test_full_disk_export_is_one_line_and_leaves_nothing(tmp_path):
 
 def test_full_disk_detect_keeps_no_partial_output(tmp_path, planted_model):
     cv2 = pytest.importorskip('cv2')
-    from test.planted import quadrant_image
+    from .planted import quadrant_image
 
     (tmp_path / 'imgs').mkdir()
     for i in range(3):

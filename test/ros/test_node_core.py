@@ -675,6 +675,7 @@ def test_decompression_bomb_is_dropped_before_decoding(model_path, types, monkey
     """Issue 13.1: a small PNG declaring 30000x30000 never reaches the decoder; it is counted
     as bad_image with the reason, and the other cameras' frames go through."""
     from darknet53_ros.io.messages import header_msg
+
     from ..toy import png_declaring
 
     real = cv2.imdecode
