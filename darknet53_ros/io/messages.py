@@ -20,6 +20,7 @@ from __future__ import annotations
 import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,9 +184,7 @@ class MessageTypes:
 
 def vision_msgs_definitions() -> dict[str, str]:
     """``{'vision_msgs/msg/Name': msg text}`` of the shipped vision_msgs 4.x definitions."""
-    from importlib import resources
-
-    folder = resources.files('darknet53_ros') / 'msg'
+    folder = Path(__file__).resolve().parents[1] / 'msg'  # package data (zip_safe=False)
     return {f'vision_msgs/msg/{n}': (folder / f'{n}.msg').read_text(encoding='utf-8')
             for n in VISION_MSGS}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from darknet53_ros.errors import ConfigError, DarknetError, ModelError
 from darknet53_ros.fileio import atomic_path
+from darknet53_ros.inference.backends.registry import AUTO, backend_for_path, get_backend
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.model.cfg import load_cfg
 from darknet53_ros.model.names import read_names
@@ -133,8 +134,11 @@ def load_detector(params: NodeParams, share_dir: str | os.PathLike[str] | None |
         resolved = resolve_data_path(params.model, 'model', share_dir)
     resolved = prepare_model(resolved, cache_dir)
     names = _class_names(params, share_dir)
-    detector = Detector.from_model(resolved, backend=params.backend, class_names=names,
-                                   preprocess=params.preprocess, **params.detector_options())
+    spec = backend_for_path(resolved) if params.backend == AUTO else get_backend(params.backend)
+    backend_options = {'cuda_runtime': params.cuda_runtime} if spec.name == 'tensorrt' else {}
+    detector = Detector.from_model(resolved, backend=spec.name, class_names=names,
+                                   preprocess=params.preprocess, **backend_options,
+                                   **params.detector_options())
     classes = detector.backend.metadata.get('classes')
     if names is not None and classes is not None and len(names) != classes:
         detector.close()

@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from darknet53_ros.errors import ConfigError
+from darknet53_ros.inference.backends.cuda_runtime import RUNTIMES as CUDA_RUNTIMES
 from darknet53_ros.inference.backends.registry import backend_choices
 from darknet53_ros.io.encodings import DEFAULT_MAX_IMAGE_PIXELS
 from darknet53_ros.ros.cameras import CameraSpec, parse_cameras
@@ -185,6 +186,10 @@ class NodeParams:
         'Where images are letterboxed: auto (on the GPU when the backend can: TensorRT), '
         'cpu, or gpu (TensorRT backend only; an error otherwise).',
         choices=('auto', 'cpu', 'gpu'))
+    cuda_runtime: str = param(
+        'auto',
+        'CUDA runtime of the TensorRT backend: auto (pycuda if installed, else cuda-python), '
+        'pycuda or cuda-python; ignored by ONNX Runtime.', choices=CUDA_RUNTIMES)
     max_frame_age: float = param(
         0.5,
         'Drop frames that waited longer than this many seconds for the inference '
@@ -273,12 +278,12 @@ DETECTOR_FIELDS: dict[str, str] = {spec.name: spec.detector_field for spec in PA
 
 def _type_ok(kind: str, value: Any) -> bool:
     if kind == 'bool':
-        return isinstance(value, bool | np.bool_)
+        return isinstance(value, (bool, np.bool_))
     if kind == 'integer':
-        return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if kind == 'double':
         return isinstance(value, int | float | np.integer | np.floating) \
-            and not isinstance(value, bool | np.bool_)
+            and not isinstance(value, (bool, np.bool_))
     if kind == 'string':
         return isinstance(value, str)
     return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)

@@ -725,3 +725,31 @@ def test_preprocess_parameter_reaches_the_detector(tmp_path):
         load_detector(NodeParams(preprocess='gpu'), cache_dir=tmp_path)
     with pytest.raises(ConfigError, match='preprocess'):
         NodeParams.from_dict({'preprocess': 'tpu'})
+
+
+def test_cuda_runtime_parameter_reaches_only_the_tensorrt_backend(tmp_path, monkeypatch):
+    from darknet53_ros.ros import model_files
+
+    calls = []
+
+    class _Backend:
+        metadata: dict = {}
+
+    class _Detector:
+        backend = _Backend()
+
+        @classmethod
+        def from_model(cls, path, **kw):
+            calls.append((path.suffix, kw))
+            return cls()
+
+    monkeypatch.setattr(model_files, 'Detector', _Detector)
+    engine, onnx_model = tmp_path / 'm.engine', tmp_path / 'm.onnx'
+    engine.write_bytes(b'x')
+    onnx_model.write_bytes(b'x')
+    load_detector(NodeParams(cuda_runtime='cuda-python'), model_path=engine)
+    load_detector(NodeParams(cuda_runtime='cuda-python'), model_path=onnx_model)
+    assert calls[0][1]['backend'] == 'tensorrt' and calls[0][1]['cuda_runtime'] == 'cuda-python'
+    assert calls[1][1]['backend'] == 'onnxruntime' and 'cuda_runtime' not in calls[1][1]
+    with pytest.raises(ConfigError, match='cuda_runtime'):
+        NodeParams.from_dict({'cuda_runtime': 'opencl'})
