@@ -1,7 +1,17 @@
-"""Shared fixtures: the official Darknet reference files (skipped when absent)."""
+"""Shared fixtures: the official Darknet reference files (skipped when absent), and optional
+dependencies as per-test markers.
+
+Never skip a whole module at import time (a module-level ``pytest.importorskip`` or
+``pytest.skip``): launch_testing's pytest plugin, active wherever ROS 2 is sourced, imports
+every test module during collection, and a skip raised there skips the whole ``test`` package
+(``colcon test`` then reports success with nothing run). Use ``pytestmark = requires(...)`` and
+:func:`optional_module` instead; ``test/test_collection.py`` guards this.
+"""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -29,3 +39,27 @@ def tiny_cfg_path() -> Path:
 @pytest.fixture
 def darknet53_cfg_path() -> Path:
     return shared_file('cfg', 'darknet53.cfg')
+
+
+def optional_module(name: str) -> ModuleType | None:
+    """The module ``name``, or None when it (or something it needs) cannot be imported."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def missing_modules(*names: str) -> list[str]:
+    """Those of ``names`` that cannot be imported."""
+    return [name for name in names if optional_module(name) is None]
+
+
+def requires(*names: str, reason: str = '') -> pytest.MarkDecorator:
+    """A ``skipif`` marker for tests that need the optional modules ``names``.
+
+    Use as a decorator or as a module's ``pytestmark``: every test is collected and reported
+    as skipped with the reason, instead of the module (or package) vanishing.
+    """
+    missing = missing_modules(*names)
+    text = reason or f'{", ".join(missing)} not installed'
+    return pytest.mark.skipif(bool(missing), reason=text)

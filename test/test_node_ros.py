@@ -11,10 +11,13 @@ import time
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed: these tests need a '
-                                            'sourced ROS 2 (Humble or Jazzy) environment')
-pytest.importorskip('vision_msgs.msg', reason='ros-$ROS_DISTRO-vision-msgs is not installed')
-pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+from .conftest import missing_modules, optional_module
+
+rclpy = optional_module('rclpy')
+pytestmark = pytest.mark.skipif(
+    bool(missing_modules('rclpy', 'vision_msgs.msg', 'onnxruntime')),
+    reason=f'{", ".join(missing_modules("rclpy", "vision_msgs.msg", "onnxruntime"))} not '
+           'installed: these tests need a sourced ROS 2 (Humble or Jazzy) with vision_msgs')
 
 NAMES = ['box', 'cone', 'ball']
 NAMESPACE = '/rostest'

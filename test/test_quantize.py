@@ -9,9 +9,12 @@ import pytest
 
 from darknet53_ros.errors import ConfigError, ModelError, SourceError
 
-onnx = pytest.importorskip('onnx')
-ort = pytest.importorskip('onnxruntime')
-cv2 = pytest.importorskip('cv2')
+from .conftest import optional_module, requires
+
+pytestmark = requires('onnx', 'onnxruntime', 'cv2')
+onnx = optional_module('onnx')
+ort = optional_module('onnxruntime')
+cv2 = optional_module('cv2')
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from darknet53_ros.optimize import quantize as q  # noqa: E402

@@ -12,9 +12,11 @@ from darknet53_ros.inference.detector import Detector
 from darknet53_ros.io.bags import BagReader, SyntheticFrame, write_synthetic_bag
 from darknet53_ros.tools.runner import source_kind
 
+from .conftest import optional_module, requires
 from .planted import SCORE, expected_box, export_planted, quadrant_image
 
-cv2 = pytest.importorskip('cv2')
+pytestmark = requires('cv2')
+cv2 = optional_module('cv2')
 
 
 @pytest.fixture(scope='module')
