@@ -84,7 +84,8 @@ class PublisherRate:
     ``window`` frames received: robust to losses up to well over half the frames, and to
     jitter. The received fraction is then ``(n - 1) * period / (last - first)``. Both are in
     stamp time, so they hold for recorded or simulated time alike. Stamps that are zero, repeat
-    or go backwards (camera restart, looping bag) restart the window.
+    or go backwards (camera restart, looping bag) restart the window. A strictly periodic loss
+    (every other frame) looks like a slower publisher; buffer overflows are not periodic.
     """
 
     def __init__(self, window: int = 60, quantile: float = 0.25, min_frames: int = 10) -> None:
