@@ -144,6 +144,7 @@ def main(args: Sequence[str] | None = None) -> int:
         get_logger(NODE_NAME).fatal(str(exc))
         code = 1
     finally:
+        signals.ignore()  # from here to the exit, a late (forwarded) SIGINT changes nothing
         if node is not None:
             node.destroy()
         rclpy.try_shutdown()

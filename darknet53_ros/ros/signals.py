@@ -5,9 +5,12 @@ may still be publishing ("publisher's context is invalid", "Failed to publish lo
 rosout"), and a second SIGINT (a terminal's Ctrl-C reaches the node *and* ``ros2 launch``,
 which forwards one more) raises ``KeyboardInterrupt`` in the middle of the teardown. So the
 node runs with rclpy's handlers off (``SignalHandlerOptions.NO``) and :class:`ShutdownSignals`
-instead: the first SIGINT or SIGTERM only records the request, every later one is ignored,
-and the main loop, which polls :attr:`ShutdownSignals.requested`, tears down in order (stop
-the inference thread, close the engine, destroy the node, then shut the context down).
+instead: the first SIGINT or SIGTERM only records the request and sets both signals to
+``SIG_IGN``, so every later one is ignored by the kernel, also while the interpreter finalizes
+(Python puts ``SIG_DFL`` back for signals that have a Python handler at exit, and a
+forwarded SIGINT landing then would kill the process with -2). The main loop, which polls
+:attr:`ShutdownSignals.requested`, tears down in order (stop the inference thread, close the
+engine, destroy the node, then shut the context down).
 """
 from __future__ import annotations
 
@@ -38,8 +41,6 @@ class ShutdownSignals:
         self.on_request = on_request
         self.received: int | None = None
         """The first signal received, or None."""
-        self.ignored = 0
-        """Signals received (and ignored) after the first."""
         self._event = threading.Event()
         self._previous: dict[int, Any] = {}
 
@@ -65,6 +66,15 @@ class ShutdownSignals:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
+    def ignore(self) -> None:
+        """Ignore the signals from now on (``SIG_IGN``: until the process exits); main thread
+        only, elsewhere a no-op."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.signals:
+            previous = signal.signal(signum, signal.SIG_IGN)
+            self._previous.setdefault(signum, previous)
+
     def restore(self) -> None:
         """Put the previous handlers back (tests; the node keeps ignoring until it exits)."""
         for signum, previous in self._previous.items():
@@ -72,8 +82,8 @@ class ShutdownSignals:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.ignore()
         if self._event.is_set():
-            self.ignored += 1
             return
         self.received = signum
         self._event.set()
