@@ -234,7 +234,7 @@ def test_loss_decreases_on_tiny_overfit() -> None:
 # augmentation
 
 
-NO_COLOUR = AugmentParams(hue=0.0, saturation=1.0, exposure=1.0)
+NO_COLOUR = AugmentParams(hue=0.0, saturation=1.0, exposure=1.0) if torch is not None else None
 
 
 @st.composite
