@@ -10,6 +10,7 @@ every test module during collection, and a skip raised there skips the whole ``t
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from types import ModuleType
 
@@ -39,6 +40,26 @@ def tiny_cfg_path() -> Path:
 @pytest.fixture
 def darknet53_cfg_path() -> Path:
     return shared_file('cfg', 'darknet53.cfg')
+
+
+@pytest.fixture(autouse=True)
+def _package_logs_reach_caplog():
+    """Keep the package's log records visible to ``caplog`` with ROS 2 sourced.
+
+    launch_testing's pytest plugin imports ``launch``, whose logging module makes every logger
+    created afterwards a non-propagating ``LaunchLogger``: the package's module loggers then
+    never reach the root logger that ``caplog`` listens on.
+    """
+    logger_class = logging.getLoggerClass()
+    logging.setLoggerClass(logging.Logger)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.split('.')[0] in ('darknet53', 'darknet53_ros') \
+                and isinstance(logger, logging.Logger):
+            logger.propagate = True
+    try:
+        yield
+    finally:
+        logging.setLoggerClass(logger_class)
 
 
 def optional_module(name: str) -> ModuleType | None:

@@ -8,6 +8,7 @@ import pytest
 from darknet53_ros.cli.main import main
 from darknet53_ros.tools.bench import Timing, time_call
 
+from .conftest import requires
 from .planted import export_planted
 
 
@@ -19,6 +20,7 @@ def test_timing_statistics():
     assert len(timing.samples) == 3 and result == 5
 
 
+@requires('matplotlib')
 def test_bench_prints_stages_ratios_and_json(tmp_path, capsys):
     model = export_planted(tmp_path / 'planted.onnx')
     out = tmp_path / 'bench.json'

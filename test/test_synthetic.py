@@ -25,6 +25,8 @@ from darknet53_ros.training.synthetic import (
     generate_scene,
 )
 
+from .conftest import requires
+
 W, H = 160, 128
 
 
@@ -163,6 +165,7 @@ def test_composite_matches_painter_reference(specs: list, min_visible: float) ->
     assert [tuple(a) for a in result] == expected
 
 
+@requires('pycocotools')
 def test_write_dataset_coco_yolo_and_description(tmp_path: Path) -> None:
     from pycocotools.coco import COCO
 
