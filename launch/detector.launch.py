@@ -6,32 +6,33 @@
 
 Outputs: ``<namespace>/<camera_name>/detections`` (vision_msgs/Detection2DArray) and
 ``<namespace>/<camera_name>/detections/image`` (annotated, only while subscribed).
+``lifecycle:=true`` runs the managed node (``autostart:=false``: for a lifecycle manager);
+``use_sim_time:=true`` times everything on /clock.
 ``ros2 launch darknet53_ros detector.launch.py --show-args`` lists the arguments.
 """
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
-
-TRUE = ('true', '1', 'yes', 'on')
 
 
 def _detector(context, *args, **kwargs):
+    from darknet53_ros.ros.launching import detector_actions, is_true
+
     def get(name):
         return LaunchConfiguration(name).perform(context).strip()
 
-    transport = 'compressed' if get('compressed').lower() in TRUE else 'raw'
-    overrides = {'cameras': [f"{get('camera_name')}:{get('image_topic')}:{transport}"]}
+    transport = 'compressed' if is_true(get('compressed')) else 'raw'
+    overrides = {'cameras': [f"{get('camera_name')}:{get('image_topic')}:{transport}"],
+                 'use_sim_time': is_true(get('use_sim_time'))}
     for name in ('model', 'backend'):
         if get(name):
             overrides[name] = get(name)
     parameters = [get('params_file')] if get('params_file') else []
     parameters.append(overrides)
-    return [Node(
-        package='darknet53_ros', executable='detector_node', name=get('node_name'),
-        namespace=get('namespace'), parameters=parameters, output='screen',
-        arguments=['--ros-args', '--log-level', get('log_level')])]
+    return detector_actions(get('node_name'), get('namespace'), parameters,
+                            lifecycle=is_true(get('lifecycle')),
+                            autostart=is_true(get('autostart')), log_level=get('log_level'))
 
 
 def generate_launch_description():
@@ -68,5 +69,18 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'log_level', default_value='info',
             description='Node log level: debug, info, warn, error or fatal.'),
+        DeclareLaunchArgument(
+            'lifecycle', default_value='false',
+            description='true: run the managed (lifecycle) node: it starts unconfigured and '
+                        'loads the model on configure (see autostart); false: a plain node, '
+                        'active at once.'),
+        DeclareLaunchArgument(
+            'autostart', default_value='true',
+            description='With lifecycle:=true: true: the launch configures and activates the '
+                        'node; false: leave the transitions to a lifecycle manager.'),
+        DeclareLaunchArgument(
+            'use_sim_time', default_value='false',
+            description='true: use the /clock topic (simulation, ros2 bag play --clock) for '
+                        'latency, frame age and rates.'),
         OpaqueFunction(function=_detector),
     ])

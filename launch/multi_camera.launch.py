@@ -11,6 +11,8 @@ every camera with one engine, batching frames of several cameras per inference. 
 ``node_per_camera:=true`` each camera gets its own node (and engine) in the namespace
 ``<namespace>/<NAME>``, publishing the same topics: ``<namespace>/<NAME>/detections`` and
 ``<namespace>/<NAME>/detections/image`` in both modes.
+``lifecycle:=true`` runs managed nodes (``autostart:=false``: for a lifecycle manager);
+``use_sim_time:=true`` times everything on /clock.
 ``ros2 launch darknet53_ros multi_camera.launch.py --show-args`` lists the arguments.
 """
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -20,8 +22,6 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-TRUE = ('true', '1', 'yes', 'on')
-
 
 def _join(*parts):
     inner = '/'.join(p.strip('/') for p in parts if p and p.strip('/'))
@@ -30,6 +30,7 @@ def _join(*parts):
 
 def _detectors(context, *args, **kwargs):
     from darknet53_ros.ros.cameras import parse_cameras
+    from darknet53_ros.ros.launching import detector_actions, is_true
     from darknet53_ros.ros.params import load_params_file
 
     def get(name):
@@ -42,12 +43,13 @@ def _detectors(context, *args, **kwargs):
         raise RuntimeError(f'cameras_file {cameras_file}: no cameras parameter')
     cameras = parse_cameras(values['cameras'])
     overrides = {name: get(name) for name in ('model', 'backend') if get(name)}
+    overrides['use_sim_time'] = is_true(get('use_sim_time'))
     parameters = [p for p in (get('params_file'), cameras_file) if p]
-    common = dict(package='darknet53_ros', executable='detector_node', output='screen',
-                  arguments=['--ros-args', '--log-level', get('log_level')])
-    if get('node_per_camera').lower() not in TRUE:
-        return [Node(name='darknet53_detector', namespace=namespace,
-                     parameters=parameters + [overrides], **common)]
+    common = dict(lifecycle=is_true(get('lifecycle')), autostart=is_true(get('autostart')),
+                  log_level=get('log_level'))
+    if not is_true(get('node_per_camera')):
+        return detector_actions('darknet53_detector', namespace, parameters + [overrides],
+                                **common)
     nodes = []
     for camera in cameras:
         # The node lives in <namespace>/<camera>; relative input topics keep resolving in
@@ -56,9 +58,9 @@ def _detectors(context, *args, **kwargs):
             _join(namespace, camera.topic)
         per_camera = {**overrides, 'cameras': [f'{camera.name}:{topic}:{camera.transport}'],
                       'prefix_camera_name': False}
-        nodes.append(Node(name=f"darknet53_{camera.name.replace('/', '_')}",
-                          namespace=_join(namespace, camera.name),
-                          parameters=parameters + [per_camera], **common))
+        nodes += detector_actions(f"darknet53_{camera.name.replace('/', '_')}",
+                                  _join(namespace, camera.name), parameters + [per_camera],
+                                  **common)
     return nodes
 
 
@@ -92,6 +94,19 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'log_level', default_value='info',
             description='Node log level: debug, info, warn, error or fatal.'),
+        DeclareLaunchArgument(
+            'lifecycle', default_value='false',
+            description='true: run the managed (lifecycle) node: it starts unconfigured and '
+                        'loads the model on configure (see autostart); false: a plain node, '
+                        'active at once.'),
+        DeclareLaunchArgument(
+            'autostart', default_value='true',
+            description='With lifecycle:=true: true: the launch configures and activates the '
+                        'node; false: leave the transitions to a lifecycle manager.'),
+        DeclareLaunchArgument(
+            'use_sim_time', default_value='false',
+            description='true: use the /clock topic (simulation, ros2 bag play --clock) for '
+                        'latency, frame age and rates.'),
         DeclareLaunchArgument(
             'rviz', default_value='false',
             description='true: also start RViz2 showing the annotated images.'),

@@ -1,8 +1,19 @@
-"""Shared fixtures: the official Darknet reference files (skipped when absent) and the planted
-model of :mod:`test.planted`, exported once per session."""
+"""Shared fixtures: the official Darknet reference files (skipped when absent), and optional
+dependencies as per-test markers, and the planted model of :mod:`test.planted`, exported once
+per session.
+
+Never skip a whole module at import time (a module-level ``pytest.importorskip`` or
+``pytest.skip``): launch_testing's pytest plugin, active wherever ROS 2 is sourced, imports
+every test module during collection, and a skip raised there skips the whole ``test`` package
+(``colcon test`` then reports success with nothing run). Use ``pytestmark = requires(...)`` and
+:func:`optional_module` instead; ``test/ros/test_launch_collection.py`` guards this.
+"""
 from __future__ import annotations
 
+import importlib
+import logging
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -39,3 +50,47 @@ def darknet53_cfg_path() -> Path:
 def planted_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The planted ONNX model (:func:`test.planted.export_planted`), exported once."""
     return export_planted(tmp_path_factory.mktemp('planted') / 'planted.onnx')
+
+
+@pytest.fixture(autouse=True)
+def _package_logs_reach_caplog():
+    """Keep the package's log records visible to ``caplog`` with ROS 2 sourced.
+
+    launch_testing's pytest plugin imports ``launch``, whose logging module makes every logger
+    created afterwards a non-propagating ``LaunchLogger``: the package's module loggers then
+    never reach the root logger that ``caplog`` listens on.
+    """
+    logger_class = logging.getLoggerClass()
+    logging.setLoggerClass(logging.Logger)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.split('.')[0] in ('darknet53', 'darknet53_ros') \
+                and isinstance(logger, logging.Logger):
+            logger.propagate = True
+    try:
+        yield
+    finally:
+        logging.setLoggerClass(logger_class)
+
+
+def optional_module(name: str) -> ModuleType | None:
+    """The module ``name``, or None when it (or something it needs) cannot be imported."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def missing_modules(*names: str) -> list[str]:
+    """Those of ``names`` that cannot be imported."""
+    return [name for name in names if optional_module(name) is None]
+
+
+def requires(*names: str, reason: str = '') -> pytest.MarkDecorator:
+    """A ``skipif`` marker for tests that need the optional modules ``names``.
+
+    Use as a decorator or as a module's ``pytestmark``: every test is collected and reported
+    as skipped with the reason, instead of the module (or package) vanishing.
+    """
+    missing = missing_modules(*names)
+    text = reason or f'{", ".join(missing)} not installed'
+    return pytest.mark.skipif(bool(missing), reason=text)

@@ -19,6 +19,8 @@ from darknet53_ros.ros.scheduler import DROP_REASONS, RateMeter
 __all__ = [
     'ALL_DROP_REASONS',
     'CORE_DROP_REASONS',
+    'LOW_RECEIVE_FRACTION',
+    'RECEIVE_HINT',
     'CameraStats',
     'ThrottledLog',
     'camera_status',
@@ -33,6 +35,15 @@ ALL_DROP_REASONS = tuple(DROP_REASONS) + CORE_DROP_REASONS
 
 # Level values of diagnostic_msgs/DiagnosticStatus.
 OK, WARN, ERROR = 0, 1, 2
+
+LOW_RECEIVE_FRACTION = 0.6
+"""A camera receiving less than this fraction of the frames its header stamps say were
+published gets a WARN with a hint (DDS receive buffer, QoS)."""
+
+RECEIVE_HINT = ('frames are lost before the node: raise the DDS socket receive buffer '
+                '(config/cyclonedds.xml via CYCLONEDDS_URI, and net.core.rmem_max), or use '
+                'fewer/smaller image streams per host')
+"""The hint given with a low received fraction."""
 
 
 class ThrottledLog:
@@ -107,7 +118,9 @@ def camera_status(camera: CameraSpec, entry: Mapping[str, Any], previous: Mappin
     Returns:
         ``(status, delta)``: the status dict (``level``, ``message`` and values) and the new
         drops by every reason of :data:`ALL_DROP_REASONS`. WARN when nothing was received
-        (ever or since then) or frames could not be decoded, ERROR when inference or
+        (ever or since then), when the camera receives less than
+        :data:`LOW_RECEIVE_FRACTION` of the frames its stamps say were published (with
+        :data:`RECEIVE_HINT`) or frames could not be decoded, ERROR when inference or
         publishing failed since then.
     """
     delta = {k: entry['dropped'][k] - previous.get(k, 0) for k in ALL_DROP_REASONS}
@@ -117,6 +130,12 @@ def camera_status(camera: CameraSpec, entry: Mapping[str, Any], previous: Mappin
         level, message = WARN, f'no images received on {camera.topic}'
     elif received_delta == 0:
         level, message = WARN, f'no images in the last {period_s:.1f} s'
+    publisher_hz, fraction = entry.get('publisher_hz'), entry.get('received_fraction')
+    if received_delta and publisher_hz and fraction is not None \
+            and fraction < LOW_RECEIVE_FRACTION:
+        level, message = WARN, (f'receiving {fraction * publisher_hz:.1f} Hz of '
+                                f'~{publisher_hz:.1f} Hz published ({fraction:.0%}, from '
+                                f'header stamps): {RECEIVE_HINT}')
     if delta['bad_image']:
         level, message = WARN, f'{delta["bad_image"]} undecodable frame(s) dropped'
     if delta['inference_error'] or delta['publish_error']:
@@ -126,6 +145,8 @@ def camera_status(camera: CameraSpec, entry: Mapping[str, Any], previous: Mappin
         'level': level, 'message': message, 'topic': camera.topic,
         'detections_topic': camera.detections_topic,
         'input_hz': entry['received_hz'], 'output_hz': entry['output_hz'],
+        'publisher_hz': 'n/a' if publisher_hz is None else publisher_hz,
+        'received_fraction': 'n/a' if fraction is None else fraction,
         'received': entry['received'], 'published': entry['published'],
         'latency_ms': _ms(entry['latency_s']),
         'latency_ms_mean': _ms(entry['latency_mean_s']),

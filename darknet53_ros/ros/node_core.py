@@ -105,10 +105,12 @@ class NodeCore:
         types: :class:`~darknet53_ros.io.messages.MessageTypes` (rclpy or rosbags).
         outputs: where messages go (:class:`Outputs`).
         logger: ``warning``/``error``/``info`` taking one string (default: ``logging``).
-        clock: monotonic seconds for the scheduler (arrival, staleness, rates) and log
-            throttling.
+        clock: monotonic seconds for log throttling (and the default ``frame_clock``).
         now_ns: the ROS clock in ns (node clock, or bag time offline): publish time for
             stamp-to-publish latency and diagnostics headers.
+        frame_clock: seconds for frame timing: arrival, queue wait and ``max_frame_age``,
+            rates (default ``clock``). The node passes its ROS clock, so with
+            ``use_sim_time`` every figure (latency, age, rates) is in simulated time.
         model_path: the model file (reported in diagnostics; default: the backend's).
         node_name: prefix of the diagnostic status names.
     """
@@ -118,14 +120,15 @@ class NodeCore:
                  clock: Callable[[], float] = time.monotonic,
                  now_ns: Callable[[], int] = time.time_ns,
                  model_path: str | os.PathLike[str] | None = None,
-                 node_name: str = NODE_NAME) -> None:
+                 node_name: str = NODE_NAME,
+                 frame_clock: Callable[[], float] | None = None) -> None:
         """Build the scheduler (the worker starts with :meth:`start`)."""
         self.params = params
         self.detector = detector
         self.types = types
         self.outputs = outputs or Outputs()
         self.logger = logger or logging.getLogger(f'{PACKAGE}.node')
-        self.clock = clock
+        self.clock = frame_clock or clock
         self.now_ns = now_ns
         self.model_path = str(model_path if model_path is not None
                               else detector.backend.model_path)
@@ -137,7 +140,7 @@ class NodeCore:
             log(f'{self.model_path}: {message}')
         self.cameras: dict[str, CameraSpec] = {c.name: c for c in params.cameras}
         self.scheduler = FrameScheduler(list(self.cameras), params.max_batch,
-                                        params.max_frame_age, clock=clock)
+                                        params.max_frame_age, clock=self.clock)
         self.throttle = ThrottledLog(self.logger, params.log_throttle_period, clock)
         self._stats = {name: CameraStats() for name in self.cameras}
         self._lock = threading.Lock()
@@ -146,7 +149,7 @@ class NodeCore:
         self._inference_s: deque[float] = deque(maxlen=100)
         self._worker: InferenceWorker | None = None
         self._closed = False
-        self._started_at = clock()
+        self._started_at = self.clock()
         self._last_report_at = self._started_at
         self._backend_info: dict[str, Any] | None = None
         self.backend_info()  # read now, while the backend is open
@@ -253,11 +256,32 @@ class NodeCore:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> NodeCore:
-        """Start the inference thread; returns self."""
+        """Start the inference thread (again after :meth:`stop`); returns self.
+
+        Raises:
+            RuntimeError: the core is shut down (its detector is closed).
+        """
+        if self._closed:
+            raise RuntimeError('the node core is shut down; create a new one')
         if self._worker is None:
+            self.scheduler.reopen()
             self._worker = InferenceWorker(self.scheduler, self.process_batch,
                                            on_error=self._on_worker_error).start()
         return self
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the inference thread after its current batch, keeping the detector loaded
+        (a lifecycle ``deactivate``); waiting frames are dropped as ``closed``. :meth:`start`
+        resumes. Returns False when the thread did not stop within ``timeout``."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            self.scheduler.close()
+            return True
+        if not worker.stop(timeout):
+            self._worker = worker
+            self.logger.error(f'inference thread did not stop within {timeout:g} s')
+            return False
+        return True
 
     def _on_worker_error(self, exc: BaseException, batch: list[QueuedFrame]) -> None:
         self.throttle(('worker',), f'inference thread: unexpected {type(exc).__name__}: {exc}',
@@ -275,14 +299,8 @@ class NodeCore:
         rather than freed under a running inference)."""
         if self._closed:
             return True
-        stopped = True
-        if self._worker is not None:
-            stopped = self._worker.stop(timeout)
-        else:
-            self.scheduler.close()
-        if not stopped:
-            self.logger.error(f'inference thread did not stop within {timeout:g} s; the '
-                              'backend is left open')
+        if not self.stop(timeout):
+            self.logger.error('the backend is left open (inference still running)')
             return False
         self._closed = True
         try:
@@ -396,10 +414,12 @@ class NodeCore:
             own.reported = {**entry['dropped'], 'received': entry['received']}
             new_failures += delta['inference_error']
             statuses[f'{self.node_name}: {name}'] = status
+        summary = (f'{detector_status["backend"]} {detector_status["precision"]}, '
+                   f'{len(self.cameras)} camera(s)'
+                   + ('' if self._worker is not None else '; inactive (not processing)'))
         level, message = detector_level(
             new_failures, started=self._worker is not None, running=self.running,
-            closed=self._closed, summary=f'{detector_status["backend"]} '
-            f'{detector_status["precision"]}, {len(self.cameras)} camera(s)')
+            closed=self._closed, summary=summary)
         detector_status.update(level=level, message=message,
                                inference_errors_total=failed_total)
         return {f'{self.node_name}: detector': detector_status, **statuses}

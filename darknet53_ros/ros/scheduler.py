@@ -7,10 +7,17 @@ newest unprocessed frame (an older one still waiting is dropped as ``superseded`
 frame of up to ``max_batch`` waiting cameras, served round-robin starting after the camera
 served last, so with more cameras than batch slots none starves.
 
-Staleness uses the *arrival time on the scheduler's monotonic clock*, not the message stamp:
-robot clocks may be simulated (``use_sim_time``), paused or offset from the host, but how long a
-frame has been waiting here is what makes a detection useless. Frames waiting longer than
-``max_age_s`` are dropped as ``stale`` when a batch is assembled.
+Staleness uses the *arrival time on the scheduler's clock*, not the message stamp: a camera's
+clock may be offset from the host, but how long a frame has been waiting here is what makes a
+detection useless. The node passes its ROS clock (simulated time under ``use_sim_time``, so a
+bag played at half speed gets twice the wall-clock budget, and nothing goes stale while the
+simulation is paused). Frames waiting longer than ``max_age_s`` are dropped as ``stale`` when a
+batch is assembled. The clock may jump backwards (a looping bag): waits are then clamped to 0
+and rate windows restart.
+
+:class:`PublisherRate` estimates a camera's publish rate from the header stamps it receives,
+so a received rate far below it (frames lost in the DDS receive buffer or the subscription's
+queue) can be reported without knowing the publisher.
 """
 from __future__ import annotations
 
@@ -23,7 +30,8 @@ from typing import Any
 
 from darknet53_ros.errors import ConfigError
 
-__all__ = ['DROP_REASONS', 'FrameScheduler', 'InferenceWorker', 'QueuedFrame', 'RateMeter']
+__all__ = ['DROP_REASONS', 'FrameScheduler', 'InferenceWorker', 'PublisherRate', 'QueuedFrame',
+           'RateMeter']
 
 DROP_REASONS = ('superseded', 'stale', 'closed')
 """Reasons a submitted frame is dropped without being processed."""
@@ -52,7 +60,9 @@ class RateMeter:
         self._times: deque[float] = deque(maxlen=max_events)
 
     def add(self, now: float) -> None:
-        """Record one event at time ``now``."""
+        """Record one event at time ``now`` (a clock that went backwards restarts the window)."""
+        if self._times and now < self._times[-1]:
+            self._times.clear()
         self._times.append(now)
 
     def rate(self, now: float) -> float:
@@ -66,6 +76,45 @@ class RateMeter:
         return (len(times) - 1) / span if span > 0 else 0.0
 
 
+class PublisherRate:
+    """A camera's publish rate and the fraction of its frames received, from header stamps.
+
+    Lost frames leave gaps of whole periods between the stamps that arrive, so the publish
+    period is estimated as a low percentile (``quantile``) of the stamp differences of the last
+    ``window`` frames received: robust to losses up to well over half the frames, and to
+    jitter. The received fraction is then ``(n - 1) * period / (last - first)``. Both are in
+    stamp time, so they hold for recorded or simulated time alike. Stamps that are zero, repeat
+    or go backwards (camera restart, looping bag) restart the window. A strictly periodic loss
+    (every other frame) looks like a slower publisher; buffer overflows are not periodic.
+    """
+
+    def __init__(self, window: int = 60, quantile: float = 0.25, min_frames: int = 10) -> None:
+        """Estimate over the last ``window`` stamps, once ``min_frames`` have arrived."""
+        self.quantile = float(quantile)
+        self.min_frames = int(min_frames)
+        self._stamps: deque[float] = deque(maxlen=int(window))
+
+    def add(self, stamp_s: float | None) -> None:
+        """Record the stamp (seconds) of a received frame."""
+        if stamp_s is None or stamp_s <= 0:
+            return
+        if self._stamps and stamp_s <= self._stamps[-1]:
+            self._stamps.clear()
+        self._stamps.append(stamp_s)
+
+    def estimate(self) -> tuple[float, float] | None:
+        """``(publisher_hz, received_fraction)``, or None with too few frames."""
+        stamps = list(self._stamps)
+        if len(stamps) < self.min_frames:
+            return None
+        deltas = sorted(b - a for a, b in zip(stamps, stamps[1:]))
+        period = deltas[min(len(deltas) - 1, int(self.quantile * len(deltas)))]
+        span = stamps[-1] - stamps[0]
+        if period <= 0 or span <= 0:
+            return None
+        return 1.0 / period, min(1.0, (len(stamps) - 1) * period / span)
+
+
 @dataclass
 class _CameraState:
     pending: QueuedFrame | None = None
@@ -74,6 +123,7 @@ class _CameraState:
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     received_rate: RateMeter = field(default_factory=RateMeter)
     processed_rate: RateMeter = field(default_factory=RateMeter)
+    publisher_rate: PublisherRate = field(default_factory=PublisherRate)
     last_wait_s: float = 0.0
     max_wait_s: float = 0.0
 
@@ -129,6 +179,7 @@ class FrameScheduler:
             now = self.clock()
             state.received += 1
             state.received_rate.add(now)
+            state.publisher_rate.add(stamp_s)
             if self._closed:
                 state.dropped['closed'] += 1
                 return False
@@ -174,7 +225,7 @@ class FrameScheduler:
             queued = state.pending
             if queued is None:
                 continue
-            wait = now - queued.arrival_s
+            wait = max(0.0, now - queued.arrival_s)
             if self.max_age_s is not None and wait > self.max_age_s:
                 state.pending = None
                 state.dropped['stale'] += 1
@@ -205,6 +256,11 @@ class FrameScheduler:
                         state.dropped['closed'] += 1
             self._cond.notify_all()
 
+    def reopen(self) -> None:
+        """Accept frames again after :meth:`close` (a deactivated node being reactivated)."""
+        with self._cond:
+            self._closed = False
+
     def wake(self) -> None:
         """Wake waiting :meth:`next_batch` calls without closing (they re-check and re-wait)."""
         with self._cond:
@@ -225,12 +281,15 @@ class FrameScheduler:
 
         Keys per camera: ``received``, ``processed``, ``dropped`` (dict by reason),
         ``dropped_total``, ``pending`` (bool), ``received_hz``, ``processed_hz``,
-        ``last_wait_s``, ``max_wait_s``.
+        ``last_wait_s``, ``max_wait_s``, ``publisher_hz`` and ``received_fraction`` (from
+        header stamps, :class:`PublisherRate`; None until enough frames arrived).
         """
         with self._cond:
             now = self.clock()
             return {
                 name: {
+                    **dict(zip(('publisher_hz', 'received_fraction'),
+                               s.publisher_rate.estimate() or (None, None))),
                     'received': s.received,
                     'processed': s.processed,
                     'dropped': dict(s.dropped),

@@ -11,13 +11,16 @@ import pytest
 
 from darknet53_ros.errors import BackendError, ConfigError, ModelError
 from darknet53_ros.inference.backends.base import Backend, model_metadata, parse_metadata
+from darknet53_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from darknet53_ros.inference.backends.registry import backend_for, create_backend
 
-onnx = pytest.importorskip('onnx')
-ort = pytest.importorskip('onnxruntime')
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from ..conftest import optional_module, requires
 
-from darknet53_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+pytestmark = requires('onnx', 'onnxruntime')
+onnx = optional_module('onnx')
+ort = optional_module('onnxruntime')
+if onnx is not None:
+    from onnx import TensorProto, helper, numpy_helper
 
 
 def contract_metadata(names: list[str], width: int, height: int) -> dict[str, str]:

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import ConfigError, ImageError, ModelError
-
-pytest.importorskip('onnxruntime')
-pytest.importorskip('cv2')
-
 from darknet53_ros.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from darknet53_ros.inference.detector import Detector, DetectorConfig
 from darknet53_ros.inference.postprocess import Detections
 
+from ..conftest import requires
 from .test_backends import contract_metadata, make_contract_model
+
+pytestmark = requires('onnxruntime', 'cv2')
 
 NAMES = ['person', 'dog', 'cat']
 # Network-pixel outputs of the constant model (416x416 input).

@@ -21,7 +21,10 @@ from darknet53_ros.inference.backends.gpu_preprocess import (
 )
 from darknet53_ros.inference.preprocess import preprocess
 
-cv2 = pytest.importorskip('cv2')
+from ..conftest import optional_module, requires
+
+pytestmark = requires('cv2')
+cv2 = optional_module('cv2')
 NVCC = Path('/usr/local/cuda/bin/nvcc')
 
 

@@ -19,9 +19,13 @@ from darknet53_ros.inference.postprocess import (
 )
 from darknet53_ros.inference.preprocess import LetterboxTransform, letterbox_transform
 
-onnx = pytest.importorskip('onnx')
-from onnx import TensorProto, helper  # noqa: E402
-from onnx.reference import ReferenceEvaluator  # noqa: E402
+from ..conftest import optional_module, requires
+
+pytestmark = requires('onnx')
+onnx = optional_module('onnx')
+if onnx is not None:
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
 
 METHODS = ['numpy', 'opencv', 'auto']
 

@@ -17,7 +17,10 @@ from darknet53_ros.inference.preprocess import (
     preprocess,
 )
 
-cv2 = pytest.importorskip('cv2')
+from ..conftest import optional_module, requires
+
+pytestmark = requires('cv2')
+cv2 = optional_module('cv2')
 
 
 def image(height: int, width: int, seed: int = 0, channels: int = 3) -> np.ndarray:

@@ -9,9 +9,6 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import ConfigError, SourceError
-
-pytest.importorskip('rosbags')
-
 from darknet53_ros.io.bag_writer import BagWriter, SyntheticFrame, write_synthetic_bag
 from darknet53_ros.io.bags import (
     COMPRESSED_IMAGE_TYPE,
@@ -31,6 +28,9 @@ from darknet53_ros.io.messages import (
     image_msg,
 )
 
+from ..conftest import requires
+
+pytestmark = requires('rosbags')
 T0 = 1_700_000_000_000_000_000
 
 

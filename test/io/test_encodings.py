@@ -20,7 +20,10 @@ from darknet53_ros.io.encodings import (
     msg_to_bgr,
 )
 
-rosbags_image = pytest.importorskip('rosbags.image')
+from ..conftest import optional_module, requires
+
+pytestmark = requires('rosbags.image')
+rosbags_image = optional_module('rosbags.image')
 
 # Channels and bytes per channel of each encoding's raw buffer.
 LAYOUT = {

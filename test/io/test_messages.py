@@ -20,7 +20,9 @@ from darknet53_ros.io.messages import (
     vision_msgs_definitions,
 )
 
-pytest.importorskip('rosbags')
+from ..conftest import requires
+
+pytestmark = requires('rosbags')
 
 STAMP = 1_700_000_123_456_789_012
 

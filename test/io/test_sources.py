@@ -4,12 +4,14 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 from darknet53_ros.io.bags import TopicCounts, TopicInfo
 from darknet53_ros.io.sources import folder_images, iter_bag, iter_video, read_image
 
-cv2 = pytest.importorskip('cv2')
+from ..conftest import optional_module, requires
+
+pytestmark = requires('cv2')
+cv2 = optional_module('cv2')
 
 
 def test_folder_listing_keeps_files_and_read_errors_are_frames(tmp_path):

@@ -20,13 +20,13 @@ from darknet53_ros.model.cfg import load_cfg, parse_cfg
 from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.weights import random_weights, write_weights
 
-from ..conftest import shared_file
+from ..conftest import optional_module, requires, shared_file
 
-cv2 = pytest.importorskip('cv2')
-ort = pytest.importorskip('onnxruntime')
-if not hasattr(cv2.dnn, 'readNetFromDarknet'):
-    pytest.skip('OpenCV without the Darknet importer (OpenCV 5 removed it)',
-                allow_module_level=True)
+cv2 = optional_module('cv2')
+ort = optional_module('onnxruntime')
+pytestmark = [requires('cv2', 'onnxruntime'), pytest.mark.skipif(
+    cv2 is not None and not hasattr(cv2.dnn, 'readNetFromDarknet'),
+    reason='OpenCV without the Darknet importer (OpenCV 5 removed it)')]
 
 SIZES = [(320, 320), (416, 416), (608, 608), (608, 352)]
 

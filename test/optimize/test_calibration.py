@@ -20,9 +20,11 @@ from darknet53_ros.optimize.calibration import (
     video_frames,
 )
 
+from ..conftest import optional_module, requires
 from ..toy import smooth_images
 
-cv2 = pytest.importorskip('cv2')
+pytestmark = requires('cv2')
+cv2 = optional_module('cv2')
 
 
 def test_folder_source_and_split(tmp_path: Path) -> None:

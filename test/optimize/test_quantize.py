@@ -10,9 +10,12 @@ import pytest
 
 from darknet53_ros.errors import ConfigError, ModelError
 
-onnx = pytest.importorskip('onnx')
-ort = pytest.importorskip('onnxruntime')
-cv2 = pytest.importorskip('cv2')
+from ..conftest import optional_module, requires
+
+pytestmark = requires('onnx', 'onnxruntime', 'cv2')
+onnx = optional_module('onnx')
+ort = optional_module('onnxruntime')
+cv2 = optional_module('cv2')
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
 from darknet53_ros.optimize import qdq  # noqa: E402

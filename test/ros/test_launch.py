@@ -17,11 +17,12 @@ CONFIG = ROOT / 'config'
 README = ROOT / 'README.md'
 PARAM_NAMES = {spec.name for spec in PARAMETERS}
 
+COMMON_ARGS = {'lifecycle', 'autostart', 'use_sim_time', 'log_level'}
 EXPECTED_ARGS = {
     'detector.launch.py': {'namespace', 'image_topic', 'compressed', 'params_file', 'model',
-                           'backend', 'camera_name'},
+                           'backend', 'camera_name', *COMMON_ARGS},
     'multi_camera.launch.py': {'namespace', 'cameras_file', 'params_file', 'node_per_camera',
-                               'model', 'backend', 'rviz'},
+                               'model', 'backend', 'rviz', *COMMON_ARGS},
 }
 
 
@@ -60,7 +61,7 @@ def test_launch_arguments_declared_and_described(name):
     assert EXPECTED_ARGS[name] <= set(declared)
     assert _used_configurations(path) <= set(declared)
     source = path.read_text(encoding='utf-8')
-    assert "executable='detector_node'" in source and "package='darknet53_ros'" in source
+    assert 'detector_actions(' in source  # darknet53_ros.ros.launching: detector_node
 
 
 def test_detector_yaml_declares_exactly_the_node_parameters():
@@ -173,15 +174,54 @@ def test_generate_launch_description(name):
     assert declared == set(_declared_arguments(LAUNCH / name))
 
 
-def test_multi_camera_node_per_camera():
-    _need_launch()
+def _multi_camera_actions(**configs):
     from launch import LaunchContext
 
     module = _load_launch_module('multi_camera.launch.py')
+    context = LaunchContext()
+    context.launch_configurations.update({
+        'namespace': 'robot', 'cameras_file': str(CONFIG / 'multi_camera.yaml'),
+        'params_file': str(CONFIG / 'detector.yaml'), 'node_per_camera': 'false',
+        'model': '', 'backend': '', 'log_level': 'info', 'lifecycle': 'false',
+        'autostart': 'true', 'use_sim_time': 'false', **configs})
+    return module._detectors(context)
+
+
+def test_multi_camera_node_per_camera():
+    _need_launch()
+    from launch_ros.actions import Node
+
     for per_camera, count in (('false', 1), ('true', 4)):
-        context = LaunchContext()
-        context.launch_configurations.update({
-            'namespace': 'robot', 'cameras_file': str(CONFIG / 'multi_camera.yaml'),
-            'params_file': str(CONFIG / 'detector.yaml'), 'node_per_camera': per_camera,
-            'model': '', 'backend': '', 'log_level': 'info'})
-        assert len(module._detectors(context)) == count
+        actions = _multi_camera_actions(node_per_camera=per_camera)
+        assert len(actions) == count
+        assert all(type(a) is Node for a in actions)
+
+
+@pytest.mark.parametrize('autostart', ['true', 'false'])
+@pytest.mark.parametrize('per_camera', ['false', 'true'])
+def test_lifecycle_nodes_and_autostart(autostart, per_camera):
+    """lifecycle:=true starts managed nodes (detector_node --lifecycle); autostart:=true adds
+    per node a configure event and a handler activating it once inactive."""
+    _need_launch()
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch_ros.actions import LifecycleNode
+
+    actions = _multi_camera_actions(lifecycle='true', autostart=autostart,
+                                    node_per_camera=per_camera, use_sim_time='true')
+    nodes = [a for a in actions if isinstance(a, LifecycleNode)]
+    assert len(nodes) == (4 if per_camera == 'true' else 1)
+    for node in nodes:
+        words = [getattr(sub, 'text', '') for part in node.cmd for sub in part]
+        assert '--lifecycle' in words and node.node_executable == 'detector_node'
+    events = [a for a in actions if isinstance(a, EmitEvent)]
+    handlers = [a for a in actions if isinstance(a, RegisterEventHandler)]
+    expected = len(nodes) if autostart == 'true' else 0
+    assert (len(events), len(handlers)) == (expected, expected)
+
+
+def test_launch_arguments_of_the_node():
+    from darknet53_ros.ros.launching import is_true, node_arguments
+
+    assert node_arguments(True, 'warn') == ['--lifecycle', '--ros-args', '--log-level', 'warn']
+    assert node_arguments(False, 'info')[0] == '--ros-args'
+    assert is_true(' True') and not is_true('false') and not is_true('')

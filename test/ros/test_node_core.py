@@ -25,8 +25,9 @@ from darknet53_ros.ros.params import (
     validate_parameter,
 )
 
-pytest.importorskip('rosbags')
-pytest.importorskip('onnxruntime')
+from ..conftest import requires
+
+pytestmark = requires('rosbags', 'onnxruntime')
 
 NAMES = ['box', 'cone', 'ball']
 STAMP = 1_700_000_000_123_456_789

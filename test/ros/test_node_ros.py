@@ -5,16 +5,20 @@ two cameras, in a namespace) must publish Detection2DArray on each camera's topi
 source headers, LabelInfo (transient local) and diagnostics, validate runtime parameters, and
 shut down without leaving threads behind.
 """
+import signal
 import threading
 import time
 
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed: these tests need a '
-                                            'sourced ROS 2 (Humble or Jazzy) environment')
-pytest.importorskip('vision_msgs.msg', reason='ros-$ROS_DISTRO-vision-msgs is not installed')
-pytest.importorskip('onnxruntime', reason='onnxruntime is not installed')
+from ..conftest import missing_modules, optional_module
+
+rclpy = optional_module('rclpy')
+pytestmark = pytest.mark.skipif(
+    bool(missing_modules('rclpy', 'vision_msgs.msg', 'onnxruntime')),
+    reason=f'{", ".join(missing_modules("rclpy", "vision_msgs.msg", "onnxruntime"))} not '
+           'installed: these tests need a sourced ROS 2 (Humble or Jazzy) with vision_msgs')
 
 NAMES = ['box', 'cone', 'ball']
 NAMESPACE = '/rostest'
@@ -192,3 +196,132 @@ def test_main_exits_on_shutdown(model_path, monkeypatch):
     rclpy.try_shutdown()  # the default context, as a SIGINT handler would
     thread.join(30)
     assert not thread.is_alive() and result.get('code') == 0
+
+
+def test_lifecycle_node_every_transition(context, model_path):
+    """The managed node through the lifecycle services, as `ros2 lifecycle set` drives it."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rclpy.executors import SingleThreadedExecutor
+
+    from darknet53_ros.ros.lifecycle_node import LifecycleDetectorNode
+
+    detector = LifecycleDetectorNode(context=context, namespace=NAMESPACE, share_dir=False,
+                                     parameter_overrides=_overrides(model_path))
+    helper = rclpy.create_node('lifecycle_client', context=context)
+    name = f'{NAMESPACE}/darknet53_detector'
+    change = helper.create_client(ChangeState, f'{name}/change_state')
+    get = helper.create_client(GetState, f'{name}/get_state')
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(detector.node)
+    executor.add_node(helper)
+
+    def call(client, request):
+        assert client.wait_for_service(timeout_sec=10.0)
+        future = client.call_async(request)
+        assert _spin_until(executor, future.done, timeout=30.0)
+        return future.result()
+
+    def transition(transition_id):
+        return call(change, ChangeState.Request(transition=Transition(id=transition_id)))
+
+    def state():
+        return call(get, GetState.Request()).current_state.label
+
+    try:
+        assert state() == 'unconfigured' and detector.core is None
+        assert transition(Transition.TRANSITION_CONFIGURE).success
+        assert state() == 'inactive' and detector.core is not None
+        assert not detector.core.running
+        assert transition(Transition.TRANSITION_ACTIVATE).success
+        assert state() == 'active' and detector.core.running
+        assert transition(Transition.TRANSITION_DEACTIVATE).success
+        assert state() == 'inactive' and not detector.core.running
+        assert not _inference_threads()
+        assert transition(Transition.TRANSITION_CLEANUP).success
+        assert state() == 'unconfigured' and detector.core is None
+        assert transition(Transition.TRANSITION_CONFIGURE).success
+        assert transition(Transition.TRANSITION_ACTIVATE).success
+        assert transition(Transition.TRANSITION_ACTIVE_SHUTDOWN).success
+        assert state() == 'finalized' and detector.state == 'finalized'
+        assert not _inference_threads()
+    finally:
+        executor.shutdown()
+        helper.destroy_node()
+        detector.destroy()
+
+
+def test_lifecycle_configure_failure_stays_unconfigured(context, model_path):
+    from darknet53_ros.ros.lifecycle_node import LifecycleDetectorNode
+
+    detector = LifecycleDetectorNode(context=context, share_dir=False,
+                                     parameter_overrides=_overrides(model_path,
+                                                                    model='/no/such.onnx'))
+    try:
+        assert detector.node.trigger_configure().to_label() == 'transition_failure'
+        assert detector.state == 'unconfigured' and detector.core is None
+    finally:
+        detector.destroy()  # shutdown transition from unconfigured
+    assert detector.state == 'finalized'
+
+
+def _inference_threads():
+    return [t for t in threading.enumerate() if t.name == 'darknet53-inference' and t.is_alive()]
+
+
+def _node_process(model_path, *extra):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    cmd = [sys.executable, '-m', 'darknet53_ros.ros.node', *extra, '--ros-args',
+           '-r', f'__ns:={NAMESPACE}_sig', '-p', f'model:={model_path}',
+           '-p', 'cameras:=[front:/rostest_sig/front/image_raw]']
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            text=True)
+
+
+@pytest.mark.parametrize('signals,extra', [
+    ((signal.SIGINT,), ()),
+    ((signal.SIGINT, signal.SIGINT), ()),
+    ((signal.SIGTERM,), ()),
+    ((signal.SIGINT, signal.SIGINT), ('--lifecycle',)),
+])
+def test_node_process_exits_cleanly_on_signals(context, model_path, signals, extra):
+    """detector_node in its own process, streamed to, then SIGINT/SIGTERM (once or twice in
+    quick succession): exit 0, no traceback, nothing logged at ERROR."""
+    from sensor_msgs.msg import Image
+
+    from darknet53_ros.io.messages import MessageTypes, header_msg, image_msg
+
+    proc = _node_process(model_path, *extra)
+    helper = rclpy.create_node('signal_camera', context=context)
+    pub = helper.create_publisher(Image, '/rostest_sig/front/image_raw', 10)
+    types = MessageTypes.from_rclpy()
+    frame = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    try:
+        deadline = time.monotonic() + 20.0
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # (unsubscribed until configured+activated with --lifecycle)
+            assert proc.poll() is None
+        if '--lifecycle' in extra:
+            assert pub.get_subscription_count() == 0  # starts unconfigured
+        else:
+            assert pub.get_subscription_count() == 1
+            for _ in range(40):  # stream while the signals arrive
+                pub.publish(image_msg(types, header_msg(types, helper.get_clock().now()
+                                                        .nanoseconds, 'f'), frame))
+                time.sleep(0.02)
+        for signum in signals:
+            proc.send_signal(signum)
+            time.sleep(0.05)
+        out, _ = proc.communicate(timeout=20.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        helper.destroy_node()
+    assert proc.returncode == 0, out
+    for bad in ('Traceback', 'ERROR', 'terminate called', 'context is invalid',
+                'Failed to publish'):
+        assert bad not in out, out

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from darknet53_ros.inference.postprocess import postprocess
 from darknet53_ros.inference.preprocess import preprocess
 from darknet53_ros.tools import baselines
 
-pytest.importorskip('cv2')
+from ..conftest import requires
+
+pytestmark = requires('cv2')
 
 
 def test_pre_matches_ours_within_one_level():

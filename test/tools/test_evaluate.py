@@ -18,6 +18,8 @@ from darknet53_ros.tools.evaluate import (
 )
 from darknet53_ros.training.metrics import evaluate_detections, ground_truth_for_split
 
+from ..conftest import requires
+
 
 def _xywh(box: list[float]) -> list[float]:
     return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
@@ -61,6 +63,7 @@ def _dets() -> dict:
     return out
 
 
+@requires('pycocotools')
 def test_map_matches_hand_computation() -> None:
     # COCO AP = mean over 101 recall points r of max precision at recall >= r.
     # cat (3 GT): TP .9, FP .8, TP .7, FP .6 -> precision 1, 1/2, 2/3, 1/2 at recall
@@ -89,6 +92,7 @@ def test_map_matches_hand_computation() -> None:
     assert result.summary()['conf_threshold'] == 0.001
 
 
+@requires('pycocotools')
 def test_no_detections_gives_zero(tmp_path: Path) -> None:
     empty = {name: Detections.empty() for name in GT}
     result = evaluate_detections(_gt(), empty)
@@ -97,11 +101,13 @@ def test_no_detections_gives_zero(tmp_path: Path) -> None:
     assert (tmp_path / 'pr.png').stat().st_size > 0
 
 
+@requires('pycocotools')
 def test_unknown_image_rejected() -> None:
     with pytest.raises(DatasetError, match='not in the ground truth'):
         evaluate_detections(_gt(), {'zzz.jpg': Detections.empty()})
 
 
+@requires('pycocotools', 'matplotlib')
 def test_perfect_detections_and_pr_plot(tmp_path: Path) -> None:
     dets = {}
     for name, objects in GT.items():
@@ -143,6 +149,7 @@ def _write_split(tmp_path: Path, with_coco: bool) -> Path:
     return root
 
 
+@requires('torch', 'pycocotools')
 def test_ground_truth_from_labels_matches_coco(tmp_path: Path) -> None:
 
     from_coco = ground_truth_for_split(load_split(_write_split(tmp_path, True), 'val'))
@@ -166,6 +173,7 @@ def _tiny_onnx(path: Path) -> None:
     export_onnx(network, random_weights(network, 0), path, names=['cat', 'dog'])
 
 
+@requires('tqdm')
 def test_calibration_overlap_detected(tmp_path: Path) -> None:
     pytest.importorskip('onnxruntime')
     from darknet53_ros.optimize.calibration import image_digest

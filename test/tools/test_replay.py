@@ -4,8 +4,9 @@ import pytest
 
 from darknet53_ros.errors import ConfigError, SourceError
 
-pytest.importorskip('rosbags')
-pytest.importorskip('onnxruntime')
+from ..conftest import requires
+
+pytestmark = requires('rosbags', 'onnxruntime')
 
 NAMES = ['box', 'cone', 'ball']
 T0 = 1_700_000_000_000_000_000

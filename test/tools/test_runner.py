@@ -13,9 +13,11 @@ from darknet53_ros.io.bag_writer import SyntheticFrame, write_synthetic_bag
 from darknet53_ros.io.bags import BagReader
 from darknet53_ros.io.sources import iter_images, source_kind
 
+from ..conftest import optional_module, requires
 from ..planted import SCORE, expected_box, quadrant_image
 
-cv2 = pytest.importorskip('cv2')
+pytestmark = requires('cv2')
+cv2 = optional_module('cv2')
 
 
 def test_detector_finds_the_planted_box(planted_model):

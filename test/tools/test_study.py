@@ -6,14 +6,15 @@ import shutil
 
 from hypothesis import given
 from hypothesis import strategies as st
-import pytest
 
 from darknet53_ros.model.cfg import load_cfg
 from darknet53_ros.model.generator import yolov3_cfg
 from darknet53_ros.model.weights import random_weights, write_weights
 from darknet53_ros.tools.study import StudyPoint, markdown_table, pareto_front, run_study
 
-pytest.importorskip('pycocotools')
+from ..conftest import requires
+
+pytestmark = requires('pycocotools')
 
 
 def _point(latency: float, map50: float) -> StudyPoint:

@@ -28,6 +28,8 @@ from darknet53_ros.training.synthetic import (
 )
 from darknet53_ros.training.synthetic.objects import ASPECTS
 
+from ..conftest import requires
+
 W, H = 160, 128
 
 
@@ -166,6 +168,7 @@ def test_composite_matches_painter_reference(specs: list, min_visible: float) ->
     assert [tuple(a) for a in result] == expected
 
 
+@requires('pycocotools')
 def test_write_dataset_coco_yolo_and_description(tmp_path: Path) -> None:
     from pycocotools.coco import COCO
 

@@ -7,25 +7,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip('torch')
+from ..conftest import optional_module, requires
 
-from darknet53_ros.errors import DarknetError  # noqa: E402
-from darknet53_ros.model.cfg import parse_cfg  # noqa: E402
-from darknet53_ros.model.generator import yolov3_cfg  # noqa: E402
-from darknet53_ros.model.weights import (  # noqa: E402
-    DarknetWeights,
-    random_weights,
-    read_weights,
-    write_weights,
-)
-from darknet53_ros.training.torch_model import DarknetModel  # noqa: E402
-from darknet53_ros.training.torch_weights import (  # noqa: E402
-    build_model,
-    load_darknet_weights,
-    load_pretrained,
-    save_darknet_weights,
-    to_darknet_weights,
-)
+pytestmark = requires('torch')
+torch = optional_module('torch')
+if torch is not None:  # else every test skips (pytestmark); no module-level skip
+    from darknet53_ros.errors import DarknetError
+    from darknet53_ros.model.cfg import parse_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
+    from darknet53_ros.model.weights import (
+        DarknetWeights,
+        random_weights,
+        read_weights,
+        write_weights,
+    )
+    from darknet53_ros.training.torch_model import DarknetModel
+    from darknet53_ros.training.torch_weights import (
+        build_model,
+        load_darknet_weights,
+        load_pretrained,
+        save_darknet_weights,
+        to_darknet_weights,
+    )
 
 # Every layer kind: BN and plain convs, grouped conv, shortcut with activation, route with
 # groups, asymmetric maxpool (size 2, stride 1), upsample with scale, two yolo heads.
