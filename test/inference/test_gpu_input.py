@@ -5,10 +5,13 @@ Kernel compilation and launches go through the CUDA runtime interface into the f
 ``cuModuleLoadData``, ``cuLaunchKernel`` with a ``void**``), whose kernels run the NumPy model
 of ``letterbox.cu`` on the fake device memory; the engine is a toy ONNX model run by ONNX
 Runtime behind the fake TensorRT. What this cannot show: that the real compilers and driver
-accept these calls, and the kernel's numerics on a GPU (see the README).
+accept these calls, and the kernel's numerics on a GPU: the tests at the end do, where a CUDA
+runtime, a GPU (and for the engine TensorRT) are present, and skip elsewhere; real NVRTC
+compiles the kernel wherever cuda-python and libnvrtc are installed (no GPU needed).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 import logging
 from pathlib import Path
 
@@ -207,3 +210,86 @@ def test_gpu_path_refuses_what_it_cannot_take(fakes: tuple, tmp_path: Path) -> N
         assert Detector(backend).preprocess_on == 'cpu'
         with pytest.raises(ConfigError, match='does not take a float32 3-channel input'):
             Detector(backend, DetectorConfig(preprocess='gpu'))
+
+
+@pytest.mark.parametrize('capability', [(8, 7), (7, 2)])
+def test_real_nvrtc_compiles_the_kernel(capability: tuple[int, int]) -> None:
+    """With cuda-python and libnvrtc installed (no GPU needed): the exact NVRTC calls of the
+    cuda-python runtime turn ``letterbox.cu`` into loadable PTX for Orin (and Xavier where
+    the NVRTC still targets it: CUDA 13 dropped compute_72)."""
+    pytest.importorskip('cuda.bindings.nvrtc', reason='cuda-python is not installed')
+    from darknet53_ros.inference.backends.cuda_python import compile_ptx
+
+    try:
+        ptx = compile_ptx(kernel_source(), KERNEL_NAME, KERNEL_OPTIONS, capability)
+    except BackendError as exc:
+        if capability == (7, 2) and 'gpu-architecture' in str(exc):
+            pytest.skip(f'this NVRTC no longer targets compute_72: {exc}')
+        raise
+    except Exception as exc:  # cuda.pathfinder: no libnvrtc
+        pytest.skip(f'NVRTC unavailable: {exc}')
+    target = f'.target sm_{capability[0]}{capability[1]}'.encode()
+    assert ptx.endswith(b'\x00') and f'.entry {KERNEL_NAME}'.encode() in ptx
+    assert target in ptx and b'fma.rn.f32' not in ptx  # --fmad=false kept the arithmetic
+
+
+# --------------------------------------------------------------------------------------------
+# Real GPU (Jetson): skipped where no CUDA runtime and GPU are present
+
+
+@pytest.fixture
+def cuda_context() -> Iterator[CudaContext]:
+    try:
+        context = CudaContext(0)
+    except BackendError as exc:
+        pytest.skip(f'no CUDA runtime and GPU: {exc}')
+    yield context
+    context.close()
+
+
+def test_real_gpu_kernel_matches_cpu_path(cuda_context: CudaContext) -> None:
+    ctx = cuda_context
+    bgr = smooth_images(1, shape=(480, 640))[0]
+    cases = [(bgr, 'bgr8'), (bgr[..., ::-1].copy(), 'rgb8'), (np.ascontiguousarray(bgr[..., 0]),
+             'mono8'), (np.dstack([bgr, bgr[..., :1]]), 'bgra8')]
+    with ctx.scope():
+        kernel = ctx.compile(kernel_source(), KERNEL_NAME)
+        stream = ctx.stream()
+        out = ctx.pinned_empty((3, 416, 416), np.float32)
+        dst = ctx.device_alloc(out.nbytes)
+        for image, encoding in cases:
+            src = ctx.device_alloc(image.nbytes)
+            ctx.memcpy_htod(src, image)
+            GpuLetterbox(lambda s, n: kernel, 416, 416).write(
+                int(src), image.shape, image.nbytes // image.shape[0], encoding, int(dst), 0,
+                stream)
+            ctx.memcpy_dtoh_async(out, dst, stream)
+            stream.synchronize()
+            cpu = preprocess(bgr if encoding != 'mono8' else image, 416, 416)[0][0]
+            assert np.abs(out - cpu).max() <= 1 / 255 + 1e-6, encoding
+            assert np.abs(out - model_letterbox(image, encoding, 416, 416)).max() <= 1e-5
+            ctx.release(src)
+
+
+def test_real_gpu_detect_batch_matches_cpu(cuda_context: CudaContext, tmp_path: Path) -> None:
+    from darknet53_ros.inference.backends.engine_file import tensorrt_available
+    from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
+    from darknet53_ros.optimize.engine_builder import build_engine
+
+    if not tensorrt_available():
+        pytest.skip('TensorRT is not installed')
+    import onnx
+
+    model = tmp_path / 'toy.onnx'
+    onnx.save(toy_model(), str(model))
+    engine = tmp_path / 'toy.engine'
+    build_engine(model, engine, precision='fp32', batch=(1, 2, 4), workspace_mib=256,
+                 progress=False)
+    images = _images()
+    with TensorRTBackend(engine) as backend:
+        outputs, transforms = backend.infer_images(images, 32, 32, True)
+        batch, cpu_transforms = preprocess(images, 32, 32)
+        reference = backend.infer(batch)
+    assert transforms == cpu_transforms
+    np.testing.assert_allclose(outputs['scores'], reference['scores'], atol=0.01)
+    np.testing.assert_allclose(outputs['boxes'], reference['boxes'], atol=0.3)

@@ -30,24 +30,19 @@ INSTALL = ("pip install cuda-python matching the CUDA major version (JetPack 5: 
            '--cuda-runtime pycuda')
 
 
-def _import_driver() -> Any:
+def _import_binding(name: str, legacy: str) -> Any:
+    """``cuda.bindings.<name>``, or ``cuda.<legacy>`` before cuda-python 12.6."""
     try:
-        return importlib.import_module('cuda.bindings.driver')
+        return importlib.import_module(f'cuda.bindings.{name}')
     except ImportError:
         try:
-            return importlib.import_module('cuda.cuda')  # cuda-python < 12.6
+            return importlib.import_module(f'cuda.{legacy}')
         except ImportError as exc:
             raise BackendError(f'cuda-python is not installed ({exc}): {INSTALL}') from exc
 
 
-def _import_nvrtc() -> Any:
-    try:
-        return importlib.import_module('cuda.bindings.nvrtc')
-    except ImportError:
-        try:
-            return importlib.import_module('cuda.nvrtc')  # cuda-python < 12.6
-        except ImportError as exc:
-            raise BackendError(f'cuda-python has no NVRTC ({exc}): {INSTALL}') from exc
+def _import_driver() -> Any:
+    return _import_binding('driver', 'cuda')
 
 
 def _nvrtc_call(nvrtc: Any, function: str, *args: Any) -> Any:
@@ -76,7 +71,7 @@ def compile_ptx(source: str, name: str, options: Sequence[str],
                 capability: tuple[int, int]) -> bytes:
     """PTX of ``source`` for ``compute_XY`` through NVRTC (NUL-terminated, for
     ``cuModuleLoadData``)."""
-    nvrtc = _import_nvrtc()
+    nvrtc = _import_binding('nvrtc', 'nvrtc')
     program = _nvrtc_call(nvrtc, 'nvrtcCreateProgram', source.encode(), f'{name}.cu'.encode(),
                           0, [], [])
     try:
