@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+import logging
 import os
 from typing import Any, cast
 
 import numpy as np
 
-from darknet53_ros.errors import ConfigError, ModelError
+from darknet53_ros.errors import BackendError, ConfigError, ModelError
 from darknet53_ros.inference.backends.base import Backend
 from darknet53_ros.inference.backends.gpu_preprocess import (
     PREPROCESS_MODES,
@@ -29,7 +30,14 @@ from darknet53_ros.inference.postprocess import (
     check_thresholds,
     postprocess,
 )
-from darknet53_ros.inference.preprocess import ImageBatch, LetterboxTransform, Preprocessor
+from darknet53_ros.inference.preprocess import (
+    ImageBatch,
+    LetterboxTransform,
+    Preprocessor,
+    check_image,
+)
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,9 @@ class DetectorConfig:
         nms_method: ``'auto'``, ``'opencv'`` or ``'numpy'`` (identical results).
         class_agnostic: suppress across classes too.
         preprocess: ``'auto'`` (on the GPU when the backend can, else the CPU), ``'cpu'`` or
-            ``'gpu'`` (the TensorRT backend's letterbox kernel; ConfigError elsewhere).
+            ``'gpu'`` (the TensorRT backend's letterbox kernel; ConfigError elsewhere). With
+            ``auto``, a first GPU batch that fails with a BackendError (no nvcc/NVRTC to
+            compile the kernel, ...) logs one warning and the detector stays on the CPU.
     """
 
     input_width: int | None = None
@@ -100,6 +110,7 @@ class Detector:
         self._preprocessor = Preprocessor(self.width, self.height, self.config.letterbox)
         #: where images are letterboxed: ``'cpu'`` or ``'gpu'`` (backend ``infer_images``)
         self.preprocess_on = resolve_preprocess(self.config.preprocess, backend)
+        self._gpu_proven = False
 
     @staticmethod
     def _size(field: str, configured: int | None, metadata: int | None,
@@ -163,16 +174,34 @@ class Detector:
         results: list[Detections] = []
         for start in range(0, len(items), step):
             if self.preprocess_on == 'gpu':
-                outputs, transforms = cast(DevicePreprocessing, self.backend).infer_images(
-                    items[start:start + step], self.width, self.height, self.config.letterbox)
-                results.extend(self.postprocess(outputs['boxes'], outputs['scores'],
-                                                transforms))
-                continue
+                gpu = self._detect_on_device(items[start:start + step], start)
+                if gpu is not None:
+                    results.extend(gpu)
+                    continue
             batch, transforms = self._preprocessor(items[start:start + step],
                                                    batch_size=self._fixed_batch, start=start)
             boxes, scores = self.infer(batch)
             results.extend(self.postprocess(boxes, scores, transforms))
         return results
+
+    def _detect_on_device(self, images: list[np.ndarray], start: int,
+                          ) -> list[Detections] | None:
+        """Pre-process and run ``images`` through the backend's ``infer_images``; ``None``
+        when ``auto`` gave up on the GPU (its first batch failed) and the CPU should run it."""
+        for i, image in enumerate(images):
+            check_image(image, f'images[{start + i}]')
+        try:
+            outputs, transforms = cast(DevicePreprocessing, self.backend).infer_images(
+                images, self.width, self.height, self.config.letterbox)
+        except BackendError as exc:
+            if self._gpu_proven or self.config.preprocess != 'auto':
+                raise
+            _LOG.warning('preprocess auto: GPU pre-processing failed on the first batch (%s); '
+                         'pre-processing on the CPU from now on', exc)
+            self.preprocess_on = 'cpu'
+            return None
+        self._gpu_proven = True
+        return self.postprocess(outputs['boxes'], outputs['scores'], transforms)
 
     def close(self) -> None:
         """Close the backend."""

@@ -6,7 +6,8 @@ The fake ``pycuda.driver`` (:mod:`test.fakes.pycuda`) and ``cuda.bindings.driver
 checks apply to both runtimes. ``errors`` collects what a real driver would punish (often
 silently): work without a current context, a stream destroyed after its context was released,
 streams or memory alive when the primary context is released, a context left on a thread's
-stack. Tests assert ``errors == []``.
+stack, a module still loaded then, a launch without a live stream. Tests assert
+``errors == []``. Kernels (:mod:`test.fakes.kernels`) run NumPy models on the device memory.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import threading
 from typing import Any
 
 import numpy as np
+
+from .kernels import FakeFunction, FakeModule, run
 
 
 class FakeContext:
@@ -29,7 +32,8 @@ class FakeDeviceMemory:
         self.data = bytearray(nbytes)
         self.freed = False
         driver.memory.append(self)
-        self.address = 0x1000 * len(driver.memory)
+        self.address = driver.next_address  # disjoint ranges, a guard page between them
+        driver.next_address += (nbytes // 0x1000 + 2) * 0x1000
 
     def __int__(self) -> int:
         return self.address
@@ -62,6 +66,10 @@ class FakeDriver:
         self.events: list[str] = []
         self.errors: list[str] = []
         self._next_stream = 77
+        self.next_address = 0x1000
+        self.modules: list[FakeModule] = []
+        self.compiles: list[dict[str, Any]] = []  # one entry per compilation, with options
+        self.launches: list[str] = []  # kernel name per launch
 
     # context stack ------------------------------------------------------------------------
     def stack(self) -> list[FakeContext]:
@@ -96,6 +104,8 @@ class FakeDriver:
                 self.errors.append(f'streams {alive} alive when the context was released')
             if any(not m.freed for m in self.memory):
                 self.errors.append('device memory alive when the context was released')
+            if any(m.loaded for m in self.modules):
+                self.errors.append('a module was loaded when the context was released')
 
     def push(self, context: FakeContext) -> None:
         if self.refcount[context.device] <= 0:
@@ -133,6 +143,48 @@ class FakeDriver:
             if memory.address == int(address) and not memory.freed:
                 return memory
         raise AssertionError(f'no live device memory at 0x{int(address):x}')
+
+    def locate(self, address: int, nbytes: int) -> tuple[FakeDeviceMemory, int]:
+        """The live allocation holding ``[address, address + nbytes)`` and the offset."""
+        for memory in self.memory:
+            offset = int(address) - memory.address
+            if not memory.freed and 0 <= offset and offset + nbytes <= len(memory.data):
+                return memory, offset
+        raise AssertionError(f'no live device memory holds {nbytes} bytes at '
+                             f'0x{int(address):x}')
+
+    def read(self, address: int, nbytes: int) -> np.ndarray:
+        """A uint8 copy of device memory (a kernel's load)."""
+        memory, offset = self.locate(address, nbytes)
+        return np.frombuffer(bytes(memory.data[offset:offset + nbytes]), np.uint8)
+
+    def write(self, address: int, array: np.ndarray) -> None:
+        """Store ``array``'s bytes in device memory (a kernel's store)."""
+        raw = np.ascontiguousarray(array).tobytes()
+        memory, offset = self.locate(address, len(raw))
+        memory.data[offset:offset + len(raw)] = raw
+
+    # kernels ------------------------------------------------------------------------------
+    def load_module(self, source: str) -> FakeModule:
+        """Load the kernels of ``source`` into the current context."""
+        self.require_context('module load')
+        module = FakeModule(source)
+        if not module.functions:
+            raise AssertionError('no extern "C" __global__ kernel in the source')
+        self.modules.append(module)
+        return module
+
+    def unload_module(self, module: FakeModule) -> None:
+        """``cuModuleUnload``: needs the module's live context current."""
+        self.require_context('module unload')
+        if not module.loaded:
+            self.errors.append('module unloaded twice')
+        module.loaded = False
+
+    def launch(self, function: FakeFunction, grid: tuple[int, ...], block: tuple[int, ...],
+               values: list[Any], stream: Any) -> None:
+        """Run a kernel with decoded arguments (see :func:`test.fakes.kernels.run`)."""
+        run(self, function, grid, block, values, stream)
 
     def host_alloc(self, nbytes: int) -> HostAllocation:
         self.require_context('host alloc')

@@ -22,6 +22,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> tuple:
     trt = make_fake_trt(core)
     monkeypatch.setitem(sys.modules, 'pycuda', pycuda)
     monkeypatch.setitem(sys.modules, 'pycuda.driver', cuda)
+    monkeypatch.setitem(sys.modules, 'pycuda.compiler', pycuda.compiler)
     for name, module in make_fake_cuda_python(core).items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setitem(sys.modules, 'tensorrt', trt)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import ConfigError, ImageError
+from darknet53_ros.inference.backends.cuda_runtime import KERNEL_OPTIONS
 from darknet53_ros.inference.backends.gpu_preprocess import (
     BLOCK,
     KERNEL_NAME,
@@ -55,9 +56,9 @@ def test_kernel_compiles_for_jetson(arch: str, tmp_path: Path) -> None:
                     'JetPack 5 nvcc does)')
     source = tmp_path / 'letterbox.cu'
     source.write_text(kernel_source())
-    done = subprocess.run([str(NVCC), f'-arch=sm_{arch}', '--ptx', str(source), '-o',
-                           str(tmp_path / 'letterbox.ptx')], capture_output=True, text=True,
-                          check=False, timeout=120)
+    done = subprocess.run([str(NVCC), f'-arch=sm_{arch}', *KERNEL_OPTIONS, '--ptx', str(source),
+                           '-o', str(tmp_path / 'letterbox.ptx')], capture_output=True,
+                          text=True, check=False, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f'.entry {KERNEL_NAME}' in (tmp_path / 'letterbox.ptx').read_text()
 

@@ -403,3 +403,16 @@ def test_gpu_build_and_infer_matches_onnxruntime(gpu: int, tmp_path: Path) -> No
                 t.join()
             assert len(results) == 4 and all(np.array_equal(r, results[0]) for r in results)
     assert (tmp_path / 'timing.cache').is_file()
+
+
+def test_find_nvcc_looks_beyond_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """JetPack installs nvcc in /usr/local/cuda/bin without adding it to PATH."""
+    from darknet53_ros.inference.backends import cuda_pycuda
+
+    (tmp_path / 'bin').mkdir()
+    (tmp_path / 'bin' / 'nvcc').write_text('')
+    monkeypatch.setattr(cuda_pycuda.shutil, 'which', lambda name: None)
+    monkeypatch.setenv('CUDA_HOME', str(tmp_path))
+    assert cuda_pycuda.find_nvcc() == str(tmp_path / 'bin' / 'nvcc')
+    monkeypatch.setattr(cuda_pycuda.shutil, 'which', lambda name: '/opt/cuda/bin/nvcc')
+    assert cuda_pycuda.find_nvcc() == '/opt/cuda/bin/nvcc'

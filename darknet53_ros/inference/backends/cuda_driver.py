@@ -5,6 +5,7 @@ per Python CUDA binding (:mod:`~darknet53_ros.inference.backends.cuda_pycuda`,
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -95,3 +96,21 @@ class CudaDriver(abc.ABC):
     @abc.abstractmethod
     def memcpy_htod(self, dest: int, src: np.ndarray) -> None:
         """Synchronous host-to-device copy."""
+
+    @abc.abstractmethod
+    def compile_kernel(self, source: str, name: str, options: Sequence[str],
+                       capability: tuple[int, int]) -> tuple[Any, Any]:
+        """Compile CUDA C ``source`` (its kernels declared ``extern "C"``) for a device of
+        compute ``capability`` and load it into the current context: ``(module token for
+        module_unload, function name)``."""
+
+    @abc.abstractmethod
+    def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
+               args: Sequence[Any], stream: Any) -> None:
+        """Launch ``function`` on ``stream`` (``None``: the default stream); ``args`` are NumPy
+        scalars in the kernel's parameter order (``np.uintp`` for pointers)."""
+
+    @abc.abstractmethod
+    def module_unload(self, module: Any) -> None:
+        """Unload a module made by :meth:`compile_kernel` (the context is current); no
+        reference may be kept."""

@@ -9,7 +9,10 @@ release_primary` pops it afterwards). CUDA 13 (JetPack 7) needs pycuda >= 2025.1
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,18 @@ PYCUDA_FOR_CUDA13 = (2025, 1, 2)
 INSTALL = ("pip install 'pycuda>=2025.1.2' on CUDA 13 (JetPack 7) or 'pycuda>=2022.1' on "
            'JetPack 5/6, with the CUDA toolkit of JetPack on PATH; or use --cuda-runtime '
            'cuda-python')
+
+
+def find_nvcc() -> str:
+    """``nvcc`` on ``PATH``, else in ``$CUDA_HOME/bin`` or ``/usr/local/cuda/bin`` (JetPack
+    installs it there without adding it to ``PATH``); ``'nvcc'`` when none is found."""
+    found = shutil.which('nvcc')
+    if found:
+        return found
+    for home in (os.environ.get('CUDA_HOME'), '/usr/local/cuda'):
+        if home and os.path.isfile(os.path.join(home, 'bin', 'nvcc')):
+            return os.path.join(home, 'bin', 'nvcc')
+    return 'nvcc'
 
 
 def check_pycuda_version(pycuda_version: tuple[int, ...], cuda_version: tuple[int, ...],
@@ -133,3 +148,29 @@ class PycudaDriver(CudaDriver):
 
     def memcpy_htod(self, dest: int, src: np.ndarray) -> None:
         self._cuda.memcpy_htod(dest, src)
+
+    def compile_kernel(self, source: str, name: str, options: Sequence[str],
+                       capability: tuple[int, int]) -> tuple[Any, Any]:
+        error = ''
+        try:
+            from pycuda.compiler import SourceModule
+
+            module = SourceModule(source, nvcc=find_nvcc(), options=list(options),
+                                  no_extern_c=True, arch=f'sm_{capability[0]}{capability[1]}')
+        except Exception as exc:  # pycuda.driver.CompileError, nvcc missing, LogicError
+            raise BackendError(f'pycuda cannot compile CUDA kernel {name!r}: {exc} (pycuda runs '
+                               'nvcc: install the CUDA toolkit of JetPack, or use '
+                               '--cuda-runtime cuda-python, or preprocess cpu)') from exc
+        try:
+            return module, module.get_function(name)
+        except Exception as exc:
+            error = str(exc)  # the traceback would keep the module alive past the scope
+        del module  # unloaded now, while the context is current
+        raise BackendError(f'pycuda: no kernel {name!r} in the compiled module: {error}')
+
+    def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
+               args: Sequence[Any], stream: Any) -> None:
+        function(*args, block=tuple(block), grid=tuple(grid), stream=stream)
+
+    def module_unload(self, module: Any) -> None:
+        """pycuda unloads a module with its last reference, which the caller drops now."""

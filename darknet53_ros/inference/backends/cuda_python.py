@@ -6,9 +6,16 @@ cuda-python is what NVIDIA's TensorRT samples use from 10.13 on: ``pip install
 (JetPack 7), ``'cuda-python>=11.8,<12'`` for CUDA 11.4 (JetPack 5). Every call returns
 ``(CUresult, values...)``; a result other than ``CUDA_SUCCESS`` raises :class:`BackendError`
 with the driver's error name. Releases before 12.6 have the module at ``cuda.cuda``.
+
+Kernels compile with NVRTC (``cuda.bindings.nvrtc``, the toolkit's ``libnvrtc``; no ``nvcc``)
+to PTX for the device's ``compute_XY``, which the driver loads (``cuModuleLoadData``) and
+JIT-compiles; NVRTC must not be newer than the driver (true with the JetPack that installed
+both). Launches pass ``cuLaunchKernel`` the ``void**`` address of an array of pointers to
+each argument's value.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 import ctypes
 import importlib
 from typing import Any
@@ -23,14 +30,63 @@ INSTALL = ("pip install cuda-python matching the CUDA major version (JetPack 5: 
            '--cuda-runtime pycuda')
 
 
-def _import_driver() -> Any:
+def _import_binding(name: str, legacy: str) -> Any:
+    """``cuda.bindings.<name>``, or ``cuda.<legacy>`` before cuda-python 12.6."""
     try:
-        return importlib.import_module('cuda.bindings.driver')
+        return importlib.import_module(f'cuda.bindings.{name}')
     except ImportError:
         try:
-            return importlib.import_module('cuda.cuda')  # cuda-python < 12.6
+            return importlib.import_module(f'cuda.{legacy}')
         except ImportError as exc:
             raise BackendError(f'cuda-python is not installed ({exc}): {INSTALL}') from exc
+
+
+def _import_driver() -> Any:
+    return _import_binding('driver', 'cuda')
+
+
+def _nvrtc_call(nvrtc: Any, function: str, *args: Any) -> Any:
+    result = getattr(nvrtc, function)(*args)
+    if result[0] != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        try:
+            text = nvrtc.nvrtcGetErrorString(result[0])[1]
+            text = text.decode() if isinstance(text, bytes) else str(text)
+        except Exception:
+            text = str(result[0])
+        raise BackendError(f'NVRTC {function} failed: {text}')
+    return result[1] if len(result) == 2 else None
+
+
+def _nvrtc_log(nvrtc: Any, program: Any) -> str:
+    try:
+        size = _nvrtc_call(nvrtc, 'nvrtcGetProgramLogSize', program)
+        log = b' ' * max(int(size), 2)  # written in place: never a cached 1-byte object
+        _nvrtc_call(nvrtc, 'nvrtcGetProgramLog', program, log)
+        return log.rstrip(b'\x00 ').decode(errors='replace').strip()
+    except BackendError:
+        return ''
+
+
+def compile_ptx(source: str, name: str, options: Sequence[str],
+                capability: tuple[int, int]) -> bytes:
+    """PTX of ``source`` for ``compute_XY`` through NVRTC (NUL-terminated, for
+    ``cuModuleLoadData``)."""
+    nvrtc = _import_binding('nvrtc', 'nvrtc')
+    program = _nvrtc_call(nvrtc, 'nvrtcCreateProgram', source.encode(), f'{name}.cu'.encode(),
+                          0, [], [])
+    try:
+        opts = [f'--gpu-architecture=compute_{capability[0]}{capability[1]}'.encode()]
+        opts += [option.encode() for option in options]
+        try:
+            _nvrtc_call(nvrtc, 'nvrtcCompileProgram', program, len(opts), opts)
+        except BackendError as exc:
+            raise BackendError(f'{exc}: {_nvrtc_log(nvrtc, program)}') from exc
+        size = _nvrtc_call(nvrtc, 'nvrtcGetPTXSize', program)
+        ptx = b' ' * max(int(size), 2)
+        _nvrtc_call(nvrtc, 'nvrtcGetPTX', program, ptx)  # written into ``ptx``, as in C
+        return ptx
+    finally:
+        nvrtc.nvrtcDestroyProgram(program)  # clean-up: its result must not hide an error
 
 
 def _address(handle: Any) -> int:
@@ -140,3 +196,24 @@ class CudaPythonDriver(CudaDriver):
 
     def memcpy_htod(self, dest: int, src: np.ndarray) -> None:
         self._call('cuMemcpyHtoD', dest, src.ctypes.data, src.nbytes)
+
+    def compile_kernel(self, source: str, name: str, options: Sequence[str],
+                       capability: tuple[int, int]) -> tuple[Any, Any]:
+        ptx = compile_ptx(source, name, options, capability)
+        module = self._call('cuModuleLoadData', np.char.array(ptx))
+        try:
+            return module, self._call('cuModuleGetFunction', module, name.encode())
+        except BackendError:
+            self._call('cuModuleUnload', module)
+            raise
+
+    def launch(self, function: Any, grid: tuple[int, int, int], block: tuple[int, int, int],
+               args: Sequence[Any], stream: Any) -> None:
+        values = [np.array([arg], dtype=np.asarray(arg).dtype) for arg in args]
+        params = np.array([value.ctypes.data for value in values], dtype=np.uint64)
+        self._call('cuLaunchKernel', function, int(grid[0]), int(grid[1]), int(grid[2]),
+                   int(block[0]), int(block[1]), int(block[2]), 0,
+                   0 if stream is None else stream, params.ctypes.data, 0)
+
+    def module_unload(self, module: Any) -> None:
+        self._call('cuModuleUnload', module)

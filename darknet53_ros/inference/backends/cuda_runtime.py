@@ -15,6 +15,11 @@ come from a :class:`CudaDriver`:
 ``runtime='auto'`` takes pycuda when it imports, else cuda-python; ``'pycuda'`` or
 ``'cuda-python'`` forces one (:data:`RUNTIMES`).
 
+Kernels: :meth:`CudaContext.compile` builds CUDA C source for the device (pycuda:
+``SourceModule``, which runs ``nvcc``; cuda-python: NVRTC to PTX, ``cuModuleLoadData``) with
+:data:`KERNEL_OPTIONS` and returns a :class:`Kernel`, called ``kernel(grid, block, args,
+stream)`` with NumPy scalar arguments; the context unloads its modules on close.
+
 Lifecycle, the same for both: scopes nest per thread (only the outermost pushes and pops), so
 nothing is left on any thread's context stack afterwards. :meth:`CudaContext.close` runs only
 in the thread that created the context (others get a :class:`BackendError`, nothing is
@@ -27,7 +32,7 @@ No driver is imported until a context is made; importing this module touches no 
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 import logging
 import threading
@@ -44,6 +49,10 @@ _LOG = logging.getLogger(__name__)
 AUTO = 'auto'
 #: Accepted runtime names (``cuda_python`` is accepted as an alias of ``cuda-python``).
 RUNTIMES = (AUTO, 'pycuda', 'cuda-python')
+#: Compiler options of :meth:`CudaContext.compile` (nvcc and NVRTC alike): no fused
+#: multiply-add contraction, so kernels compute exactly the float32 operations written (the
+#: NumPy models of the tests do the same).
+KERNEL_OPTIONS = ('--fmad=false',)
 
 
 class DeviceBuffer:
@@ -80,6 +89,28 @@ class CudaStream:
             raise BackendError('CUDA stream used after its context was closed')
         with self._owner.scope():
             self._owner.driver.stream_synchronize(self.native)
+
+
+class Kernel:
+    """A compiled kernel of a :class:`CudaContext`: ``kernel(grid, block, args, stream)``.
+
+    ``args`` are NumPy scalars in the kernel's parameter order (``np.uintp`` for pointers,
+    ``np.int32``, ``np.float32``); ``stream`` a :class:`CudaStream` or ``None`` (the default
+    stream). After the context closes the kernel holds nothing and refuses to launch.
+    """
+
+    def __init__(self, owner: CudaContext, name: str, function: Any) -> None:
+        self._owner = owner
+        self.name = name
+        self.function: Any = function
+
+    def __call__(self, grid: tuple[int, int, int], block: tuple[int, int, int],
+                 args: Sequence[Any], stream: CudaStream | None = None) -> None:
+        if self.function is None:
+            raise BackendError(f'CUDA kernel {self.name} used after its context was closed')
+        with self._owner.scope():
+            self._owner.driver.launch(self.function, grid, block, args,
+                                      None if stream is None else stream.native)
 
 
 def select_driver(runtime: str = AUTO) -> CudaDriver:
@@ -154,6 +185,7 @@ class CudaContext:
         self._host: list[tuple[np.ndarray, Any]] = []
         self._device: list[DeviceBuffer] = []
         self._streams: list[CudaStream] = []
+        self._modules: list[tuple[Any, Kernel]] = []
         self._closed = False
 
     @property
@@ -212,6 +244,22 @@ class CudaContext:
         with self._lock:
             self._streams.append(stream)
         return stream
+
+    def compile(self, source: str, name: str,
+                options: Sequence[str] = KERNEL_OPTIONS) -> Kernel:
+        """Compile CUDA C ``source`` for this device and load kernel ``name`` (``extern "C"``).
+
+        Raises:
+            BackendError: the compiler is missing or rejects the source (with its log).
+        """
+        capability = self.driver.compute_capability(self.device_id)
+        with self.scope():
+            module, function = self.driver.compile_kernel(source, name, tuple(options),
+                                                          capability)
+        kernel = Kernel(self, name, function)
+        with self._lock:
+            self._modules.append((module, kernel))
+        return kernel
 
     def release(self, resource: Any) -> None:
         """Free one resource made by this context now (device buffer or pinned array)."""
@@ -272,6 +320,7 @@ class CudaContext:
                 except Exception as exc:
                     errors.append(f'stream destroy: {exc}')
                 del native  # no reference outlives the scope
+            self._unload_modules(errors)
             for buffer in device:
                 self._free_device(buffer, errors)
             for _, token in host:
@@ -285,6 +334,20 @@ class CudaContext:
             self.driver.pop()
         for error in errors:
             _LOG.warning('CUDA context of device %d: %s', self.device_id, error)
+
+    def _unload_modules(self, errors: list[str]) -> None:
+        """Unload every module (inside the scope; pycuda unloads with the last reference, so
+        none is left here when this returns)."""
+        with self._lock:
+            modules, self._modules = self._modules, []
+        while modules:
+            module, kernel = modules.pop()
+            kernel.function = None
+            try:
+                self.driver.module_unload(module)
+            except Exception as exc:
+                errors.append(f'module unload: {exc}')
+            del module, kernel
 
     def _free_device(self, buffer: DeviceBuffer, errors: list[str] | None = None) -> None:
         if buffer.freed:

@@ -135,14 +135,25 @@ class GpuLetterbox:
 
 def model_letterbox(image: np.ndarray, encoding: str, width: int, height: int,
                     letterbox: bool = True, pad_value: float = PAD_VALUE) -> np.ndarray:
-    """The kernel's output ``[3, height, width]`` computed in NumPy with its exact float32
-    arithmetic (same index clamping, interpolation order and scaling)."""
-    channels, red, green, blue = ENCODINGS[encoding]
-    src = np.ascontiguousarray(image).reshape(image.shape[0], image.shape[1], channels)
-    src_h, src_w = src.shape[:2]
-    transform, new_w, new_h, pad_x, pad_y = _geometry(src_w, src_h, width, height, letterbox)
+    """The kernel's output ``[3, height, width]`` for one image, computed in NumPy with its
+    exact float32 arithmetic (:func:`model_kernel` on the arguments :func:`launch_args`
+    gives)."""
+    rows = np.ascontiguousarray(image).reshape(image.shape[0], -1)
+    _, _, args = launch_args(0, image.shape[1], image.shape[0], rows.shape[1], encoding, 0, 0,
+                             width, height, letterbox, pad_value)
+    return model_kernel(rows, args)
+
+
+def model_kernel(rows: np.ndarray, args: Sequence[Any]) -> np.ndarray:
+    """What one launch of the kernel writes into its slot, ``[3, net_h, net_w]`` float32, in
+    NumPy with the kernel's float32 arithmetic (same index clamping, interpolation order and
+    scaling): ``rows`` is the source image as ``[src_h, src_pitch]`` bytes, ``args`` the
+    kernel's arguments in the order of ``letterbox.cu`` (the two pointers are not read)."""
+    (_, src_w, src_h, _, channels, red, green, blue, _, net_w, net_h, new_w, new_h, pad_x,
+     pad_y, scale_x, scale_y, pad_value) = (a.item() if hasattr(a, 'item') else a for a in args)
+    src = rows[:src_h, :src_w * channels].reshape(src_h, src_w, channels)
     f32 = np.float32
-    out = np.full((3, height, width), f32(pad_value), f32)
+    out = np.full((3, net_h, net_w), f32(pad_value), f32)
 
     def axis(count: int, scale: float, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         pos = (np.arange(count, dtype=f32) + f32(0.5)) * f32(scale) - f32(0.5)
@@ -154,32 +165,40 @@ def model_letterbox(image: np.ndarray, encoding: str, width: int, height: int,
         low = np.minimum(low, size - 1)
         return low, np.minimum(low + 1, size - 1), frac
 
-    x0, x1, ax = axis(new_w, f32(src_w / new_w), src_w)
-    y0, y1, ay = axis(new_h, f32(src_h / new_h), src_h)
+    x0, x1, ax = axis(new_w, scale_x, src_w)
+    y0, y1, ay = axis(new_h, scale_y, src_h)
     ax, ay = ax[None, :], ay[:, None]
+    # the kernel's threads that fall inside the network input: pixels past its edge are not
+    # written (a slot never spills into the next)
+    rows_out, cols_out = min(new_h, net_h - pad_y), min(new_w, net_w - pad_x)
     for c, k in enumerate((red, green, blue)):
         plane = src[:, :, k].astype(f32)
         p00, p01 = plane[y0][:, x0], plane[y0][:, x1]
         p10, p11 = plane[y1][:, x0], plane[y1][:, x1]
         top = p00 + ax * (p01 - p00)
         bottom = p10 + ax * (p11 - p10)
-        out[c, pad_y:pad_y + new_h, pad_x:pad_x + new_w] = (top + ay * (bottom - top)) \
-            * f32(1.0 / 255.0)
+        value = (top + ay * (bottom - top)) * f32(1.0 / 255.0)
+        out[c, pad_y:pad_y + rows_out, pad_x:pad_x + cols_out] = value[:rows_out, :cols_out]
     return out
 
 
 def resolve_preprocess(mode: str, backend: object) -> str:
     """``'cpu'`` or ``'gpu'`` for the ``preprocess`` setting and a backend: ``gpu`` needs a
-    backend with :class:`DevicePreprocessing`; ``auto`` takes it when there is one.
+    backend with :class:`DevicePreprocessing` (and, where it has the attribute, a true
+    ``device_preprocessing``); ``auto`` takes it when there is one.
 
     Raises:
         ConfigError: an unknown mode, or ``gpu`` with a backend that pre-processes on the CPU.
     """
     if mode not in PREPROCESS_MODES:
         raise ConfigError(f'preprocess: {mode!r}, expected one of {", ".join(PREPROCESS_MODES)}')
-    on_device = callable(getattr(backend, 'infer_images', None))
+    hook = callable(getattr(backend, 'infer_images', None))
+    on_device = hook and bool(getattr(backend, 'device_preprocessing', True))
     if mode == 'gpu' and not on_device:
         name = getattr(backend, 'name', type(backend).__name__)
+        if hook:
+            raise ConfigError(f'preprocess: gpu, but this {name} engine does not take a float32 '
+                              '3-channel input the GPU letterbox can write; use auto or cpu')
         raise ConfigError(f'preprocess: gpu, but the {name} backend pre-processes on the CPU '
                           '(GPU pre-processing needs the TensorRT backend); use auto or cpu')
     return 'gpu' if on_device and mode != 'cpu' else 'cpu'

@@ -15,6 +15,12 @@ synchronize per chunk. Calls from several threads are serialised (a TensorRT exe
 runs one inference at a time). An engine built for a DLA core runs there (``runtime.DLA_core``
 is set from its metadata before deserialising).
 
+:meth:`TensorRTBackend.infer_images` is the GPU pre-processing path (``preprocess: auto|gpu``):
+decoded ``uint8`` images go to the device as they are and the letterbox kernel writes the
+engine's input binding (:mod:`~darknet53_ros.inference.backends.gpu_input`); the kernel is
+compiled on the first such batch through the CUDA runtime (pycuda: nvcc, cuda-python: NVRTC).
+It needs a float32 ``[B, 3, H, W]`` input (:attr:`TensorRTBackend.device_preprocessing`).
+
 :meth:`TensorRTBackend.close` must run in the thread that created the backend: it drops the
 execution context, engine and runtime inside the CUDA context, then closes the context
 (streams, buffers, release). From another thread it raises :class:`BackendError` and releases
@@ -22,6 +28,7 @@ nothing.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 import threading
 from typing import Any
@@ -38,6 +45,8 @@ from darknet53_ros.inference.backends.engine_file import (
     trt_logger,
     verification_status,
 )
+from darknet53_ros.inference.backends.gpu_input import GpuInput, encodings_of
+from darknet53_ros.inference.preprocess import LetterboxTransform
 
 
 def batch_plan(count: int, low: int, high: int) -> list[tuple[int, int, int]]:
@@ -103,6 +112,7 @@ class TensorRTBackend(Backend):
         self._runtime: Any = None
         self._stream: Any = None
         self._buffers: IOBuffers | None = None
+        self._gpu_input: GpuInput | None = None
         self._cuda = CudaContext(device, cuda_runtime)
         if check_metadata:
             try:
@@ -223,26 +233,77 @@ class TensorRTBackend(Backend):
         return {name: (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(
             np.float32, copy=False) for name, parts in chunks.items()}
 
+    @property
+    def device_preprocessing(self) -> bool:
+        """Whether :meth:`infer_images` can letterbox on the GPU: the kernel writes float32
+        RGB, so the engine's input must be float32 with 3 channels."""
+        return self.input_shape[1] == 3 and self._dtypes[self.input_name] == np.float32
+
+    def infer_images(self, images: Sequence[np.ndarray], width: int, height: int,
+                     letterbox: bool = True,
+                     ) -> tuple[dict[str, np.ndarray], list[LetterboxTransform]]:
+        """Letterbox decoded ``uint8`` images on the GPU straight into the input binding and
+        run them; returns float32 outputs by name (copies) and each image's transform (the
+        CPU path's :func:`~darknet53_ros.inference.preprocess.letterbox_transform`).
+
+        Raises:
+            ImageError: an image the CPU path would refuse too (names ``images[i]``).
+            BackendError: the engine cannot take it (see :attr:`device_preprocessing`, input
+                size), the kernel cannot be compiled, or the backend is closed.
+        """
+        items = list(images)
+        _, _, h, w = self.input_shape
+        if (int(width), int(height)) != (w, h) or not self.device_preprocessing:
+            raise BackendError(f'{self.engine_path}: GPU pre-processing to {width}x{height} '
+                               f'needs a float32 [B, 3, {h}, {w}] input (engine input '
+                               f'{self.input_shape}, {self._dtypes[self.input_name]})')
+        encodings = encodings_of(items)
+        transforms: list[LetterboxTransform] = []
+        with self._lock:
+            if self._closed:
+                raise BackendError(f'{self.engine_path}: backend is closed')
+            chunks: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
+            with self._cuda.scope():
+                if self._gpu_input is None:
+                    self._gpu_input = GpuInput(self._cuda, self._stream, w, h)
+                for start, stop, run in batch_plan(len(items), self.min_batch or 1,
+                                                   self.max_batch or len(items)):
+                    assert self._buffers is not None
+                    transforms += self._gpu_input.write(
+                        items[start:stop], encodings[start:stop],
+                        int(self._buffers.device(self.input_name)), run, letterbox)
+                    outputs = self._execute(run)
+                    for name in self.output_names:
+                        chunks[name].append(outputs[name][:stop - start].copy())
+        return {name: (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(
+            np.float32, copy=False) for name, parts in chunks.items()}, transforms
+
     def _run(self, images: np.ndarray, run: int) -> dict[str, np.ndarray]:
+        buffers = self._buffers
+        assert buffers is not None
+        _, c, h, w = self.input_shape
+        host_in = buffers.host(self.input_name, (run, c, h, w), self._dtypes[self.input_name])
+        np.copyto(host_in[:len(images)], images, casting='same_kind')
+        if run > len(images):
+            host_in[len(images):] = 0
+        self._cuda.memcpy_htod_async(buffers.device(self.input_name), host_in, self._stream)
+        return self._execute(run)
+
+    def _execute(self, run: int) -> dict[str, np.ndarray]:
+        """Run the batch of ``run`` queued in the input binding; returns the pinned outputs."""
         context, buffers, stream = self._trt_context, self._buffers, self._stream
         assert buffers is not None
         _, c, h, w = self.input_shape
         shape = (run, c, h, w)
-        host_in = buffers.host(self.input_name, shape, self._dtypes[self.input_name])
-        np.copyto(host_in[:len(images)], images, casting='same_kind')
-        if run > len(images):
-            host_in[len(images):] = 0
         if not context.set_input_shape(self.input_name, shape):
             raise BackendError(f'{self.engine_path}: batch {run} outside the engine profile '
                                f'[{self.min_batch}, {self.max_batch}]')
-        device_in = buffers.device(self.input_name)
-        context.set_tensor_address(self.input_name, int(device_in))
+        context.set_tensor_address(self.input_name, int(buffers.device(self.input_name)))
         hosts = {}
         for name in self.output_names:
             out_shape = dims(context.get_tensor_shape(name))
             hosts[name] = buffers.host(name, out_shape, self._dtypes[name])
             context.set_tensor_address(name, int(buffers.device(name)))
-        self._cuda.memcpy_htod_async(device_in, host_in, stream)
         if not context.execute_async_v3(stream.handle):
             raise BackendError(f'{self.engine_path}: TensorRT execution failed')
         for name in self.output_names:
@@ -277,6 +338,7 @@ class TensorRTBackend(Backend):
                     self._engine = None
                     self._runtime = None
                     self._stream = None
+                    self._gpu_input = None
                     if self._buffers is not None:
                         self._buffers.clear()
                 cuda.close()
