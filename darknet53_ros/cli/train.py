@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.training.options import TrainOptions, parse_img_size
+from darknet53_ros.training.options import BOX_LOSSES, TrainOptions, parse_img_size
 
 _LOG = logging.getLogger('darknet53.train')
 
@@ -76,8 +76,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help='AdamW or SGD with Nesterov momentum (default adam)')
     p.add_argument('--weight-decay', type=float, default=5e-4, help='on conv kernels')
     p.add_argument('--warmup', type=int, default=300, help='warm-up iterations (burn-in)')
-    p.add_argument('--box-loss', choices=('mse', 'giou', 'ciou'), default='mse',
-                   help='mse (YOLOv3 paper, default), giou or ciou')
+    p.add_argument('--box-loss', choices=BOX_LOSSES, default='mse',
+                   help='box term: mse (squared error on sigmoid(txy), twh), darknet '
+                        "(Darknet's gradient: sigmoid - t), giou or ciou")
     p.add_argument('--no-ema', action='store_true', help='save the raw weights, not the EMA')
     p.add_argument('--no-augment', action='store_true', help='letterbox only (debugging)')
     p.add_argument('--freeze-backbone', action='store_true',
@@ -149,7 +150,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_anchors(args: argparse.Namespace) -> int:
     """Run ``darknet53 anchors``."""
-    from darknet53_ros.io.dataset import load_split
+    from darknet53_ros.io.dataset_formats import load_split
     from darknet53_ros.model.generator import COCO_ANCHORS
     from darknet53_ros.training.anchors import anchor_fitness, kmeans_anchors, label_sizes
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from darknet53_ros.errors import DatasetError
-from darknet53_ros.io.dataset import SplitData, load_image, read_labels
+from darknet53_ros.io.dataset import SplitData, load_image, read_objects
 from darknet53_ros.model.cfg import Network
 from darknet53_ros.model.layers import Convolutional
 from darknet53_ros.training.augment import letterbox_params
@@ -24,7 +24,7 @@ def label_sizes(split: SplitData, width: int, height: int) -> np.ndarray:
     sizes = []
     for sample in split.samples:
         src_h, src_w = load_image(sample.image).shape[:2]
-        boxes, _ = read_labels(sample.label, src_w, src_h, len(split.names))
+        boxes, _ = read_objects(sample, src_w, src_h, len(split.names)).trainable()
         ax, _, ay, _ = letterbox_params(src_w, src_h, width, height)
         for box in boxes:
             sizes.append(((box[2] - box[0]) * ax, (box[3] - box[1]) * ay))

@@ -7,6 +7,9 @@ from typing import Any
 
 from darknet53_ros.errors import ConfigError
 
+BOX_LOSSES = ('mse', 'darknet', 'giou', 'ciou')
+"""``--box-loss`` choices (:mod:`darknet53_ros.training.loss`)."""
+
 
 @dataclass
 class TrainOptions:

@@ -23,7 +23,8 @@ from darknet53_ros.errors import ConfigError, DatasetError
 from darknet53_ros.fileio import atomic_path, atomic_write_text
 from darknet53_ros.inference.postprocess import postprocess
 from darknet53_ros.inference.preprocess import Preprocessor
-from darknet53_ros.io.dataset import SplitData, load_image, load_split
+from darknet53_ros.io.dataset import SplitData, load_image
+from darknet53_ros.io.dataset_formats import load_split
 from darknet53_ros.model.cfg import load_cfg
 from darknet53_ros.progress import progress_bar
 from darknet53_ros.training.augment import AugmentParams
@@ -146,13 +147,12 @@ def validate(model: DarknetModel, split: SplitData, width: int, height: int,
     :mod:`darknet53_ros.training.metrics`)."""
     gt = ground_truth_for_split(split)
     detections = {}
-    paths = [s.image for s in split.samples]
-    for start in range(0, len(paths), batch):
-        chunk = paths[start:start + batch]
-        images = [load_image(p) for p in chunk]
-        for path, det in zip(chunk, predict_detections(model, images, width, height, conf,
-                                                       device=device)):
-            detections[path.name] = det
+    for start in range(0, len(split.samples), batch):
+        chunk = split.samples[start:start + batch]
+        images = [load_image(s.image) for s in chunk]
+        for sample, det in zip(chunk, predict_detections(model, images, width, height, conf,
+                                                         device=device)):
+            detections[sample.name] = det
     return evaluate_detections(gt, detections).summary()
 
 

@@ -190,6 +190,32 @@ def test_box_loss_is_weighted_squared_error() -> None:
         assert gi['box'] > 0
 
 
+def test_darknet_box_loss_has_darknets_gradient() -> None:
+    from darknet53_ros.training.loss import darknet_box_error
+
+    raw = torch.tensor([[3.0, -6.0, 0.4, -0.2], [0.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    txy = torch.tensor([[0.25, 0.75], [0.5, 0.5]])
+    twh = torch.tensor([[0.1, 0.3], [0.0, 0.0]])
+    err = darknet_box_error(raw, txy, twh)
+    err.sum().backward()
+    assert raw.grad is not None
+    expected = torch.cat([torch.sigmoid(raw[:, :2]) - txy, raw[:, 2:] - twh], 1)
+    assert torch.allclose(raw.grad, expected.detach(), atol=1e-6)
+    assert float(err[1].detach()) == pytest.approx(0.0, abs=1e-6)  # a perfect box scores 0
+    # Saturated x (sigmoid(-6) ~ 0.0025, target .75): Darknet's gradient stays ~ -0.75, the
+    # squared error's vanishes.
+    mse_raw = raw.detach().clone().requires_grad_(True)
+    ((torch.sigmoid(mse_raw[0, 1]) - 0.75) ** 2).backward()
+    assert mse_raw.grad is not None and abs(float(mse_raw.grad[0, 1])) < 0.01
+    assert float(raw.grad[0, 1]) == pytest.approx(-0.7475, abs=1e-3)
+    heads = head_infos(_network())
+    targets = torch.tensor([[0, 0, *_box(20, 36, 16, 16)]])
+    _, items = YoloLoss(heads, box_loss='darknet')(_zero_outputs(), targets, (64, 64))
+    # sigmoid(0) = .5 against offsets .25: BCE(0, .25) - H(.25) = log 2 - H(.25) per axis.
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert items['box'] == pytest.approx((2 - 1 / 16) * 2 * (math.log(2) - h), rel=1e-5)
+
+
 def _scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     image = np.full((size, size, 3), 40, np.uint8)
     rows = []
