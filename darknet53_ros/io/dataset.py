@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import os
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -29,19 +29,16 @@ NAMES_FILE = 'classes.names'
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 """Image files found in image folders (case-insensitive)."""
 
-ObjectRow = Tuple[int, float, float, float, float, bool]
-"""An inline object: ``(class, x1, y1, x2, y2, crowd)`` in source pixels (COCO layouts)."""
-
-
 @dataclass(frozen=True)
 class Sample:
     """One image of a split and its ground truth: a Darknet label file (``label``) or inline
-    objects (``objects``, from COCO JSON). ``key`` names the image uniquely in its split (its
+    objects (``objects``, from COCO JSON: ``(class, x1, y1, x2, y2, crowd)`` rows in source
+    pixels). ``key`` names the image uniquely in its split (its
     path relative to the dataset, or the COCO ``file_name``)."""
 
     image: Path
     label: Path | None = None
-    objects: tuple[ObjectRow, ...] | None = None
+    objects: tuple[tuple[int, float, float, float, float, bool], ...] | None = None
     key: str = ''
 
     @property
