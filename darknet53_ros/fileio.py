@@ -78,3 +78,15 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished directory ``tmp`` to ``final``, replacing what was there."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private
+    old = None
+    if final.exists() or final.is_symlink():
+        old = final.with_name(f'.{final.name}.old-{os.getpid()}')
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

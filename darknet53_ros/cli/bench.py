@@ -24,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--weights', type=Path, help='weights for --cfg (default: random)')
     p.add_argument('--sizes', default='320,416,608',
                    help='input sizes for --cfg / the demo model: N or WxH, comma-separated '
-                   '(default 320,416,608; "none" to time only --model files)')
-    p.add_argument('--batches', default='1,4', help='batch sizes (default 1,4)')
+                   '("none" to time only --model files)')
+    p.add_argument('--batches', default='1,4', help='batch sizes')
     p.add_argument('--int8', action='store_true',
                    help='also quantise each exported model, in the TensorRT Q/DQ layout and '
                    'the ONNX Runtime one (calibrated on synthetic frames)')
-    p.add_argument('--iterations', type=int, default=20, help='timed runs (default 20)')
-    p.add_argument('--warmup', type=int, default=3, help='untimed runs first (default 3)')
+    p.add_argument('--iterations', type=int, default=20, help='timed runs')
+    p.add_argument('--warmup', type=int, default=3, help='untimed runs first')
     p.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads (0: all)')
     p.add_argument('--no-baseline', action='store_true', help='skip the OpenCV DNN baseline')
     p.add_argument('--plot', type=Path, help='write a latency-vs-size plot (PNG)')

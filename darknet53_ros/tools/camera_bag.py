@@ -10,8 +10,8 @@ import tempfile
 import cv2
 
 from darknet53_ros.errors import ConfigError, SourceError
+from darknet53_ros.fileio import replace_dir
 from darknet53_ros.progress import progress as progress_iter
-from darknet53_ros.training.synthetic.dataset import replace_dir
 from darknet53_ros.training.synthetic.scenes import check_size, generate_scene
 
 CAMERA_NAMES: tuple[str, ...] = ('front', 'left', 'right', 'rear', 'top', 'bottom')

@@ -9,6 +9,16 @@ from darknet53_ros.errors import ConfigError
 
 BOX_LOSSES = ('mse', 'darknet', 'giou', 'ciou')
 """``--box-loss`` choices (:mod:`darknet53_ros.training.loss`)."""
+DEFAULT_WARMUP = 300
+"""Warm-up iterations when none are given, capped by one epoch (:func:`warmup_iterations`)."""
+
+
+def warmup_iterations(warmup: int | None, per_epoch: int) -> int:
+    """Warm-up length: ``warmup`` when given, else :data:`DEFAULT_WARMUP` capped by the first
+    epoch (``per_epoch`` iterations), so a small dataset leaves warm-up after one epoch."""
+    if warmup is not None:
+        return max(0, warmup)
+    return max(1, min(DEFAULT_WARMUP, per_epoch))
 
 
 @dataclass
@@ -26,7 +36,7 @@ class TrainOptions:
     lr: float = 1e-3
     optimizer: str = 'adam'
     weight_decay: float = 5e-4
-    warmup: int = 300
+    warmup: int | None = None
     device: str = 'cpu'
     workers: int = 0
     resume: Path | None = None
@@ -42,6 +52,7 @@ class TrainOptions:
     progress: bool = True
     max_batches: int | None = None
     augment: bool = True
+    allow_empty: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly dict (paths as strings)."""
