@@ -454,3 +454,69 @@ def test_cli_anchors(tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert _cli('anchors', '--data', str(tiny_dataset), '--size', '96x64', '-n', '3') == 0
     pairs = capsys.readouterr().out.strip().split(', ')
     assert len(pairs) == 3 and all(len(p.split(',')) == 2 for p in pairs)
+
+
+def _tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob('*')}
+
+
+def test_each_layout_trains_and_evaluates_in_place(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Darknet .data, YOLO YAML and COCO JSON datasets train and evaluate as they are (no file
+    written into them) and give the same figures."""
+    pytest.importorskip('onnxruntime')
+    from darknet53_ros.io.dataset_convert import convert_dataset
+
+    cfg = tmp_path / 'tiny.cfg'
+    cfg.write_text(small_cfg(5))
+    figures = []
+    for layout in ('darknet', 'yolo', 'coco'):
+        data = convert_dataset(tiny_dataset, layout, tmp_path / 'data' / layout)
+        before = _tree(tmp_path / 'data' / layout)
+        out = tmp_path / layout / 'm.weights'
+        assert _cli('train', '--cfg', str(cfg), '--data', str(data), '--batch', '3',
+                    '--epochs', '1', '--max-batches', '1', '--no-progress', '--threads', '2',
+                    '--no-augment', '-o', str(out)) == 0
+        onnx_path = tmp_path / layout / 'm.onnx'
+        assert _cli('export', '--cfg', str(cfg), '--weights', str(out), '--names',
+                    str(out.with_suffix('.names')), '-o', str(onnx_path)) == 0
+        result = tmp_path / layout / 'eval.json'
+        assert _cli('eval', '--model', str(onnx_path), '--data', str(data), '--no-progress',
+                    '--json', str(result), '--plot', str(tmp_path / layout / 'pr.png')) == 0
+        assert _tree(tmp_path / 'data' / layout) == before
+        history = json.loads(out.with_suffix('.history.json').read_text())
+        evaluated = json.loads(result.read_text())
+        figures.append((history['epochs'][0]['map50'], evaluated['ground_truths'],
+                        evaluated['images']))
+    assert figures[0][1] > 0 and figures[0][2] == 3
+    assert figures[0] == pytest.approx(figures[1]) and figures[1] == pytest.approx(figures[2])
+
+
+def test_training_on_zero_objects_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from darknet53_ros.errors import DatasetError
+    from darknet53_ros.training.options import TrainOptions
+    from darknet53_ros.training.trainer import train
+
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_dataset, data)
+    text = (data / 'dataset.yaml').read_text().replace('labels: train/labels',
+                                                       'labels: train/images')
+    (data / 'dataset.yaml').write_text(text)  # a wrong labels folder: no label file in it
+    cfg = tmp_path / 'tiny.cfg'
+    cfg.write_text(small_cfg(5))
+    opts = TrainOptions(cfg=cfg, data=data, output=tmp_path / 'm.weights', epochs=1, batch=3,
+                        max_batches=1, val_split=None, progress=False)
+    with pytest.raises(DatasetError, match="split 'train' has 6 images but no objects"):
+        train(opts)
+    assert not (tmp_path / 'm.weights').exists()
+    train(dataclasses.replace(opts, allow_empty=True))
+    assert (tmp_path / 'm.weights').is_file()
+
+
+def test_warmup_is_capped_by_the_first_epoch() -> None:
+    from darknet53_ros.training.options import warmup_iterations
+
+    assert warmup_iterations(None, 25) == 25  # 400 images, batch 16
+    assert warmup_iterations(None, 312) == 300
+    assert warmup_iterations(1000, 25) == 1000  # as given
