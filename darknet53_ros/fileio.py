@@ -12,7 +12,7 @@ import stat
 import tempfile
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def _default_file_mode() -> int:
     """Mode a plain ``open(path, 'w')`` would give a new file (0o666 less the umask).
 

@@ -110,7 +110,8 @@ def coco_ground_truth(split: SplitData) -> dict[str, Any]:
     from :func:`~darknet53_ros.io.dataset.read_objects`. Images are keyed by
     :attr:`Sample.name`; categories are in class order with the split's category ids."""
     names = list(split.names)
-    images, anns = [], []
+    images: list[dict[str, Any]] = []
+    anns: list[dict[str, Any]] = []
     for k, sample in enumerate(split.samples, 1):
         h, w = load_image(sample.image).shape[:2]
         images.append({'id': k, 'file_name': sample.name, 'width': w, 'height': h})

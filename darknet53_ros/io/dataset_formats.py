@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,7 @@ def _open_own(path: Path) -> dict[str, Callable[[], SplitData]]:
                                  list(ids) if isinstance(ids, list) else None, root,
                                  'darknet53_ros', [labels]), path)
 
-    return {name: (lambda n=name: read(n)) for name in desc['splits']}
+    return {name: functools.partial(read, name) for name in desc['splits']}
 
 
 def _names_file(path: Path) -> list[str]:
@@ -237,7 +238,8 @@ def _open_darknet(path: Path) -> dict[str, Callable[[], SplitData]]:
         images = _read_list(list_path, [Path.cwd(), list_path.parent, *bases])
         return _darknet_split(split, names, images, path.parent, path, 'darknet', 'first')
 
-    return {split: (lambda s=split: read(s)) for split, key in keys.items() if key in fields}
+    return {split: functools.partial(read, split) for split, key in keys.items()
+            if key in fields}
 
 
 def _yolo_names(path: Path, data: dict[str, Any]) -> list[str]:
@@ -275,7 +277,7 @@ def _open_yolo(path: Path) -> dict[str, Callable[[], SplitData]]:
                        else _read_list(source, [source.parent, root, Path.cwd()]))
         return _darknet_split(split, names, images, root, path, 'yolo')
 
-    return {split: (lambda s=split: read(s)) for split, key in keys.items()
+    return {split: functools.partial(read, split) for split, key in keys.items()
             if data.get(key)}
 
 
@@ -289,5 +291,5 @@ def _open_coco(path: Path) -> dict[str, Callable[[], SplitData]]:
             raise DatasetError(f'{path}: {splits[name].name} and {file.name} are both split '
                                f'{name!r}; name the file to use')
         splits[name] = file
-    return {name: (lambda f=file, n=name: read_coco_split(f, n))
+    return {name: functools.partial(read_coco_split, file, name)
             for name, file in splits.items()}

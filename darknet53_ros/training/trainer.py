@@ -210,11 +210,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> Train
             log(f'no validation: {exc}')
     for split in (train_split, val_split):
         if split is not None:
-            report = check_split(split, (width, height))
-            require_trainable(report, opts.data, opts.allow_empty)
-            warnings = sum(report.counts.values()) - report.errors
-            log(f'split {split.name} ({split.layout}): {report.images} images, '
-                f'{report.objects} objects' + (f', {warnings} warnings (darknet53 dataset '
+            checked = check_split(split, (width, height))
+            require_trainable(checked, opts.data, opts.allow_empty)
+            warnings = sum(checked.counts.values()) - checked.errors
+            log(f'split {split.name} ({split.layout}): {checked.images} images, '
+                f'{checked.objects} objects' + (f', {warnings} warnings (darknet53 dataset '
                                                 f'check)' if warnings else ''))
 
     model = build_model(network)
