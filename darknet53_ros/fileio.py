@@ -12,7 +12,7 @@ import stat
 import tempfile
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)  # noqa: UP033 - functools.cache is Python 3.9+
 def _default_file_mode() -> int:
     """Mode a plain ``open(path, 'w')`` would give a new file (0o666 less the umask).
 

@@ -42,3 +42,37 @@ def test_no_hand_written_default_repeats_the_shown_one() -> None:
             if action.help and action.option_strings and action.default not in (None, False):
                 assert f'(default {action.default})' not in action.help, name
                 assert f'default {action.default})' not in action.help, name
+
+
+def _readme_commands() -> Iterator[list[str]]:
+    from pathlib import Path
+    import shlex
+
+    text = (Path(__file__).resolve().parents[2] / 'README.md').read_text(encoding='utf-8')
+    lines = iter(text.splitlines())
+    for line in lines:
+        line = line.strip()
+        while line.endswith('\\'):
+            line = line[:-1] + ' ' + next(lines).strip()
+        if line.startswith('darknet53 '):
+            line = line.split(' #', 1)[0].split(' | ', 1)[0].split(' > ', 1)[0]
+            yield shlex.split(line.replace('...', ''))[1:]
+
+
+def test_readme_commands_use_existing_options() -> None:
+    """Every ``darknet53 ...`` line in the README names a subcommand and options it has."""
+    root = build_parser()
+    commands = dict(_parsers(root))
+    count = 0
+    for argv in _readme_commands():
+        name, words = 'darknet53', list(argv)
+        while words and f'{name} {words[0]}' in commands:
+            name = f'{name} {words.pop(0)}'
+        assert name != 'darknet53', argv
+        known = {s for a in commands[name]._actions for s in a.option_strings}
+        for word in words:
+            if (word.startswith('-') and ' ' not in word
+                    and not word.lstrip('-').replace('.', '').isdigit()):
+                assert word.split('=', 1)[0] in known, f'{name}: {word} in {argv}'
+        count += 1
+    assert count > 30
