@@ -39,3 +39,14 @@ def darknet53_cfg_path() -> Path:
 def planted_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The planted ONNX model (:func:`test.planted.export_planted`), exported once."""
     return export_planted(tmp_path_factory.mktemp('planted') / 'planted.onnx')
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic ``darknet53 synth`` dataset: 6 train and 3 val scenes of 96x64 (read-only)."""
+    from darknet53_ros.training.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp('synth')
+    write_dataset(root, 6, 0, 96, 64, 'train')
+    write_dataset(root, 3, 5, 96, 64, 'val')
+    return root

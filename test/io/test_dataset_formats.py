@@ -17,14 +17,9 @@ from darknet53_ros.io.dataset_convert import convert_dataset
 from darknet53_ros.io.dataset_formats import detect_layout, load_split, open_dataset
 
 
-@pytest.fixture(scope='module')
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from darknet53_ros.training.synthetic import write_dataset
-
-    root = tmp_path_factory.mktemp('synth')
-    write_dataset(root, 5, 0, 96, 64, 'train')
-    write_dataset(root, 4, 7, 96, 64, 'val')
-    return root
+@pytest.fixture
+def synth(tiny_dataset: Path) -> Path:
+    return tiny_dataset
 
 
 def _by_name(gt: dict[str, Any]) -> dict[str, list[tuple[str, list[float], int]]]:

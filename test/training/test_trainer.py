@@ -379,16 +379,6 @@ def test_kmeans_recovers_clusters() -> None:
 # training loop and CLI
 
 
-@pytest.fixture(scope='module')
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from darknet53_ros.training.synthetic import write_dataset
-
-    root = tmp_path_factory.mktemp('synth')
-    write_dataset(root, 6, 0, 96, 64, 'train')
-    write_dataset(root, 3, 5, 96, 64, 'val')
-    return root
-
-
 def _cli(*args: str) -> int:
     from darknet53_ros.cli.main import main
 
