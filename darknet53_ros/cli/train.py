@@ -10,6 +10,7 @@ from darknet53_ros.errors import ConfigError
 from darknet53_ros.training.options import BOX_LOSSES, TrainOptions, parse_img_size
 
 _LOG = logging.getLogger('darknet53.train')
+DATA_HELP = 'dataset: Darknet .data, YOLO data YAML, COCO JSON or dataset.yaml (or a folder)'
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description='mAP@0.5 and mAP@0.5:0.95 (pycocotools) of an ONNX model or TensorRT '
                     'engine through the detection pipeline; writes JSON and a PR-curve PNG.')
     p.add_argument('--model', type=Path, required=True, help='.onnx model or .engine')
-    p.add_argument('--data', type=Path, required=True, help='dataset.yaml or its folder')
+    p.add_argument('--data', type=Path, required=True, help=DATA_HELP)
     p.add_argument('--split', default='val', help='split to evaluate')
     p.add_argument('--conf', type=float, default=0.001,
                    help='confidence threshold for evaluation')
@@ -49,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'anchors', help='estimate YOLO anchors for a dataset (k-means, 1 - IoU)',
         description='K-means anchors of the training boxes at a network input size, printed '
                     'as the "w,h, w,h, ..." text "darknet53 cfg --anchors" takes.')
-    p.add_argument('--data', type=Path, required=True, help='dataset.yaml or its folder')
+    p.add_argument('--data', type=Path, required=True, help=DATA_HELP)
     p.add_argument('--split', default='train', help='split')
     p.add_argument('--size', default='416', metavar='S|WxH', help='network input size')
     p.add_argument('-n', '--num', type=int, default=9, help='anchors')
@@ -61,7 +62,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The ``darknet53 train`` options (also parsed for ``darknet53 study --finetune-args``)."""
     p.add_argument('--cfg', type=Path, required=True, help='Darknet .cfg file')
     p.add_argument('--data', type=Path, required=True,
-                   help='dataset.yaml (or its folder) with train/val splits')
+                   help=DATA_HELP + ' with train (and val) splits')
     p.add_argument('--weights', type=Path,
                    help='initial .weights (same cfg, another class count, or a backbone prefix '
                         'such as darknet53.conv.74)')
