@@ -80,7 +80,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help='warm-up iterations (burn-in); default: 300 capped by one epoch')
     p.add_argument('--allow-empty', action='store_true',
                    help='train even when a split has no objects (refused otherwise)')
-    p.add_argument('--box-loss', choices=BOX_LOSSES, default='mse',
+    p.add_argument('--box-loss', choices=BOX_LOSSES, default=BOX_LOSSES[0],
                    help='box term: mse (squared error on sigmoid(txy), twh), darknet '
                         "(Darknet's gradient: sigmoid - t), giou or ciou")
     p.add_argument('--no-ema', action='store_true', help='save the raw weights, not the EMA')

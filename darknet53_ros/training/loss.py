@@ -14,14 +14,14 @@ Loss (Redmon & Farhadi, "YOLOv3: An Incremental Improvement", 2018):
   and on ``tw, th`` against ``log(w / anchor_w), log(h / anchor_h)``, weighted by
   ``2 - w * h`` (w, h relative to the input) to favour small boxes (``mse``); ``giou`` and
   ``ciou`` are available instead (``1 - GIoU/CIoU`` with the same weight);
-* ``darknet``: Darknet's own box term (``delta_yolo_box`` in ``yolo_layer.c``), whose gradient
-  with respect to the raw ``tx, ty`` is ``scale * (sigmoid(tx) - t)`` (Darknet does not back-
-  propagate through the logistic) and with respect to ``tw, th`` ``scale * (tw - t)``. The
-  ``mse`` form's x/y gradient is ``2 * scale * (sigmoid - t) * sigmoid'``: at most half of
-  Darknet's, and vanishing when the sigmoid saturates; its w/h gradient is twice Darknet's
-  (no 1/2). The loss with Darknet's gradient is binary cross-entropy of the x/y logits
-  against the offsets (minus its minimum, the targets' entropy, so a perfect box scores 0)
-  plus ``0.5 * (tw - t)^2``.
+* ``darknet`` (the default): Darknet's own box term (``delta_yolo_box`` in
+  ``yolo_layer.c``), whose gradient with respect to the raw ``tx, ty`` is
+  ``scale * (sigmoid(tx) - t)`` (Darknet does not back-propagate through the logistic) and
+  with respect to ``tw, th`` ``scale * (tw - t)``. The ``mse`` form's x/y gradient is
+  ``2 * scale * (sigmoid - t) * sigmoid'``: at most half of Darknet's, and vanishing when the
+  sigmoid saturates; its w/h gradient is twice Darknet's (no 1/2). The loss with Darknet's
+  gradient is binary cross-entropy of the x/y logits against the offsets (minus its minimum,
+  the targets' entropy, so a perfect box scores 0) plus ``0.5 * (tw - t)^2``.
 
 The three sums are added and divided by the batch size.
 """
@@ -172,7 +172,7 @@ class LossWeights:
 class YoloLoss:
     """The YOLOv3 loss for a :class:`DarknetModel` (see the module docstring)."""
 
-    def __init__(self, heads: Sequence[HeadInfo], box_loss: str = 'mse',
+    def __init__(self, heads: Sequence[HeadInfo], box_loss: str = BOX_LOSSES[0],
                  weights: LossWeights | None = None) -> None:
         if box_loss not in BOX_LOSSES:
             raise ConfigError(f'box loss {box_loss!r}: use {", ".join(BOX_LOSSES)}')

@@ -182,7 +182,7 @@ def test_box_loss_is_weighted_squared_error() -> None:
     heads = head_infos(_network())
     targets = torch.tensor([[0, 0, *_box(20, 36, 16, 16)]])
     outputs = _zero_outputs()
-    _, items = YoloLoss(heads)(outputs, targets, (64, 64))
+    _, items = YoloLoss(heads, box_loss='mse')(outputs, targets, (64, 64))
     # Assigned: head 1, cell (1, 2), offsets (.25, .25); sigmoid(0) = .5, tw = th = 0 = target.
     assert items['box'] == pytest.approx((2 - 1 / 16) * 2 * 0.25 ** 2, rel=1e-5)
     for kind in ('giou', 'ciou'):
