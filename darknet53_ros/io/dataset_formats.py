@@ -223,7 +223,8 @@ def _open_darknet(path: Path) -> dict[str, Callable[[], SplitData]]:
             raise DatasetError(f'{path}:{number}: expected "key = value", got {line!r}')
         key, value = line.split('=', 1)
         fields[key.strip()] = value.strip()
-    bases = [path.parent, Path.cwd(), path.parent.parent]
+    folder = path.parent.resolve()
+    bases = [folder, Path.cwd(), folder.parent]
     if 'names' not in fields:
         raise DatasetError(f'{path}: no "names =" (class names file)')
     names = _names_file(_resolve(fields['names'], bases, f'{path}: names'))
