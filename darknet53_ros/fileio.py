@@ -14,14 +14,16 @@ import tempfile
 
 
 @functools.lru_cache(maxsize=None)
-def _default_file_mode() -> int:
-    """Mode a plain ``open(path, 'w')`` would give a new file (0o666 less the umask).
-
-    The umask can only be read by setting it; that happens once, on the first write.
-    """
+def _umask() -> int:
+    """The process umask. It can only be read by setting it; that happens once."""
     current = os.umask(0o022)
     os.umask(current)
-    return 0o666 & ~current
+    return current
+
+
+def _default_file_mode() -> int:
+    """Mode a plain ``open(path, 'w')`` would give a new file (0o666 less the umask)."""
+    return 0o666 & ~_umask()
 
 
 def _final_mode(path: Path) -> int:
@@ -124,7 +126,10 @@ def atomic_path(path: str | Path, suffix: str = '.tmp') -> Iterator[Path]:
 
 def replace_path(built: Path, path: Path) -> None:
     """Move ``built`` (file or folder) onto ``path``, replacing what is there; if the final
-    rename fails the previous ``path`` is put back."""
+    rename fails the previous ``path`` is put back. A folder gets the umask's default mode
+    (``tempfile.mkdtemp`` makes it private)."""
+    if built.is_dir():
+        os.chmod(built, 0o777 & ~_umask())
     if not os.path.lexists(path):
         os.replace(built, path)
         return

@@ -94,3 +94,14 @@ def requires(*names: str, reason: str = '') -> pytest.MarkDecorator:
     missing = missing_modules(*names)
     text = reason or f'{", ".join(missing)} not installed'
     return pytest.mark.skipif(bool(missing), reason=text)
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic ``darknet53 synth`` dataset: 6 train and 3 val scenes of 96x64 (read-only)."""
+    from darknet53_ros.training.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp('synth')
+    write_dataset(root, 6, 0, 96, 64, 'train')
+    write_dataset(root, 3, 5, 96, 64, 'val')
+    return root

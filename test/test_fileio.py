@@ -1,6 +1,8 @@
 """Atomic writes: the good file survives a failed write; new files get normal permissions."""
 import os
+from pathlib import Path
 import stat
+import tempfile
 
 import pytest
 
@@ -29,14 +31,14 @@ def test_failed_write_keeps_the_good_file(tmp_path):
 
 def test_new_file_mode_follows_umask(tmp_path):
     old = os.umask(0o022)
-    fileio._default_file_mode.cache_clear()
+    fileio._umask.cache_clear()
     try:
         target = tmp_path / 'new.txt'
         atomic_write_text(target, 'x')
         assert stat.S_IMODE(target.stat().st_mode) == 0o644
     finally:
         os.umask(old)
-        fileio._default_file_mode.cache_clear()
+        fileio._umask.cache_clear()
 
 
 def test_replaced_file_keeps_its_mode(tmp_path):
@@ -45,3 +47,17 @@ def test_replaced_file_keeps_its_mode(tmp_path):
     os.chmod(target, 0o755)
     atomic_write_text(target, 'new')
     assert stat.S_IMODE(target.stat().st_mode) == 0o755
+
+
+def test_replace_path_gives_a_built_folder_the_umask_mode(tmp_path):
+    old = os.umask(0o022)
+    fileio._umask.cache_clear()
+    try:
+        built = Path(tempfile.mkdtemp(dir=tmp_path))  # private (0o700)
+        (tmp_path / 'out').mkdir()
+        fileio.replace_path(built, tmp_path / 'out')
+        assert stat.S_IMODE((tmp_path / 'out').stat().st_mode) == 0o755
+        assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+    finally:
+        os.umask(old)
+        fileio._umask.cache_clear()

@@ -24,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--weights', type=Path, help='weights for --cfg (default: random)')
     p.add_argument('--sizes', default='320,416,608',
                    help='input sizes for --cfg / the demo model: N or WxH, comma-separated '
-                   '(default 320,416,608; "none" to time only --model files)')
-    p.add_argument('--batches', default='1,4', help='batch sizes (default 1,4)')
+                   '("none" to time only --model files)')
+    p.add_argument('--batches', default='1,4', help='batch sizes')
     p.add_argument('--int8', action='store_true',
                    help='also quantise each exported model, in the TensorRT Q/DQ layout and '
                    'the ONNX Runtime one (calibrated on synthetic frames)')
-    p.add_argument('--iterations', type=int, default=20, help='timed runs (default 20)')
-    p.add_argument('--warmup', type=int, default=3, help='untimed runs first (default 3)')
+    p.add_argument('--iterations', type=int, default=20, help='timed runs')
+    p.add_argument('--warmup', type=int, default=3, help='untimed runs first')
     p.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads (0: all)')
     p.add_argument('--no-baseline', action='store_true', help='skip the OpenCV DNN baseline')
     p.add_argument('--plot', type=Path, help='write a latency-vs-size plot (PNG)')
@@ -40,9 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    'batched engine vs one Detector per camera (model: the first --model, '
                    'default the bundled demo model)')
     p.add_argument('--rate', type=float, default=15.0,
-                   help='--cameras: frames per second per camera (default 15)')
+                   help='--cameras: frames per second per camera')
     p.add_argument('--duration', type=float, default=5.0,
-                   help='--cameras: seconds per design and count (default 5)')
+                   help='--cameras: seconds per design and count')
     p.set_defaults(func=run_bench)
 
 

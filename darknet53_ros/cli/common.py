@@ -1,5 +1,6 @@
-"""Helpers shared by the command modules: detector options, ``--sizes`` parsing and the
-optional-dependency check every command runs before it starts."""
+"""Helpers shared by the command modules: the parser class (every default shown in
+``--help``), detector options, ``--sizes`` parsing and the optional-dependency check every
+command runs before it starts."""
 from __future__ import annotations
 
 import argparse
@@ -14,16 +15,38 @@ from darknet53_ros.inference.backends.registry import backend_choices
 from darknet53_ros.io.sources import source_kind
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default appended as ``(default: X)``; options without a
+    default (``None``) and on/off flags are left as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ''
+        default = action.default
+        if ('%(default)' in text or default is None or default is argparse.SUPPRESS
+                or isinstance(default, bool) or not action.option_strings):
+            return text
+        return f'{text} (default: %(default)s)'
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``darknet53`` and, through ``add_subparsers``, of every subcommand: help
+    shows the defaults (:class:`DefaultsHelpFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault('formatter_class', DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def add_detector_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by commands that build a Detector."""
     parser.add_argument('--backend', choices=backend_choices(),
                         default='auto', help='inference backend (default: by file type)')
     parser.add_argument('--conf', type=float, default=0.25,
-                        help='confidence threshold (default 0.25)')
+                        help='confidence threshold')
     parser.add_argument('--nms', type=float, default=0.45,
-                        help='NMS IoU threshold (default 0.45)')
+                        help='NMS IoU threshold')
     parser.add_argument('--max-det', type=int, default=100,
-                        help='max detections per image (default 100)')
+                        help='max detections per image')
     parser.add_argument('--names', type=Path, help='class names file (default: model metadata)')
     parser.add_argument('--threads', type=int, default=0,
                         help='ONNX Runtime intra-op threads (0: all cores)')

@@ -20,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='image, folder of images, video file or rosbag2 (MCAP / SQLite3)')
     p.add_argument('--output', type=Path, required=True, help='output folder')
     p.add_argument('--topics', nargs='+', help='rosbag2 image topics (default: all)')
-    p.add_argument('--batch', type=int, default=1, help='frames per inference (default 1)')
+    p.add_argument('--batch', type=int, default=1, help='frames per inference')
     p.add_argument('--annotated', choices=('compressed', 'raw', 'none'), default='compressed',
-                   help='annotated image topic in output bags (default compressed JPEG)')
+                   help='annotated image topic in output bags')
     p.add_argument('--save-images', type=int, default=None, metavar='N',
                    help='for bags: also save the first N annotated frames as JPEG')
     p.add_argument('--no-annotate', action='store_true', help='write detections only')
@@ -41,10 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'on the synthetic benchmark) to ONNX, record a synthetic multi-camera rosbag2, and '
         'detect: writes a detections bag, annotated images and COCO results. No ROS, no GPU.')
     p.add_argument('--output', type=Path, default=Path('out/demo'),
-                   help='output folder (default out/demo)')
-    p.add_argument('--cameras', type=int, default=2, help='synthetic cameras (default 2)')
-    p.add_argument('--frames', type=int, default=10, help='frames per camera (default 10)')
-    p.add_argument('--seed', type=int, default=2024, help='scene seed (default 2024)')
+                   help='output folder')
+    p.add_argument('--cameras', type=int, default=2, help='synthetic cameras')
+    p.add_argument('--frames', type=int, default=10, help='frames per camera')
+    p.add_argument('--seed', type=int, default=2024, help='scene seed')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=run_demo)
 

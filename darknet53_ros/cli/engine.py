@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from darknet53_ros.errors import ConfigError
+from darknet53_ros.inference.backends.cuda_runtime import RUNTIMES as CUDA_RUNTIMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,27 +21,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='calibration images: a folder, a video file or a rosbag2')
     p.add_argument('--topic', help='image topic when --calib is a rosbag2 with several')
     p.add_argument('--step', type=int, default=1,
-                   help='use every STEP-th frame of a video or bag (default 1)')
+                   help='use every STEP-th frame of a video or bag')
     p.add_argument('-o', '--output', type=Path, required=True, help='output Q/DQ .onnx')
     p.add_argument('--method', default='percentile', choices=('entropy', 'percentile', 'minmax'),
                    help='activation range: percentile (of |x|, default), entropy (TensorRT KL) '
                         'or minmax')
     p.add_argument('--percentile', type=float, default=99.99,
-                   help='percentile of |x| for --method percentile (default 99.99)')
+                   help='percentile of |x| for --method percentile')
     p.add_argument('--keep-fp', nargs='+', metavar='NAME', default=None,
                    help='node names or fnmatch patterns kept in floating point (default: the '
                    'first conv and the YOLO head convs; "none" keeps nothing)')
     p.add_argument('--calib-count', type=int, default=200,
-                   help='calibration images to use (default 200)')
+                   help='calibration images to use')
     p.add_argument('--held-out', type=int, default=0,
                    help='images taken first from the source (and not used for calibration) '
-                   'to measure the INT8 error against FP32 (default 0)')
+                   'to measure the INT8 error against FP32')
     p.add_argument('--target', default='tensorrt', choices=('tensorrt', 'onnxruntime'),
-                   help='Q/DQ placement: tensorrt (default) or onnxruntime (also conv outputs '
+                   help='Q/DQ placement: tensorrt or onnxruntime (also conv outputs '
                    'and int32 biases: fast on ONNX Runtime CPU, rejected by TensorRT)')
     p.add_argument('--per-tensor-weights', action='store_true',
                    help='one weight scale per conv instead of per output channel')
-    p.add_argument('--batch-size', type=int, default=1, help='calibration batch (default 1)')
+    p.add_argument('--batch-size', type=int, default=1, help='calibration batch')
     p.add_argument('--report', type=Path,
                    help='JSON report (default: OUTPUT with .quant.json)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
@@ -62,16 +63,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='run on this DLA core (with GPU fallback); needs a fixed --batch and '
                    'fp16 or int8')
     p.add_argument('--batch', default='1:1:1', metavar='MIN:OPT:MAX',
-                   help='batch profile of input images (default 1:1:1)')
+                   help='batch profile of input images')
     p.add_argument('--workspace', type=int, default=1024, metavar='MIB',
-                   help='builder workspace in MiB (default 1024)')
+                   help='builder workspace in MiB')
     p.add_argument('--calib', help='images for legacy INT8 calibration of an FP32 model '
                    '(TensorRT < 11; prefer `darknet53 quantize`)')
     p.add_argument('--calib-count', type=int, default=500,
-                   help='legacy calibration images (default 500)')
+                   help='legacy calibration images')
     p.add_argument('--timing-cache', type=Path,
                    help='timing cache file (read when present, written after the build)')
-    p.add_argument('--device', type=int, default=0, help='CUDA device (default 0)')
+    p.add_argument('--device', type=int, default=0, help='CUDA device')
     _cuda_runtime_option(p)
     p.add_argument('-o', '--output', type=Path, required=True,
                    help='engine file, e.g. engines/yolov3_int8.engine')
@@ -95,27 +96,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='images, video or rosbag2 (default: built-in synthetic frames)')
     p.add_argument('--no-record', action='store_true',
                    help='only print the result, leave the metadata as it is')
-    p.add_argument('--device', type=int, default=0, help='CUDA device (default 0)')
+    p.add_argument('--device', type=int, default=0, help='CUDA device')
     _cuda_runtime_option(p)
     _verify_options(p)
     p.set_defaults(func=run_verify_engine)
 
 
 def _cuda_runtime_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--cuda-runtime', default='auto', choices=('auto', 'pycuda', 'cuda-python'),
+    p.add_argument('--cuda-runtime', default='auto', choices=CUDA_RUNTIMES,
                    help='Python CUDA runtime: auto (pycuda if installed, else cuda-python), '
                    'pycuda or cuda-python')
 
 
 def _verify_options(p: argparse.ArgumentParser) -> None:
     p.add_argument('--verify-count', type=int, default=8, metavar='N',
-                   help='frames to verify with (default 8)')
+                   help='frames to verify with')
     p.add_argument('--topic', dest='verify_topic', default=None,
                    help='image topic when the verification source is a rosbag2 with several')
     p.add_argument('--conf-threshold', type=float, default=0.25,
-                   help="detection threshold for the comparison (default 0.25, the node's)")
+                   help="detection threshold for the comparison (the node's default)")
     p.add_argument('--nms-threshold', type=float, default=0.45,
-                   help="NMS IoU threshold for the comparison (default 0.45, the node's)")
+                   help="NMS IoU threshold for the comparison (the node's default)")
 
 
 def run_quantize(args: argparse.Namespace) -> int:

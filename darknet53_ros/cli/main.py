@@ -13,7 +13,7 @@ import importlib
 import logging
 import sys
 
-from darknet53_ros.cli.common import check_dependencies
+from darknet53_ros.cli.common import CommandParser, check_dependencies
 from darknet53_ros.errors import Darknet53Error
 from darknet53_ros.fileio import os_error_text
 
@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     'darknet53_ros.cli.train',
     'darknet53_ros.cli.engine',
     'darknet53_ros.cli.replay',
+    'darknet53_ros.cli.dataset',
 )
 
 _LOG = logging.getLogger('darknet53')
@@ -34,7 +35,7 @@ _LOG = logging.getLogger('darknet53')
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog='darknet53',
         description='Darknet-53 / YOLOv3 models: cfg/weights, ONNX export, detection, engines.')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')

@@ -15,12 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser('cfg', help='print the Darknet-53/YOLOv3 cfg for given options',
                               description='Write the seed architecture (Darknet-53 backbone, '
                               'YOLOv3 three-scale head) as Darknet cfg text.')
-    p.add_argument('--classes', type=int, default=80, help='object classes (default 80)')
+    p.add_argument('--classes', type=int, default=80, help='object classes')
     _add_size(p, default=416)
     p.add_argument('--anchors', help='nine "w,h" pairs in network pixels, e.g. '
                    '"10,13, 16,30, ..." (default: the COCO anchors)')
     p.add_argument('--width-multiplier', type=float, default=1.0,
-                   help='scale hidden filters (small or pruned models), default 1.0')
+                   help='scale hidden filters (small or pruned models)')
     p.add_argument('--classifier', action='store_true',
                    help='Darknet-53 ImageNet classifier head instead of YOLOv3')
     p.add_argument('-o', '--output', type=Path, help='write here instead of stdout')
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_size(parser: argparse.ArgumentParser, default: int | None = None) -> None:
-    suffix = f' (default {default})' if default else ' (default: from the cfg)'
+    suffix = '' if default else ' (default: from the cfg)'
     parser.add_argument('--width', type=int, default=default,
                         help='network input width, a multiple of 32' + suffix)
     parser.add_argument('--height', type=int, default=default,

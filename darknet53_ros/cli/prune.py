@@ -20,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='l1: kernel L1 norm per layer; bn-gamma: |BN gamma| with a global '
                    'threshold (after sparsity training). Default l1')
     p.add_argument('--min-keep', type=float, default=0.1,
-                   help="keep at least this fraction of each layer's filters (default 0.1)")
+                   help="keep at least this fraction of each layer's filters")
     p.add_argument('--channel-multiple', type=int, default=8,
-                   help='round kept filter counts up to a multiple of this (default 8)')
+                   help='round kept filter counts up to a multiple of this')
     p.add_argument('-o', '--output', type=Path, required=True,
                    help='output prefix: writes OUTPUT.cfg and OUTPUT.weights')
     p.set_defaults(func=run_prune)

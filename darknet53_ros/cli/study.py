@@ -24,25 +24,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--data', type=Path, help='dataset.yaml or its folder (required unless '
                    '--retime)')
     p.add_argument('--sizes', default='256,320,416,512,608,416x256',
-                   help='input sizes, N or WxH (default 256,320,416,512,608,416x256)')
-    p.add_argument('--prune', default='0,0.3,0.5', help='pruning ratios (default 0,0.3,0.5)')
+                   help='input sizes, N or WxH')
+    p.add_argument('--prune', default='0,0.3,0.5', help='pruning ratios')
     p.add_argument('--no-int8', action='store_true', help='FP32 only')
     p.add_argument('--int8-target', choices=('onnxruntime', 'tensorrt'), default='onnxruntime',
-                   help='Q/DQ layout of the INT8 points (default onnxruntime: fast on CPU)')
+                   help='Q/DQ layout of the INT8 points (onnxruntime: fast on CPU)')
     p.add_argument('--finetune-epochs', type=int, default=3,
-                   help='darknet53 train epochs after pruning (default 3; 0 = none)')
+                   help='darknet53 train epochs after pruning (0 = none)')
     p.add_argument('--finetune-args', default='',
                    help='extra darknet53 train options, e.g. "--batch 16 --img-size 256"')
     p.add_argument('--calib-count', type=int, default=64,
-                   help='train-split images for INT8 calibration (default 64)')
+                   help='train-split images for INT8 calibration')
     p.add_argument('--iterations', type=int, default=30,
-                   help='timed runs per point, all points timed round-robin (default 30)')
+                   help='timed runs per point, all points timed round-robin')
     p.add_argument('--retime', action='store_true',
                    help='only re-time the models of the study already in --output (no '
                         'pruning, training or evaluation) and rewrite its table and plot')
     p.add_argument('--eval-limit', type=int, help='evaluate on the first N val images only')
     p.add_argument('-o', '--output', type=Path, default=Path('docs/study'),
-                   help='output folder (default docs/study)')
+                   help='output folder')
     p.set_defaults(func=run)
 
 

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--out', type=Path, help='dataset folder (dataset.yaml is written here)')
     parser.add_argument('--train', type=int, default=0, metavar='N', help='train scenes')
     parser.add_argument('--val', type=int, default=0, metavar='M', help='val scenes')
-    parser.add_argument('--seed', type=int, default=0, help='train seed (default 0)')
+    parser.add_argument('--seed', type=int, default=0, help='train seed')
     parser.add_argument('--val-seed', type=int, default=None,
                         help='val seed (default: seed + 1000003, disjoint from train)')
     parser.add_argument('--size', default='320x256', metavar='WxH', help='image size')

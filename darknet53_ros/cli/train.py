@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.training.options import TrainOptions, parse_img_size
+from darknet53_ros.training.options import BOX_LOSSES, TrainOptions, parse_img_size
 
 _LOG = logging.getLogger('darknet53.train')
+DATA_HELP = 'dataset: Darknet .data, YOLO data YAML, COCO JSON or dataset.yaml (or a folder)'
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,21 +28,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description='mAP@0.5 and mAP@0.5:0.95 (pycocotools) of an ONNX model or TensorRT '
                     'engine through the detection pipeline; writes JSON and a PR-curve PNG.')
     p.add_argument('--model', type=Path, required=True, help='.onnx model or .engine')
-    p.add_argument('--data', type=Path, required=True, help='dataset.yaml or its folder')
-    p.add_argument('--split', default='val', help='split to evaluate (default val)')
+    p.add_argument('--data', type=Path, required=True, help=DATA_HELP)
+    p.add_argument('--split', default='val', help='split to evaluate')
     p.add_argument('--conf', type=float, default=0.001,
-                   help='confidence threshold for evaluation (default 0.001)')
-    p.add_argument('--iou', type=float, default=0.6, help='NMS IoU threshold (default 0.6)')
+                   help='confidence threshold for evaluation')
+    p.add_argument('--iou', type=float, default=0.6, help='NMS IoU threshold')
     p.add_argument('--max-det', type=int, default=100, help='detections per image (100)')
     p.add_argument('--batch', type=int, default=8, help='images per inference call')
-    p.add_argument('--backend', default='auto', help='inference backend (default auto)')
+    p.add_argument('--backend', default='auto', help='inference backend')
     p.add_argument('--limit', type=int, help='evaluate only the first N images')
     p.add_argument('--calib-report', type=Path,
                    help='quantisation report JSON: fail if eval images were calibration images')
     p.add_argument('--allow-overlap', action='store_true',
                    help='only warn when eval and calibration images overlap')
-    p.add_argument('--json', type=Path, help='results JSON (default MODEL.eval-SPLIT.json)')
-    p.add_argument('--plot', type=Path, help='PR-curve PNG (default MODEL.eval-SPLIT.png)')
+    p.add_argument('--json', type=Path, help='results JSON')
+    p.add_argument('--plot', type=Path, help='PR-curve PNG')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=run_eval)
 
@@ -49,10 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         'anchors', help='estimate YOLO anchors for a dataset (k-means, 1 - IoU)',
         description='K-means anchors of the training boxes at a network input size, printed '
                     'as the "w,h, w,h, ..." text "darknet53 cfg --anchors" takes.')
-    p.add_argument('--data', type=Path, required=True, help='dataset.yaml or its folder')
-    p.add_argument('--split', default='train', help='split (default train)')
+    p.add_argument('--data', type=Path, required=True, help=DATA_HELP)
+    p.add_argument('--split', default='train', help='split')
     p.add_argument('--size', default='416', metavar='S|WxH', help='network input size')
-    p.add_argument('-n', '--num', type=int, default=9, help='anchors (default 9)')
+    p.add_argument('-n', '--num', type=int, default=9, help='anchors')
     p.add_argument('--seed', type=int, default=0, help='k-means seed')
     p.set_defaults(func=run_anchors)
 
@@ -61,33 +62,37 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The ``darknet53 train`` options (also parsed for ``darknet53 study --finetune-args``)."""
     p.add_argument('--cfg', type=Path, required=True, help='Darknet .cfg file')
     p.add_argument('--data', type=Path, required=True,
-                   help='dataset.yaml (or its folder) with train/val splits')
+                   help=DATA_HELP + ' with train (and val) splits')
     p.add_argument('--weights', type=Path,
                    help='initial .weights (same cfg, another class count, or a backbone prefix '
                         'such as darknet53.conv.74)')
-    p.add_argument('--epochs', type=int, default=100, help='epochs (default 100)')
-    p.add_argument('--batch', type=int, default=16, help='batch size (default 16)')
+    p.add_argument('--epochs', type=int, default=100, help='epochs')
+    p.add_argument('--batch', type=int, default=16, help='batch size')
     p.add_argument('--img-size', metavar='S|WxH',
                    help='training input size, multiples of 32 (default: the cfg size)')
     p.add_argument('--multi-scale', action='store_true',
                    help='new random input size (0.7-1.3x, multiples of 32) every 10 batches')
-    p.add_argument('--lr', type=float, default=1e-3, help='peak learning rate (default 1e-3)')
+    p.add_argument('--lr', type=float, default=1e-3, help='peak learning rate')
     p.add_argument('--optimizer', choices=('adam', 'sgd'), default='adam',
-                   help='AdamW or SGD with Nesterov momentum (default adam)')
+                   help='AdamW or SGD with Nesterov momentum')
     p.add_argument('--weight-decay', type=float, default=5e-4, help='on conv kernels')
-    p.add_argument('--warmup', type=int, default=300, help='warm-up iterations (burn-in)')
-    p.add_argument('--box-loss', choices=('mse', 'giou', 'ciou'), default='mse',
-                   help='mse (YOLOv3 paper, default), giou or ciou')
+    p.add_argument('--warmup', type=int,
+                   help='warm-up iterations (burn-in); default: 300 capped by one epoch')
+    p.add_argument('--allow-empty', action='store_true',
+                   help='train even when a split has no objects (refused otherwise)')
+    p.add_argument('--box-loss', choices=BOX_LOSSES, default=BOX_LOSSES[0],
+                   help='box term: mse (squared error on sigmoid(txy), twh), darknet '
+                        "(Darknet's gradient: sigmoid - t), giou or ciou")
     p.add_argument('--no-ema', action='store_true', help='save the raw weights, not the EMA')
     p.add_argument('--no-augment', action='store_true', help='letterbox only (debugging)')
     p.add_argument('--freeze-backbone', action='store_true',
                    help='freeze layers 0-74 (Darknet-53) when fine-tuning')
     p.add_argument('--sparsity', type=float, default=0.0, metavar='LAMBDA',
                    help='L1 on batch-norm gamma (for "prune --method bn-gamma"), e.g. 1e-4')
-    p.add_argument('--device', default='cpu', help='cpu or cuda[:N] (default cpu)')
-    p.add_argument('--workers', type=int, default=0, help='data loader processes (default 0)')
+    p.add_argument('--device', default='cpu', help='cpu or cuda[:N]')
+    p.add_argument('--workers', type=int, default=0, help='data loader processes')
     p.add_argument('--threads', type=int, help='PyTorch CPU threads (default: PyTorch)')
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    p.add_argument('--seed', type=int, default=0, help='random seed')
     p.add_argument('--val-split', default='val', help='split for per-epoch mAP ("" = none)')
     p.add_argument('--max-batches', type=int, help='at most this many batches per epoch')
     p.add_argument('--resume', type=Path, metavar='CKPT', help='continue from a checkpoint')
@@ -113,7 +118,7 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
         freeze_backbone=args.freeze_backbone, sparsity=args.sparsity, box_loss=args.box_loss,
         ema=not args.no_ema, val_split=args.val_split or None, threads=args.threads,
         progress=not args.no_progress, max_batches=args.max_batches,
-        augment=not args.no_augment)
+        augment=not args.no_augment, allow_empty=args.allow_empty)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -149,7 +154,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_anchors(args: argparse.Namespace) -> int:
     """Run ``darknet53 anchors``."""
-    from darknet53_ros.io.dataset import load_split
+    from darknet53_ros.io.dataset_formats import load_split
     from darknet53_ros.model.generator import COCO_ANCHORS
     from darknet53_ros.training.anchors import anchor_fitness, kmeans_anchors, label_sizes
 

@@ -10,8 +10,8 @@ import tempfile
 import cv2
 
 from darknet53_ros.errors import ConfigError, SourceError
+from darknet53_ros.fileio import replace_path
 from darknet53_ros.progress import progress as progress_iter
-from darknet53_ros.training.synthetic.dataset import replace_dir
 from darknet53_ros.training.synthetic.scenes import check_size, generate_scene
 
 CAMERA_NAMES: tuple[str, ...] = ('front', 'left', 'right', 'rear', 'top', 'bottom')
@@ -83,7 +83,7 @@ def write_camera_bag(path: str | os.PathLike[str], cameras: int = 2, frames: int
                         msg = Compressed(header=header, format='jpeg', data=data.reshape(-1))
                     writer.write(conn, stamp, store.serialize_cdr(msg, msgtype))
                     counts[topic] += 1
-        replace_dir(bag, target)
+        replace_path(bag, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return counts

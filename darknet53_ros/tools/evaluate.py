@@ -7,9 +7,9 @@ identically. The confidence threshold used for evaluation (0.001 by default, the
 setting: low enough that the precision-recall curve reaches high recall) is reported with the
 figures.
 
-The metrics (COCO conventions, ground truth from the split's ``annotations.json`` or its
-Darknet labels) are :mod:`darknet53_ros.training.metrics`; datasets are read by
-:mod:`darknet53_ros.io.dataset`.
+The metrics (COCO conventions) are :mod:`darknet53_ros.training.metrics`; datasets of every
+layout are read by :mod:`darknet53_ros.io.dataset_formats` and their ground truth is
+:func:`darknet53_ros.io.coco.coco_ground_truth`, the same function training validation uses.
 
 Calibration leakage: an INT8 model must not be evaluated on its calibration images. Given the
 quantisation report (``--calib-report``), or when one is found beside a quantised model, the
@@ -30,7 +30,8 @@ import numpy as np
 from darknet53_ros.errors import ConfigError, DatasetError
 from darknet53_ros.fileio import atomic_path
 from darknet53_ros.inference.detector import Detector
-from darknet53_ros.io.dataset import load_image, load_split
+from darknet53_ros.io.dataset import load_image
+from darknet53_ros.io.dataset_formats import load_split
 from darknet53_ros.optimize.calibration import image_digest
 from darknet53_ros.progress import progress_bar
 from darknet53_ros.training.metrics import (
@@ -188,7 +189,7 @@ def evaluate_model(model: str | os.PathLike[str], data: str | os.PathLike[str],
                     if key is not None:
                         overlap.append((str(sample.image), key))
             for sample, det in zip(chunk, detector.detect_batch(images)):
-                detections[sample.image.name] = det
+                detections[sample.name] = det
             bar.update(len(chunk))
         bar.close()
     if overlap:

@@ -27,7 +27,7 @@ import numpy as np
 from darknet53_ros.errors import ConfigError, Darknet53Error
 from darknet53_ros.fileio import atomic_path, atomic_write_text
 from darknet53_ros.inference.detector import Detector
-from darknet53_ros.io.dataset import load_dataset_description
+from darknet53_ros.io.dataset_formats import load_split
 from darknet53_ros.model.cfg import load_cfg
 from darknet53_ros.model.names import read_names
 from darknet53_ros.model.onnx_export import export_onnx
@@ -210,9 +210,7 @@ def finetune_model(cfg: Path, weights: Path, data: Path, epochs: int, out: Path,
 
 
 def _calibration_images(data: Path, count: int) -> list[Path]:
-    desc = load_dataset_description(data)
-    folder = Path(desc['splits']['train']['images'])
-    images = sorted(folder.iterdir())[:count]
+    images = [s.image for s in load_split(data, 'train').samples[:count]]
     if not images:
         raise ConfigError(f'{data}: the train split has no images for INT8 calibration')
     return images

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from darknet53_ros.errors import DatasetError
-from darknet53_ros.io.dataset import SplitData, load_image, read_labels
+from darknet53_ros.io.dataset import SplitData, load_image, read_objects
+from darknet53_ros.io.dataset_check import shape_iou_np
 from darknet53_ros.model.cfg import Network
 from darknet53_ros.model.layers import Convolutional
 from darknet53_ros.training.augment import letterbox_params
@@ -24,7 +25,7 @@ def label_sizes(split: SplitData, width: int, height: int) -> np.ndarray:
     sizes = []
     for sample in split.samples:
         src_h, src_w = load_image(sample.image).shape[:2]
-        boxes, _ = read_labels(sample.label, src_w, src_h, len(split.names))
+        boxes, _ = read_objects(sample, src_w, src_h, len(split.names)).trainable()
         ax, _, ay, _ = letterbox_params(src_w, src_h, width, height)
         for box in boxes:
             sizes.append(((box[2] - box[0]) * ax, (box[3] - box[1]) * ay))
@@ -42,11 +43,7 @@ def kmeans_anchors(sizes: np.ndarray, count: int = 9, seed: int = 0, iterations:
         raise DatasetError(f'{len(sizes)} boxes are too few to estimate {count} anchors')
     rng = np.random.default_rng(seed)
 
-    def iou(boxes: np.ndarray, centres: np.ndarray) -> np.ndarray:
-        inter = np.minimum(boxes[:, None, 0], centres[None, :, 0]) * np.minimum(
-            boxes[:, None, 1], centres[None, :, 1])
-        return inter / (boxes[:, None].prod(-1) + centres[None].prod(-1) - inter)
-
+    iou = shape_iou_np
     # k-means++ seeding on 1 - IoU, then Lloyd iterations with median updates.
     centres = [sizes[rng.integers(len(sizes))]]
     for _ in range(1, count):

@@ -1,10 +1,13 @@
 """Training augmentation (NumPy/OpenCV, no PyTorch).
 
 Augmentation (boxes transformed with the image, clipped, dropped when less than a quarter of
-them stays visible or a side is under 2 pixels): random scale and aspect ratio with random
-placement (Darknet's letterbox jitter: the image may be shrunk onto grey padding or enlarged and
-cropped), horizontal flip, HSV jitter (the cfg's ``hue``, ``saturation`` and ``exposure``), and
-multi-scale training (a new input size, multiple of 32, every 10 batches).
+them stays visible or a side is under 2 pixels): a random affine letterbox of this project's
+own (scale 0.6-1.4x the size that fits the input, aspect ratio stretched by exp(U(-0.2, 0.2)),
+random placement: the image may be shrunk onto grey padding or enlarged and cropped),
+horizontal flip, HSV jitter (the cfg's ``hue``, ``saturation`` and ``exposure``), and
+multi-scale training (a new input size, multiple of 32, every 10 batches). It is not Darknet's
+``data.c`` augmentation, which jitters the aspect ratio by the cfg's ``jitter`` at a fixed
+scale.
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ PAD_GREY = 127
 
 @dataclass
 class AugmentParams:
-    """Augmentation settings (defaults follow Darknet's YOLOv3 cfg)."""
+    """Augmentation settings: colour and flip defaults follow Darknet's YOLOv3 cfg; ``scale``
+    and ``aspect`` are this project's (Darknet uses a fixed scale and the cfg's ``jitter``)."""
 
     hue: float = 0.1
     saturation: float = 1.5
@@ -132,7 +136,8 @@ def letterbox_params(src_w: int, src_h: int, width: int, height: int,
 
 def random_geometry(src_w: int, src_h: int, width: int, height: int, rng: np.random.Generator,
                     params: AugmentParams) -> tuple[float, float, float, float]:
-    """Random scale, aspect ratio and placement ``(ax, bx, ay, by)`` (letterbox jitter)."""
+    """Random scale, aspect ratio and placement ``(ax, bx, ay, by)`` (random affine
+    letterbox)."""
     fit = min(width / src_w, height / src_h)
     s = fit * rng.uniform(*params.scale)
     aspect = math.exp(rng.uniform(-params.aspect, params.aspect)) if params.aspect > 0 else 1.0

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from darknet53_ros.io.dataset import SplitData, load_image, read_labels
+from darknet53_ros.io.dataset import SplitData, load_image, read_objects
 from darknet53_ros.training.augment import AugmentParams, augment
 
 
@@ -28,8 +28,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         index, width, height, epoch = item
         sample = self.split.samples[index]
         image = load_image(sample.image)
-        boxes, classes = read_labels(sample.label, image.shape[1], image.shape[0],
-                                     len(self.split.names))
+        boxes, classes = read_objects(sample, image.shape[1], image.shape[0],
+                                      len(self.split.names)).trainable()
         rng = np.random.default_rng([self.seed, epoch, index])
         out, boxes, classes = augment(image, boxes, classes, width, height, rng, self.params)
         rgb = np.ascontiguousarray(out[:, :, ::-1].transpose(2, 0, 1))

@@ -12,8 +12,16 @@ Loss (Redmon & Farhadi, "YOLOv3: An Incremental Improvement", 2018):
 * classes: binary cross-entropy per class (multi-label sigmoid) at assigned predictions;
 * box: squared error on ``sigmoid(tx), sigmoid(ty)`` against the centre's offset in its cell
   and on ``tw, th`` against ``log(w / anchor_w), log(h / anchor_h)``, weighted by
-  ``2 - w * h`` (w, h relative to the input) to favour small boxes; ``giou`` and ``ciou`` are
-  available instead (``1 - GIoU/CIoU`` with the same weight).
+  ``2 - w * h`` (w, h relative to the input) to favour small boxes (``mse``); ``giou`` and
+  ``ciou`` are available instead (``1 - GIoU/CIoU`` with the same weight);
+* ``darknet`` (the default): Darknet's own box term (``delta_yolo_box`` in
+  ``yolo_layer.c``), whose gradient with respect to the raw ``tx, ty`` is
+  ``scale * (sigmoid(tx) - t)`` (Darknet does not back-propagate through the logistic) and
+  with respect to ``tw, th`` ``scale * (tw - t)``. The ``mse`` form's x/y gradient is
+  ``2 * scale * (sigmoid - t) * sigmoid'``: at most half of Darknet's, and vanishing when the
+  sigmoid saturates; its w/h gradient is twice Darknet's (no 1/2). The loss with Darknet's
+  gradient is binary cross-entropy of the x/y logits against the offsets (minus its minimum,
+  the targets' entropy, so a perfect box scores 0) plus ``0.5 * (tw - t)^2``.
 
 The three sums are added and divided by the batch size.
 """
@@ -27,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from darknet53_ros.errors import ConfigError
+from darknet53_ros.training.options import BOX_LOSSES
 from darknet53_ros.training.torch_model import HeadInfo, decode_boxes, reshape_head
 
 
@@ -136,6 +145,21 @@ def build_targets(heads: Sequence[HeadInfo], targets: torch.Tensor,
     return out
 
 
+def darknet_box_error(raw: torch.Tensor, txy: torch.Tensor, twh: torch.Tensor,
+                      scale_x_y: float = 1.0) -> torch.Tensor:
+    """Darknet's box term per row of raw ``[M, 4]`` ``tx, ty, tw, th`` predictions.
+
+    Its gradient is ``sigmoid(t_xy) - target`` for x/y (with ``scale_x_y`` s the target is
+    mapped into the sigmoid's range, ``(target + (s - 1) / 2) / s``) and ``tw - target`` for
+    w/h; the value is 0 for a perfect box.
+    """
+    target = ((txy + 0.5 * (scale_x_y - 1.0)) / scale_x_y).clamp(0.0, 1.0)
+    xy = F.binary_cross_entropy_with_logits(raw[:, :2], target, reduction='none')
+    p = target.clamp(1e-7, 1.0 - 1e-7)
+    entropy = -(p * torch.log(p) + (1.0 - p) * torch.log1p(-p))
+    return (xy - entropy).sum(1) + 0.5 * ((raw[:, 2:4] - twh) ** 2).sum(1)
+
+
 @dataclass
 class LossWeights:
     """Gains of the three loss terms (the paper uses 1, 1, 1)."""
@@ -148,10 +172,10 @@ class LossWeights:
 class YoloLoss:
     """The YOLOv3 loss for a :class:`DarknetModel` (see the module docstring)."""
 
-    def __init__(self, heads: Sequence[HeadInfo], box_loss: str = 'mse',
+    def __init__(self, heads: Sequence[HeadInfo], box_loss: str = BOX_LOSSES[0],
                  weights: LossWeights | None = None) -> None:
-        if box_loss not in ('mse', 'giou', 'ciou'):
-            raise ConfigError(f'box loss {box_loss!r}: use mse, giou or ciou')
+        if box_loss not in BOX_LOSSES:
+            raise ConfigError(f'box loss {box_loss!r}: use {", ".join(BOX_LOSSES)}')
         if not heads:
             raise ConfigError('the network has no [yolo] layers to train')
         self.heads = list(heads)
@@ -208,6 +232,9 @@ class YoloLoss:
                     sxy = head.layer.scale_x_y
                     pxy = torch.sigmoid(ps[:, :2]) * sxy - 0.5 * (sxy - 1.0)
                     err = ((pxy - tg.txy) ** 2).sum(1) + ((ps[:, 2:4] - tg.twh) ** 2).sum(1)
+                elif self.box_loss == 'darknet':
+                    err = darknet_box_error(ps[:, :4], tg.txy, tg.twh,
+                                            head.layer.scale_x_y)
                 else:
                     pb_xy = xy[tg.b, tg.a, tg.gj, tg.gi]
                     pb_wh = wh[tg.b, tg.a, tg.gj, tg.gi]

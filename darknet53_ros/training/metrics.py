@@ -4,8 +4,8 @@ validation.
 
 Boxes are compared in source-image pixels with COCO's conventions: ``[x, y, w, h]`` boxes,
 IoU thresholds 0.50:0.05:0.95, 101 recall points, at most 100 detections per image, area
-range ``all``. Ground truth comes from the split's COCO ``annotations.json``, or is built from
-its Darknet label files.
+range ``all``. Ground truth is :func:`darknet53_ros.io.coco.coco_ground_truth`, the same for
+every dataset layout.
 """
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from collections.abc import Mapping
 import contextlib
 from dataclasses import dataclass, field
 import io
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from darknet53_ros.errors import ConfigError, DatasetError
-from darknet53_ros.io.dataset import load_image, read_labels
+from darknet53_ros.io.coco import coco_ground_truth
+from darknet53_ros.io.dataset import SplitData
 
 __all__ = ['IOU_THRESHOLDS', 'EvalResult', 'evaluate_detections', 'ground_truth_for_split']
 
@@ -74,52 +73,11 @@ class EvalResult:
 # ground truth
 
 
-def ground_truth_for_split(split: Any) -> dict[str, Any]:
-    """COCO ground truth of a :class:`~darknet53_ros.io.dataset.SplitData`, restricted to its
-    images.
-
-    Uses the split's ``annotations.json`` when present, else its Darknet label files.
-    Categories are ordered as the class names (category of class ``i`` at position ``i``).
-    """
-    names = list(split.names)
-    if split.annotations is not None:
-        try:
-            coco = json.loads(Path(split.annotations).read_text(encoding='utf-8'))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DatasetError(f'{split.annotations}: cannot read COCO annotations: {exc}') \
-                from None
-        by_name = {img['file_name']: img for img in coco.get('images', [])}
-        wanted = [s.image.name for s in split.samples]
-        missing = [n for n in wanted if n not in by_name]
-        if missing:
-            raise DatasetError(f'{split.annotations}: {len(missing)} images of the split list '
-                               f'are not annotated (first: {missing[0]})')
-        ids = {by_name[n]['id'] for n in wanted}
-        cat_ids = split.category_ids or [c['id'] for c in sorted(
-            coco.get('categories', []), key=lambda c: c['id'])][:len(names)] or \
-            list(range(1, len(names) + 1))
-        if len(cat_ids) != len(names):
-            raise DatasetError(f'{split.annotations}: {len(cat_ids)} categories for '
-                               f'{len(names)} class names')
-        anns = [dict(a) for a in coco.get('annotations', []) if a['image_id'] in ids]
-        for a in anns:
-            a.setdefault('iscrowd', 0)
-            a.setdefault('area', float(a['bbox'][2] * a['bbox'][3]))
-        return {'images': [by_name[n] for n in wanted], 'annotations': anns,
-                'categories': [{'id': int(c), 'name': n} for c, n in zip(cat_ids, names)]}
-    images, anns = [], []
-    for k, sample in enumerate(split.samples, 1):
-        image = load_image(sample.image)
-        h, w = image.shape[:2]
-        images.append({'id': k, 'file_name': sample.image.name, 'width': w, 'height': h})
-        boxes, classes = read_labels(sample.label, w, h, len(names))
-        for box, cls in zip(boxes, classes):
-            bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
-            anns.append({'id': len(anns) + 1, 'image_id': k, 'category_id': int(cls) + 1,
-                         'bbox': [float(box[0]), float(box[1]), bw, bh], 'area': bw * bh,
-                         'iscrowd': 0})
-    return {'images': images, 'annotations': anns,
-            'categories': [{'id': i + 1, 'name': n} for i, n in enumerate(names)]}
+def ground_truth_for_split(split: SplitData) -> dict[str, Any]:
+    """COCO ground truth of a split of any layout: the one function behind ``eval``,
+    training validation and ``dataset convert --to coco``
+    (:func:`darknet53_ros.io.coco.coco_ground_truth`)."""
+    return coco_ground_truth(split)
 
 
 # ------------------------------------------------------------------------------------------

@@ -7,6 +7,20 @@ from typing import Any
 
 from darknet53_ros.errors import ConfigError
 
+BOX_LOSSES = ('darknet', 'mse', 'giou', 'ciou')
+"""``--box-loss`` choices (:mod:`darknet53_ros.training.loss`); the first is the default
+(measured against ``mse`` in the README)."""
+DEFAULT_WARMUP = 300
+"""Warm-up iterations when none are given, capped by one epoch (:func:`warmup_iterations`)."""
+
+
+def warmup_iterations(warmup: int | None, per_epoch: int) -> int:
+    """Warm-up length: ``warmup`` when given, else :data:`DEFAULT_WARMUP` capped by the first
+    epoch (``per_epoch`` iterations), so a small dataset leaves warm-up after one epoch."""
+    if warmup is not None:
+        return max(0, warmup)
+    return max(1, min(DEFAULT_WARMUP, per_epoch))
+
 
 @dataclass
 class TrainOptions:
@@ -23,14 +37,14 @@ class TrainOptions:
     lr: float = 1e-3
     optimizer: str = 'adam'
     weight_decay: float = 5e-4
-    warmup: int = 300
+    warmup: int | None = None
     device: str = 'cpu'
     workers: int = 0
     resume: Path | None = None
     seed: int = 0
     freeze_backbone: bool = False
     sparsity: float = 0.0
-    box_loss: str = 'mse'
+    box_loss: str = BOX_LOSSES[0]
     ema: bool = True
     val_split: str | None = 'val'
     train_split: str = 'train'
@@ -39,6 +53,7 @@ class TrainOptions:
     progress: bool = True
     max_batches: int | None = None
     augment: bool = True
+    allow_empty: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """JSON-friendly dict (paths as strings)."""

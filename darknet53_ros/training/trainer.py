@@ -23,7 +23,9 @@ from darknet53_ros.errors import ConfigError, DatasetError
 from darknet53_ros.fileio import atomic_path, atomic_write_text
 from darknet53_ros.inference.postprocess import postprocess
 from darknet53_ros.inference.preprocess import Preprocessor
-from darknet53_ros.io.dataset import SplitData, load_image, load_split
+from darknet53_ros.io.dataset import SplitData, load_image
+from darknet53_ros.io.dataset_check import check_split, require_trainable
+from darknet53_ros.io.dataset_formats import load_split
 from darknet53_ros.model.cfg import load_cfg
 from darknet53_ros.progress import progress_bar
 from darknet53_ros.training.augment import AugmentParams
@@ -35,7 +37,12 @@ from darknet53_ros.training.data import (
 )
 from darknet53_ros.training.loss import YoloLoss
 from darknet53_ros.training.metrics import evaluate_detections, ground_truth_for_split
-from darknet53_ros.training.options import TrainOptions, TrainResult, output_paths
+from darknet53_ros.training.options import (
+    TrainOptions,
+    TrainResult,
+    output_paths,
+    warmup_iterations,
+)
 from darknet53_ros.training.plots import plot_history
 from darknet53_ros.training.torch_model import DarknetBatchNorm2d, DarknetModel
 from darknet53_ros.training.torch_weights import (
@@ -108,11 +115,12 @@ def _optimizer(model: DarknetModel, opts: TrainOptions) -> torch.optim.Optimizer
     raise ConfigError(f'--optimizer {opts.optimizer!r}: use adam or sgd')
 
 
-def _lr_at(iteration: int, total: int, opts: TrainOptions) -> float:
-    """Linear warm-up (Darknet's burn-in) then cosine decay to 5 % of ``lr``."""
-    if iteration < opts.warmup:
-        return opts.lr * (iteration + 1) / opts.warmup
-    progress = (iteration - opts.warmup) / max(1, total - opts.warmup)
+def _lr_at(iteration: int, total: int, opts: TrainOptions, warmup: int) -> float:
+    """Linear warm-up (Darknet's burn-in) over ``warmup`` iterations, then cosine decay to
+    5 % of ``lr``."""
+    if iteration < warmup:
+        return opts.lr * (iteration + 1) / warmup
+    progress = (iteration - warmup) / max(1, total - warmup)
     return opts.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
@@ -146,13 +154,12 @@ def validate(model: DarknetModel, split: SplitData, width: int, height: int,
     :mod:`darknet53_ros.training.metrics`)."""
     gt = ground_truth_for_split(split)
     detections = {}
-    paths = [s.image for s in split.samples]
-    for start in range(0, len(paths), batch):
-        chunk = paths[start:start + batch]
-        images = [load_image(p) for p in chunk]
-        for path, det in zip(chunk, predict_detections(model, images, width, height, conf,
-                                                       device=device)):
-            detections[path.name] = det
+    for start in range(0, len(split.samples), batch):
+        chunk = split.samples[start:start + batch]
+        images = [load_image(s.image) for s in chunk]
+        for sample, det in zip(chunk, predict_detections(model, images, width, height, conf,
+                                                         device=device)):
+            detections[sample.name] = det
     return evaluate_detections(gt, detections).summary()
 
 
@@ -201,6 +208,14 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> Train
             val_split = load_split(opts.data, opts.val_split)
         except DatasetError as exc:
             log(f'no validation: {exc}')
+    for split in (train_split, val_split):
+        if split is not None:
+            checked = check_split(split, (width, height))
+            require_trainable(checked, opts.data, opts.allow_empty)
+            warnings = sum(checked.counts.values()) - checked.errors
+            log(f'split {split.name} ({split.layout}): {checked.images} images, '
+                f'{checked.objects} objects' + (f', {warnings} warnings (darknet53 dataset '
+                                                f'check)' if warnings else ''))
 
     model = build_model(network)
     if opts.weights is not None and opts.resume is None:
@@ -230,6 +245,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> Train
     per_epoch = len(sampler) if opts.max_batches is None else min(len(sampler),
                                                                     opts.max_batches)
     total_iters = per_epoch * opts.epochs
+    warmup = warmup_iterations(opts.warmup, per_epoch)
+    log(f'{per_epoch} iterations per epoch, warm-up {warmup}')
     history: dict[str, Any] = {'loss': [], 'val': [], 'epochs': [],
                                'options': opts.to_json()}
     start_epoch, iteration, seen, elapsed_before = 0, 0, 0, 0.0
@@ -257,7 +274,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] | None = None) -> Train
         for images, targets in loader:
             if batches >= per_epoch:
                 break
-            lr = _lr_at(iteration, total_iters, opts)
+            lr = _lr_at(iteration, total_iters, opts, warmup)
             for group in optimizer.param_groups:
                 group['lr'] = lr
             x = images.to(device, non_blocking=True).float().div_(255.0)

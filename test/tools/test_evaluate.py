@@ -10,7 +10,8 @@ import pytest
 
 from darknet53_ros.errors import DatasetError
 from darknet53_ros.inference.postprocess import Detections
-from darknet53_ros.io.dataset import load_image, load_split
+from darknet53_ros.io.dataset import load_image
+from darknet53_ros.io.dataset_formats import load_split
 from darknet53_ros.tools.evaluate import (
     find_calibration_report,
     load_calibration_digests,
@@ -143,9 +144,9 @@ def _write_split(tmp_path: Path, with_coco: bool) -> Path:
             'images': images, 'annotations': anns,
             'categories': [{'id': 1, 'name': 'cat'}, {'id': 2, 'name': 'dog'}]}))
     (root / 'val.txt').write_text(''.join(f'val/images/{n}\n' for n in GT))
+    truth = 'annotations: val/annotations.json' if with_coco else 'labels: val/labels'
     (root / 'dataset.yaml').write_text(
-        'names: [cat, dog]\nsplits:\n  val: {images: val/images, labels: val/labels, '
-        'annotations: val/annotations.json, list: val.txt}\n')
+        f'names: [cat, dog]\nsplits:\n  val: {{images: val/images, {truth}, list: val.txt}}\n')
     return root
 
 

@@ -185,12 +185,38 @@ def test_box_loss_is_weighted_squared_error() -> None:
     heads = head_infos(_network())
     targets = torch.tensor([[0, 0, *_box(20, 36, 16, 16)]])
     outputs = _zero_outputs()
-    _, items = YoloLoss(heads)(outputs, targets, (64, 64))
+    _, items = YoloLoss(heads, box_loss='mse')(outputs, targets, (64, 64))
     # Assigned: head 1, cell (1, 2), offsets (.25, .25); sigmoid(0) = .5, tw = th = 0 = target.
     assert items['box'] == pytest.approx((2 - 1 / 16) * 2 * 0.25 ** 2, rel=1e-5)
     for kind in ('giou', 'ciou'):
         _, gi = YoloLoss(heads, box_loss=kind)(outputs, targets, (64, 64))
         assert gi['box'] > 0
+
+
+def test_darknet_box_loss_has_darknets_gradient() -> None:
+    from darknet53_ros.training.loss import darknet_box_error
+
+    raw = torch.tensor([[3.0, -6.0, 0.4, -0.2], [0.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    txy = torch.tensor([[0.25, 0.75], [0.5, 0.5]])
+    twh = torch.tensor([[0.1, 0.3], [0.0, 0.0]])
+    err = darknet_box_error(raw, txy, twh)
+    err.sum().backward()
+    assert raw.grad is not None
+    expected = torch.cat([torch.sigmoid(raw[:, :2]) - txy, raw[:, 2:] - twh], 1)
+    assert torch.allclose(raw.grad, expected.detach(), atol=1e-6)
+    assert float(err[1].detach()) == pytest.approx(0.0, abs=1e-6)  # a perfect box scores 0
+    # Saturated x (sigmoid(-6) ~ 0.0025, target .75): Darknet's gradient stays ~ -0.75, the
+    # squared error's vanishes.
+    mse_raw = raw.detach().clone().requires_grad_(True)
+    ((torch.sigmoid(mse_raw[0, 1]) - 0.75) ** 2).backward()
+    assert mse_raw.grad is not None and abs(float(mse_raw.grad[0, 1])) < 0.01
+    assert float(raw.grad[0, 1]) == pytest.approx(-0.7475, abs=1e-3)
+    heads = head_infos(_network())
+    targets = torch.tensor([[0, 0, *_box(20, 36, 16, 16)]])
+    _, items = YoloLoss(heads, box_loss='darknet')(_zero_outputs(), targets, (64, 64))
+    # sigmoid(0) = .5 against offsets .25: BCE(0, .25) - H(.25) = log 2 - H(.25) per axis.
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert items['box'] == pytest.approx((2 - 1 / 16) * 2 * (math.log(2) - h), rel=1e-5)
 
 
 def _scene(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -356,16 +382,6 @@ def test_kmeans_recovers_clusters() -> None:
 # training loop and CLI
 
 
-@pytest.fixture(scope='module')
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from darknet53_ros.training.synthetic import write_dataset
-
-    root = tmp_path_factory.mktemp('synth')
-    write_dataset(root, 6, 0, 96, 64, 'train')
-    write_dataset(root, 3, 5, 96, 64, 'val')
-    return root
-
-
 def _cli(*args: str) -> int:
     from darknet53_ros.cli.main import main
 
@@ -431,3 +447,69 @@ def test_cli_anchors(tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert _cli('anchors', '--data', str(tiny_dataset), '--size', '96x64', '-n', '3') == 0
     pairs = capsys.readouterr().out.strip().split(', ')
     assert len(pairs) == 3 and all(len(p.split(',')) == 2 for p in pairs)
+
+
+def _tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob('*')}
+
+
+def test_each_layout_trains_and_evaluates_in_place(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Darknet .data, YOLO YAML and COCO JSON datasets train and evaluate as they are (no file
+    written into them) and give the same figures."""
+    pytest.importorskip('onnxruntime')
+    from darknet53_ros.io.dataset_convert import convert_dataset
+
+    cfg = tmp_path / 'tiny.cfg'
+    cfg.write_text(small_cfg(5))
+    figures = []
+    for layout in ('darknet', 'yolo', 'coco'):
+        data = convert_dataset(tiny_dataset, layout, tmp_path / 'data' / layout)
+        before = _tree(tmp_path / 'data' / layout)
+        out = tmp_path / layout / 'm.weights'
+        assert _cli('train', '--cfg', str(cfg), '--data', str(data), '--batch', '3',
+                    '--epochs', '1', '--max-batches', '1', '--no-progress', '--threads', '2',
+                    '--no-augment', '-o', str(out)) == 0
+        onnx_path = tmp_path / layout / 'm.onnx'
+        assert _cli('export', '--cfg', str(cfg), '--weights', str(out), '--names',
+                    str(out.with_suffix('.names')), '-o', str(onnx_path)) == 0
+        result = tmp_path / layout / 'eval.json'
+        assert _cli('eval', '--model', str(onnx_path), '--data', str(data), '--no-progress',
+                    '--json', str(result), '--plot', str(tmp_path / layout / 'pr.png')) == 0
+        assert _tree(tmp_path / 'data' / layout) == before
+        history = json.loads(out.with_suffix('.history.json').read_text())
+        evaluated = json.loads(result.read_text())
+        figures.append((history['epochs'][0]['map50'], evaluated['ground_truths'],
+                        evaluated['images']))
+    assert figures[0][1] > 0 and figures[0][2] == 3
+    assert figures[0] == pytest.approx(figures[1]) and figures[1] == pytest.approx(figures[2])
+
+
+def test_training_on_zero_objects_is_refused(tiny_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from darknet53_ros.errors import DatasetError
+    from darknet53_ros.training.options import TrainOptions
+    from darknet53_ros.training.trainer import train
+
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_dataset, data)
+    text = (data / 'dataset.yaml').read_text().replace('labels: train/labels',
+                                                       'labels: train/images')
+    (data / 'dataset.yaml').write_text(text)  # a wrong labels folder: no label file in it
+    cfg = tmp_path / 'tiny.cfg'
+    cfg.write_text(small_cfg(5))
+    opts = TrainOptions(cfg=cfg, data=data, output=tmp_path / 'm.weights', epochs=1, batch=3,
+                        max_batches=1, val_split=None, progress=False)
+    with pytest.raises(DatasetError, match="split 'train' has 6 images but no objects"):
+        train(opts)
+    assert not (tmp_path / 'm.weights').exists()
+    train(dataclasses.replace(opts, allow_empty=True))
+    assert (tmp_path / 'm.weights').is_file()
+
+
+def test_warmup_is_capped_by_the_first_epoch() -> None:
+    from darknet53_ros.training.options import warmup_iterations
+
+    assert warmup_iterations(None, 25) == 25  # 400 images, batch 16
+    assert warmup_iterations(None, 312) == 300
+    assert warmup_iterations(1000, 25) == 1000  # as given

@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 
 from darknet53_ros.errors import ConfigError, DatasetError
-from darknet53_ros.fileio import atomic_write_text
+from darknet53_ros.fileio import atomic_write_text, replace_path
 from darknet53_ros.io.dataset import DATASET_FILE, DATASET_FORMAT, NAMES_FILE, read_yaml
 from darknet53_ros.progress import progress as progress_iter
 from darknet53_ros.training.synthetic.objects import CLASS_NAMES
@@ -19,19 +19,6 @@ from darknet53_ros.training.synthetic.scenes import MIN_VISIBLE, check_size, gen
 
 VAL_SEED_OFFSET = 1_000_003
 """The ``synth`` command generates the val split with ``seed + VAL_SEED_OFFSET``."""
-
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished directory ``tmp`` to ``final``, replacing what was there."""
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    old = None
-    if final.exists() or final.is_symlink():
-        old = final.with_name(f'.{final.name}.old-{os.getpid()}')
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def coco_category_id(class_id: int) -> int:
@@ -111,7 +98,7 @@ def write_dataset(out_dir: str | os.PathLike[str], count: int, seed: int, width:
                            for i, name in enumerate(CLASS_NAMES)],
         }
         (tmp / 'annotations.json').write_text(json.dumps(coco), encoding='utf-8')
-        replace_dir(tmp, root / split_name)
+        replace_path(tmp, root / split_name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
