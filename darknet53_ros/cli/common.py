@@ -10,7 +10,7 @@ from pathlib import Path
 import sys
 from typing import Any
 
-from darknet53_ros.errors import ConfigError, Darknet53Error
+from darknet53_ros.errors import ConfigError, Darknet53Error, require_python
 from darknet53_ros.inference.backends.registry import backend_choices
 from darknet53_ros.io.sources import source_kind
 
@@ -119,9 +119,16 @@ def _installed(module: str) -> bool:
         return False
 
 
+#: Commands that run the PyTorch training code (Python 3.10+; the runtime works on 3.8).
+TRAINING_COMMANDS = ('train', 'study')
+
+
 def check_dependencies(args: argparse.Namespace) -> None:
     """Raise ConfigError naming the extra to install when the command ``args.command`` needs
-    an optional module that is missing (checked before any work starts)."""
+    an optional module that is missing, or a newer Python (checked before any work starts)."""
+    command = getattr(args, 'command', '')
+    if command in TRAINING_COMMANDS:
+        require_python(f'darknet53 {command}')
     missing = [module for module, wanted in _NEEDS.get(getattr(args, 'command', ''), ())
                if not _installed(module) and wanted(args)]
     if missing:

@@ -53,3 +53,16 @@ def test_existing_output_message_names_the_cli_flag(tmp_path, caplog):
     assert main(['synth', '--bag', str(tmp_path / 'bag'), '--frames', '1']) == 2
     (line,) = _errors(caplog)
     assert '--overwrite' in line and 'overwrite=' not in line
+
+
+@pytest.mark.parametrize('command', ['train', 'study'])
+def test_training_commands_refuse_old_pythons_first(command, monkeypatch, caplog):
+    """Python 3.8 (JetPack 5) runs the runtime only: training says so in one line, first."""
+    from darknet53_ros import errors
+
+    monkeypatch.setattr(errors.sys, 'version_info', (3, 8, 18, 'final', 0))
+    argv = [command, '--data', 'nowhere'] if command == 'train' else [command]
+    if command == 'train':
+        argv += ['--cfg', 'x.cfg', '-o', 'out']
+    assert main(argv) == 2
+    assert f'darknet53 {command} needs Python 3.10+ (this is Python 3.8.18)' in caplog.text
