@@ -6,11 +6,13 @@ from contextlib import contextmanager
 import errno
 import functools
 import hashlib
+import json
 import os
 from pathlib import Path
 import shutil
 import stat
 import tempfile
+from typing import Any
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,6 +45,18 @@ def os_error_text(exc: OSError) -> str:
     if exc.filename2 is not None:
         return f'{exc.filename} -> {exc.filename2}: {cause}'
     return f'{exc.filename}: {cause}'
+
+
+def read_json_object(path: str | Path, error: type[Exception], what: str) -> dict[str, Any]:
+    """Read a JSON file that must hold an object; ``error(message)`` naming ``path`` and
+    ``what`` it is otherwise (unreadable, not JSON, not an object)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f'{path}: cannot read {what}: {exc}') from None
+    if not isinstance(data, dict):
+        raise error(f'{path}: {what} is not a JSON object')
+    return data
 
 
 def sha256_file(path: str | Path) -> str:

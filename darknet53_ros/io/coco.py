@@ -11,12 +11,12 @@ an ``annotations/`` folder, ``<dataset>/<name>`` and ``<dataset>/images/<name>``
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from darknet53_ros.errors import DatasetError
+from darknet53_ros.fileio import read_json_object
 from darknet53_ros.io.dataset import Sample, SplitData, load_image, read_objects
 
 __all__ = ['coco_ground_truth', 'coco_split_name', 'is_coco_json', 'read_coco_split']
@@ -58,12 +58,7 @@ def read_coco_split(path: str | os.PathLike[str], split: str | None = None) -> S
     """Read one COCO JSON file as a split (named by :func:`coco_split_name` unless given)."""
     path = Path(path)
     split = split or coco_split_name(path)
-    try:
-        data = json.loads(path.read_text(encoding='utf-8'))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetError(f'{path}: cannot read COCO JSON: {exc}') from None
-    if not isinstance(data, dict):
-        raise DatasetError(f'{path}: a COCO dataset must be a JSON object')
+    data = read_json_object(path, DatasetError, 'COCO JSON')
     for key in ('images', 'annotations', 'categories'):
         if not isinstance(data.get(key), list):
             raise DatasetError(f'{path}: field "{key}" must be a list')

@@ -116,7 +116,7 @@ def test_changed_missing_or_corrupt(tmp_path: Path) -> None:
         ef.check_engine_metadata(path)
     ef.check_engine_metadata(path, verify_hash=False)
     ef.metadata_path(path).write_text('{not json')
-    with pytest.raises(EngineError, match='(?s)unreadable.*Rebuild it with'):
+    with pytest.raises(EngineError, match='(?s)cannot read engine metadata.*Rebuild it with'):
         ef.check_engine_metadata(path)
     ef.metadata_path(path).unlink()
     with pytest.raises(EngineError, match='metadata missing'):

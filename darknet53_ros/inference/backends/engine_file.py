@@ -26,7 +26,12 @@ import shlex
 from typing import Any
 
 from darknet53_ros.errors import ConfigError, EngineError
-from darknet53_ros.fileio import atomic_write_bytes, atomic_write_text, sha256_file
+from darknet53_ros.fileio import (
+    atomic_write_bytes,
+    atomic_write_text,
+    read_json_object,
+    sha256_file,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -110,13 +115,7 @@ def read_engine_metadata(engine_path: str | Path) -> dict[str, Any]:
     if not meta_file.is_file():
         raise EngineError(f'{meta_file}: engine metadata missing (engines are only used with '
                           'the metadata written by `darknet53 build-engine`)')
-    try:
-        data = json.loads(meta_file.read_text(encoding='utf-8'))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineError(f'{meta_file}: unreadable engine metadata: {exc}') from exc
-    if not isinstance(data, dict):
-        raise EngineError(f'{meta_file}: engine metadata is not a JSON object')
-    return data
+    return read_json_object(meta_file, EngineError, 'engine metadata')
 
 
 def write_engine(out_path: str | Path, engine: bytes | bytearray | memoryview | Any,
