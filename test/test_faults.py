@@ -27,6 +27,13 @@ SMALL = yolov3_cfg(classes=2, width=64, height=64, width_multiplier=0.125)
 FUZZ_SECONDS = 2.0  # fixed time budget per parser
 
 
+def _env() -> dict[str, str]:
+    """The environment with the source tree first on PYTHONPATH (keeping what is there: a
+    sourced ROS 2 puts its packages on it)."""
+    paths = [str(ROOT)] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
 def _cli(args: list[str], cwd: Path, fsize: int | None = None) -> subprocess.CompletedProcess:
     """Run ``darknet53`` in a subprocess; ``fsize``: RLIMIT_FSIZE in bytes (a full disk: writes
     beyond it fail with EFBIG instead of killing the process)."""
@@ -37,7 +44,7 @@ def _cli(args: list[str], cwd: Path, fsize: int | None = None) -> subprocess.Com
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = _env()
     return subprocess.run([sys.executable, '-m', 'darknet53_ros.cli.main', *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=300,
                           preexec_fn=limit)
@@ -122,7 +129,7 @@ def test_killed_mid_write_leaves_old_files_and_leftovers_are_cleaned(tmp_path):
     (tmp_path / 'out').mkdir()
     (tmp_path / 'out' / 'summary.json').write_text('"earlier"')
     proc = subprocess.Popen([sys.executable, '-c', _KILLED_WRITER, str(tmp_path)],
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            env=_env(),
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == 'writing'
     proc.send_signal(signal.SIGKILL)

@@ -13,6 +13,8 @@ from darknet53_ros.errors import DatasetError
 from darknet53_ros.io.dataset_check import check_split, require_trainable
 from darknet53_ros.io.dataset_formats import load_split
 
+from ..conftest import requires
+
 LABELS = {
     'good': '0 0.5 0.5 0.25 0.5\n1 0.25 0.25 0.1 0.1\n',
     'range': '5 0.5 0.5 0.2 0.2\n',
@@ -78,6 +80,7 @@ def test_zero_objects_refused_unless_allowed(tmp_path: Path) -> None:
     require_trainable(report, 'data', allow_empty=True)
 
 
+@requires('matplotlib')
 def test_cli_check_exit_status_and_plot(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from darknet53_ros.cli.main import main

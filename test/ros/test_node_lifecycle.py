@@ -185,6 +185,9 @@ def test_failed_activate_stops_the_thread_and_reset(model_path):
 
 # -- signals -----------------------------------------------------------------------------------
 def test_first_signal_requests_shutdown_later_ones_are_ignored():
+    before = signal.getsignal(signal.SIGINT)  # colcon test runs pytest with SIGINT ignored
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     woken = []
     signals = ShutdownSignals(on_request=lambda: woken.append(1)).install()
     try:
@@ -199,10 +202,13 @@ def test_first_signal_requests_shutdown_later_ones_are_ignored():
         assert woken == [1] and signals.received == signal.SIGINT
     finally:
         signals.restore()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        restored = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, before)
+    assert restored is signal.default_int_handler
 
 
 def test_signals_outside_the_main_thread_install_nothing():
+    before = signal.getsignal(signal.SIGINT)
     result = {}
 
     def run():
@@ -211,7 +217,7 @@ def test_signals_outside_the_main_thread_install_nothing():
     thread = threading.Thread(target=run)
     thread.start()
     thread.join()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     result['signals'].request()
     assert result['signals'].requested
 

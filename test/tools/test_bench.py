@@ -7,7 +7,10 @@ import pytest
 
 from darknet53_ros.cli.main import main
 
+from ..conftest import requires
 
+
+@requires('matplotlib')
 def test_bench_prints_stages_ratios_and_json(planted_model, tmp_path, capsys):
     model = planted_model
     out = tmp_path / 'bench.json'
@@ -57,6 +60,7 @@ def test_compare_int8_is_paired(planted_model, tmp_path):
     assert set(ratios) == {'copy.onnx'} and ratios['copy.onnx'].median > 0
 
 
+@requires('matplotlib')
 def test_bench_cameras_table_plot_json(planted_model, tmp_path, capsys):
     out, plot = tmp_path / 'cams.json', tmp_path / 'cams.png'
     assert main(['bench', '--cameras', '1,2', '--model', str(planted_model), '--rate', '20',
