@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip('pycocotools', reason='COCO evaluation needs the eval extra')
+
 from darknet53_ros.errors import DatasetError
 from darknet53_ros.inference.postprocess import Detections
 from darknet53_ros.io.dataset import load_image, load_split
