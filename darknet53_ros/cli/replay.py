@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              'max_frame_age (frames may be dropped as on the robot)')
     parser.add_argument('--rate', type=float, default=1.0, help='realtime speed factor')
     parser.add_argument('--no-annotated', action='store_true', help='no annotated images')
-    parser.add_argument('--storage', default='mcap', choices=('mcap', 'sqlite3'),
+    parser.add_argument('--storage', default=None, choices=('mcap', 'sqlite3'),
                         help='output storage')
     parser.add_argument('--distro', default='humble', help='message definitions (humble, '
                                                            'jazzy)')

@@ -1,7 +1,7 @@
 """Writing rosbag2 recordings (MCAP or SQLite3) atomically, and synthetic image bags."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 import os
 from pathlib import Path
@@ -20,36 +20,26 @@ from darknet53_ros.io.messages import (
     header_msg,
     image_msg,
 )
+from darknet53_ros.io.rosbags_compat import add_connection, open_writer, resolve_storage
 
-__all__ = ['BagWriter', 'SyntheticFrame', 'write_synthetic_bag']
+__all__ = ['BagWriter', 'SyntheticFrame', 'bag_storage', 'synthetic_messages',
+           'write_synthetic_bag']
 
 _STORAGE_ALIASES = {'mcap': 'mcap', 'sqlite3': 'sqlite3', 'sqlite': 'sqlite3', 'db3': 'sqlite3'}
 
 
 # -- writing -----------------------------------------------------------------------------------
-def _storage_name(storage: str) -> str:
-    name = _STORAGE_ALIASES.get(str(storage).lower())
-    if name is None:
+def bag_storage(storage: str | None, path: str | os.PathLike) -> str:
+    """The storage a new bag at ``path`` is written in (see :class:`BagWriter`).
+
+    Raises:
+        ConfigError: unknown storage, or MCAP asked for where rosbags cannot write it.
+    """
+    name = None if storage is None else _STORAGE_ALIASES.get(str(storage).lower())
+    if storage is not None and name is None:
         raise ConfigError(f'bag storage: expected one of {", ".join(STORAGES)}, '
                           f'got {storage!r}')
-    return name
-
-
-def _default_qos() -> Any:
-    """The QoS ``ros2 bag record`` stores for a default publisher (reliable, volatile, depth
-    10, infinite durations), so players on any distro find a profile to offer."""
-    from rosbags.interfaces import (
-        Qos,
-        QosDurability,
-        QosHistory,
-        QosLiveliness,
-        QosReliability,
-        QosTime,
-    )
-
-    infinite = QosTime(9223372036, 854775807)
-    return Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE,
-               infinite, infinite, QosLiveliness.AUTOMATIC, infinite, False)
+    return resolve_storage(name, f'rosbag2 {path}')
 
 
 class BagWriter:
@@ -60,7 +50,9 @@ class BagWriter:
 
     Args:
         path: the bag directory to create.
-        storage: ``'mcap'`` (default) or ``'sqlite3'``.
+        storage: ``'mcap'`` or ``'sqlite3'``; None (default): MCAP, or SQLite3 with one log
+            line where rosbags cannot write MCAP (rosbags 0.9, Python 3.8), where an explicit
+            ``'mcap'`` is a :class:`ConfigError`.
         types: rosbags-flavour :class:`~darknet53_ros.io.messages.MessageTypes` (vision_msgs
             registered); defaults to ``MessageTypes.from_rosbags(distro)``.
         distro: typestore used when ``types`` is None (``'humble'``, ``'jazzy'`` ...).
@@ -68,11 +60,11 @@ class BagWriter:
         version: rosbag2 metadata version (8 is read by Humble and newer).
     """
 
-    def __init__(self, path: str | os.PathLike, storage: str = 'mcap', types: Any = None,
+    def __init__(self, path: str | os.PathLike, storage: str | None = None, types: Any = None,
                  distro: str = 'humble', overwrite: bool = False, version: int = 8) -> None:
         """Check the target; nothing is created before :meth:`open`."""
         self.path = Path(path)
-        self.storage = _storage_name(storage)
+        self.storage = bag_storage(storage, self.path)
         if types is None:
             types = MessageTypes.from_rosbags(distro)
         if types.typestore is None:
@@ -107,17 +99,15 @@ class BagWriter:
         Raises:
             SourceError: the parent directory cannot be written.
         """
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp_root = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.',
                                                    suffix='.partial', dir=self.path.parent))
-            plugin = StoragePlugin.MCAP if self.storage == 'mcap' else StoragePlugin.SQLITE3
-            self._writer = Writer(self._tmp_root / self.path.name,
-                                  version=8 if self.version == 8 else 9,
-                                  storage_plugin=plugin)
-            self._writer.open()
+            self._writer = open_writer(self._tmp_root / self.path.name, self.storage,
+                                       self.version)
+        except ConfigError:
+            self.abort()
+            raise
         except Exception as exc:
             self.abort()
             raise SourceError(f'rosbag2 {self.path}: cannot create ({exc})') from None
@@ -139,8 +129,7 @@ class BagWriter:
         if msgtype not in self.types.typestore.types:
             raise ConfigError(f'bag topic {topic}: message type {msgtype} is not in the '
                               'typestore')
-        conn = self._writer.add_connection(topic, msgtype, typestore=self.types.typestore,
-                                           offered_qos_profiles=[_default_qos()])
+        conn = add_connection(self._writer, topic, msgtype, self.types.typestore)
         self._connections[topic] = conn
         self.counts[topic] = 0
         return conn
@@ -210,23 +199,29 @@ class SyntheticFrame:
     encoding: str = 'bgr8'
 
 
+def synthetic_messages(types: MessageTypes, frames: Iterable[SyntheticFrame | Sequence[Any]],
+                       ) -> Iterator[tuple[str, int, Any]]:
+    """``(topic, stamp_ns, message)`` for each frame (see :func:`write_synthetic_bag`)."""
+    for item in frames:
+        frame = item if isinstance(item, SyntheticFrame) else SyntheticFrame(*item)
+        header = header_msg(types, frame.stamp_ns, frame.frame_id)
+        if frame.encoding.lower() in ('jpeg', 'jpg', 'png'):
+            msg = compressed_image_msg(types, header, frame.image, frame.encoding)
+        else:
+            msg = image_msg(types, header, frame.image, frame.encoding)
+        yield frame.topic, frame.stamp_ns, msg
+
+
 def write_synthetic_bag(path: str | os.PathLike,
                         frames: Iterable[SyntheticFrame | Sequence[Any]],
-                        storage: str = 'mcap', distro: str = 'humble',
+                        storage: str | None = None, distro: str = 'humble',
                         overwrite: bool = False) -> Path:
     """Write images into a new bag (receive time = header stamp); returns the bag path.
 
     ``frames`` holds :class:`SyntheticFrame` objects or tuples
-    ``(topic, frame_id, stamp_ns, bgr[, encoding])``.
+    ``(topic, frame_id, stamp_ns, bgr[, encoding])``; ``storage`` as for :class:`BagWriter`.
     """
     with BagWriter(path, storage=storage, distro=distro, overwrite=overwrite) as writer:
-        types = writer.types
-        for item in frames:
-            frame = item if isinstance(item, SyntheticFrame) else SyntheticFrame(*item)
-            header = header_msg(types, frame.stamp_ns, frame.frame_id)
-            if frame.encoding.lower() in ('jpeg', 'jpg', 'png'):
-                msg = compressed_image_msg(types, header, frame.image, frame.encoding)
-            else:
-                msg = image_msg(types, header, frame.image, frame.encoding)
-            writer.write(frame.topic, frame.stamp_ns, msg)
+        for topic, stamp_ns, msg in synthetic_messages(writer.types, frames):
+            writer.write(topic, stamp_ns, msg)
     return Path(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+import functools
 import os
 from pathlib import Path
 import tempfile
@@ -23,6 +24,7 @@ from typing import Any
 
 from darknet53_ros.errors import SourceError
 from darknet53_ros.io.messages import MessageTypes
+from darknet53_ros.io.rosbags_compat import metadata_readable, msgdef_text, open_reader
 
 __all__ = [
     'COMPRESSED_IMAGE_TYPE',
@@ -162,7 +164,7 @@ class BagReader:
         path = self.path
         self.storage = detect_storage(path)
         if path.is_dir():
-            if (path / 'metadata.yaml').exists():
+            if metadata_readable(path):
                 return [path]
             files = [p for p in sorted(path.iterdir()) if p.is_file() and _file_storage(p)]
         else:
@@ -172,13 +174,19 @@ class BagReader:
             storage = _file_storage(file)
             assert storage is not None
             if file.suffix != _SUFFIX[storage]:  # rosbags picks the storage by suffix
-                if self._tmpdir is None:
-                    self._tmpdir = tempfile.TemporaryDirectory(prefix='darknet53-bag-')
-                alias = Path(self._tmpdir.name) / f'{len(out)}_{file.stem}{_SUFFIX[storage]}'
+                alias = self._scratch() / f'{len(out)}_{file.stem}{_SUFFIX[storage]}'
                 alias.symlink_to(file.resolve())
                 file = alias
             out.append(file)
         return out
+
+    def _scratch(self) -> Path:
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix='darknet53-bag-')
+        return Path(self._tmpdir.name)
+
+    def _scratch_folder(self, name: str) -> Path:
+        return self._scratch() / name
 
     def open(self) -> None:
         """Open every storage of the bag.
@@ -186,12 +194,11 @@ class BagReader:
         Raises:
             SourceError: missing, unreadable, truncated or corrupt bag (names the bag).
         """
-        from rosbags.rosbag2 import Reader
-
         try:
-            for source_path in self._source_paths():
-                reader = Reader(source_path)
-                reader.open()
+            for index, source_path in enumerate(self._source_paths()):
+                storage = _file_storage(source_path) or self.storage
+                reader = open_reader(source_path, storage, functools.partial(
+                    self._scratch_folder, f'meta{index}'))
                 source = _Source(source_path, reader)
                 self._sources.append(source)
                 self._connections.extend((source, c) for c in reader.connections)
@@ -222,10 +229,10 @@ class BagReader:
 
         store = self.types.typestore
         for _, conn in self._connections:
-            if conn.msgtype in store.types or not conn.msgdef or not conn.msgdef.data:
+            text = msgdef_text(conn)
+            if conn.msgtype in store.types or not text:
                 continue
             try:
-                text = conn.msgdef.data
                 if text.startswith('=' * 80 + '\nIDL: '):
                     typs = get_types_from_idl(text)
                 else:

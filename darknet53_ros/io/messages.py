@@ -27,6 +27,7 @@ import numpy as np
 
 from darknet53_ros.errors import ConfigError
 from darknet53_ros.io.encodings import bgr_to_compressed_fields, bgr_to_image_fields
+from darknet53_ros.io.rosbags_compat import get_store, store_names
 
 __all__ = [
     'DIAGNOSTIC_LEVELS',
@@ -92,10 +93,10 @@ class MessageTypes:
         Raises:
             ConfigError: unknown distro name.
         """
-        from rosbags.typesys import Stores, get_typestore
+        from rosbags.typesys import Stores
 
         if isinstance(distro, Stores):
-            store = get_typestore(distro)
+            store = get_store(distro.value)
         elif hasattr(distro, 'register') and hasattr(distro, 'types'):
             store = distro
         else:
@@ -103,10 +104,10 @@ class MessageTypes:
             name = name if name.startswith(('ros1_', 'ros2_')) or name in ('latest', 'empty') \
                 else f'ros2_{name}'
             try:
-                store = get_typestore(Stores(name))
+                store = get_store(name)
             except ValueError:
                 raise ConfigError(f'rosbags distro: unknown typestore {distro!r} (known: '
-                                  f'{", ".join(s.value for s in Stores)})') from None
+                                  f'{", ".join(store_names())})') from None
         register_vision_msgs(store)
         types = store.types
 
@@ -301,7 +302,7 @@ def _level(types: MessageTypes, level: Any) -> Any:
 def _format_value(value: Any) -> str:
     if isinstance(value, bool):
         return 'true' if value else 'false'
-    if isinstance(value, float | np.floating):
+    if isinstance(value, (float, np.floating)):
         return f'{float(value):.6g}'
     if isinstance(value, Mapping):
         return ', '.join(f'{k}={_format_value(v)}' for k, v in value.items())

@@ -189,9 +189,16 @@ def collect_histograms(model: Any, tensors: Sequence[str], samples: Iterable[np.
     batch: list[np.ndarray] = []
 
     def flush() -> None:
-        values = session.run(list(tensors), {input_name: np.stack(batch)})
+        # The feed stays referenced while the outputs are read: ONNX Runtime 1.19 (the last
+        # release for Python 3.8) returns a graph input fetched as an output (the first layer's
+        # input is histogrammed) as an alias of the feed's buffer without keeping the feed
+        # alive, so a temporary feed left that histogram reading freed memory (NaN, or a
+        # too-large input scale).
+        feed = np.stack(batch)
+        values = session.run(list(tensors), {input_name: feed})
         for name, value in zip(tensors, values):
             hists[name].update(value)
+        del values, feed
         bar.update(len(batch))
         batch.clear()
 

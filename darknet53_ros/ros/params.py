@@ -282,11 +282,11 @@ def _type_ok(kind: str, value: Any) -> bool:
     if kind == 'integer':
         return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
     if kind == 'double':
-        return isinstance(value, int | float | np.integer | np.floating) \
+        return isinstance(value, (int, float, np.integer, np.floating)) \
             and not isinstance(value, (bool, np.bool_))
     if kind == 'string':
         return isinstance(value, str)
-    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
 
 
 def validate_parameter(name: str, value: Any) -> Any:

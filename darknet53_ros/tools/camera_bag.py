@@ -1,16 +1,16 @@
-"""A synthetic multi-camera rosbag2 (MCAP) of :mod:`darknet53_ros.training.synthetic` scenes,
-for the demo and tests."""
+"""A synthetic multi-camera rosbag2 (MCAP; SQLite3 on Python 3.8) of
+:mod:`darknet53_ros.training.synthetic` scenes, for the demo and tests."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-import shutil
-import tempfile
 
 import cv2
 
 from darknet53_ros.errors import ConfigError, SourceError
-from darknet53_ros.fileio import replace_path
+from darknet53_ros.io.bag_writer import BagWriter
+from darknet53_ros.io.bags import IMAGE_TYPE
+from darknet53_ros.io.messages import MessageTypes, header_msg, image_msg
 from darknet53_ros.progress import progress as progress_iter
 from darknet53_ros.training.synthetic.scenes import check_size, generate_scene
 
@@ -37,15 +37,13 @@ def camera_topics(cameras: int) -> list[tuple[str, str, str]]:
 def write_camera_bag(path: str | os.PathLike[str], cameras: int = 2, frames: int = 20,
                      seed: int = 0, width: int = 320, height: int = 256, fps: float = 10.0,
                      overwrite: bool = False, progress: bool = False) -> dict[str, int]:
-    """Write a multi-camera rosbag2 (MCAP) of synthetic scenes; returns messages per topic.
+    """Write a multi-camera rosbag2 of synthetic scenes; returns messages per topic.
 
     Camera ``k`` (see :func:`camera_topics`) shows scene ``frame * cameras + k`` of stream
     ``seed``; frame ``i`` is stamped ``BAG_START_NS + i / fps + k`` milliseconds (header stamp and
-    bag timestamp agree). The bag is written to a temporary folder beside ``path`` and renamed.
+    bag timestamp agree). The bag is written by :class:`~darknet53_ros.io.bag_writer.BagWriter`
+    (MCAP; SQLite3 where rosbags cannot write MCAP), atomically.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-
     if cameras < 1 or frames < 1:
         raise ConfigError(f'cameras ({cameras}) and frames ({frames}) must be >= 1')
     if not fps > 0:
@@ -54,36 +52,23 @@ def write_camera_bag(path: str | os.PathLike[str], cameras: int = 2, frames: int
     target = Path(path)
     if target.exists() and not overwrite:
         raise SourceError(f'{target}: already exists (pass --overwrite to replace it)')
-    target.parent.mkdir(parents=True, exist_ok=True)
-    store = get_typestore(Stores.ROS2_HUMBLE)
-    types = store.types
-    Header, Time = types['std_msgs/msg/Header'], types['builtin_interfaces/msg/Time']
-    Image, Compressed = types['sensor_msgs/msg/Image'], types['sensor_msgs/msg/CompressedImage']
+    types = MessageTypes.from_rosbags('humble')
     topics = camera_topics(cameras)
     counts = dict.fromkeys((topic for topic, _, _ in topics), 0)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f'.{target.name}.', suffix='.tmp'))
-    try:
-        bag = tmp / target.name
-        with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
-            conns = [writer.add_connection(topic, msgtype, typestore=store)
-                     for topic, msgtype, _ in topics]
-            for frame in progress_iter(range(frames), progress, 'bag', frames, 'img'):
-                for k, ((topic, msgtype, frame_id), conn) in enumerate(zip(topics, conns)):
-                    stamp = BAG_START_NS + round(frame * 1e9 / fps) + k * 1_000_000
-                    header = Header(stamp=Time(sec=stamp // 10**9, nanosec=stamp % 10**9),
-                                    frame_id=frame_id)
-                    image, _ = generate_scene(seed, frame * cameras + k, width, height)
-                    if msgtype == 'sensor_msgs/msg/Image':
-                        msg = Image(header=header, height=height, width=width, encoding='bgr8',
-                                    is_bigendian=0, step=width * 3, data=image.reshape(-1))
-                    else:
-                        ok, data = cv2.imencode('.jpg', image, [int(cv2.IMWRITE_JPEG_QUALITY), 90])
-                        if not ok:
-                            raise SourceError(f'{topic}: JPEG encoding failed')
-                        msg = Compressed(header=header, format='jpeg', data=data.reshape(-1))
-                    writer.write(conn, stamp, store.serialize_cdr(msg, msgtype))
-                    counts[topic] += 1
-        replace_path(bag, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with BagWriter(target, types=types, overwrite=overwrite) as writer:
+        for frame in progress_iter(range(frames), progress, 'bag', frames, 'img'):
+            for k, (topic, msgtype, frame_id) in enumerate(topics):
+                stamp = BAG_START_NS + round(frame * 1e9 / fps) + k * 1_000_000
+                header = header_msg(types, stamp, frame_id)
+                image, _ = generate_scene(seed, frame * cameras + k, width, height)
+                if msgtype == IMAGE_TYPE:
+                    msg = image_msg(types, header, image)
+                else:
+                    ok, data = cv2.imencode('.jpg', image, [int(cv2.IMWRITE_JPEG_QUALITY), 90])
+                    if not ok:
+                        raise SourceError(f'{topic}: JPEG encoding failed')
+                    msg = types.CompressedImage(header=header, format='jpeg',
+                                                data=data.reshape(-1))
+                writer.write(topic, stamp, msg)
+                counts[topic] += 1
     return counts

@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from darknet53_ros.errors import ConfigError, SourceError
-from darknet53_ros.io.bag_writer import BagWriter
+from darknet53_ros.io.bag_writer import BagWriter, bag_storage
 from darknet53_ros.io.bags import BagReader, base_image_topic
 from darknet53_ros.io.messages import MessageTypes
 from darknet53_ros.ros.model_files import load_detector
@@ -104,7 +104,7 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
                params: str | os.PathLike[str] | dict[str, Any] | None = None,
                cameras: list[str] | None = None, backend: str | None = None,
                realtime: bool = False, rate: float = 1.0, annotated: bool = True,
-               storage: str = 'mcap', distro: str = 'humble', overwrite: bool = False,
+               storage: str | None = None, distro: str = 'humble', overwrite: bool = False,
                detector: Any = None) -> ReplaySummary:
     """Replay ``bag`` through the node core into the new bag ``output``.
 
@@ -118,7 +118,8 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
         realtime: bag-rate mode with the inference thread (else deterministic).
         rate: realtime speed factor.
         annotated: write annotated images (and ``publish_annotated`` is true).
-        storage, distro, overwrite: output bag options.
+        storage, distro, overwrite: output bag options (``storage`` None: the default, see
+            :class:`~darknet53_ros.io.bag_writer.BagWriter`).
         detector: an already loaded Detector to use (it is closed at the end).
 
     Raises:
@@ -127,6 +128,7 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
     """
     if not rate > 0:
         raise ConfigError(f'--rate: {rate} must be > 0')
+    storage = bag_storage(storage, output)  # before any work: one line when falling back
     if isinstance(params, dict):
         values = dict(params)
         source = 'parameters'

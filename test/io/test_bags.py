@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import ConfigError, SourceError
-from darknet53_ros.io.bag_writer import BagWriter, SyntheticFrame, write_synthetic_bag
+from darknet53_ros.io import rosbags_compat
+from darknet53_ros.io.bag_writer import (
+    BagWriter,
+    SyntheticFrame,
+    synthetic_messages,
+    write_synthetic_bag,
+)
 from darknet53_ros.io.bags import (
     COMPRESSED_IMAGE_TYPE,
     DETECTIONS_TYPE,
@@ -32,6 +38,43 @@ from ..conftest import requires
 
 pytestmark = requires('rosbags')
 T0 = 1_700_000_000_000_000_000
+WRITES_MCAP = rosbags_compat.writes_mcap()
+needs_mcap_writer = pytest.mark.skipif(not WRITES_MCAP,
+                                       reason='rosbags < 0.10 writes SQLite3 only')
+
+
+def _mcap_file(path, frames, distro='humble', statistics=True):
+    """An MCAP rosbag2 storage file written with the mcap package (ros2 profile, ros2msg
+    schemas): MCAP input for the reader on every rosbags version, rosbags 0.9 included."""
+    from mcap.writer import Writer
+
+    types = MessageTypes.from_rosbags(distro)
+    store = types.typestore
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open('wb') as stream:
+        writer = Writer(stream, use_statistics=statistics)
+        writer.start(profile='ros2', library='test')
+        schemas, channels = {}, {}
+        for topic, stamp, msg in synthetic_messages(types, frames):
+            msgtype = msg.__msgtype__
+            if msgtype not in schemas:
+                text, _ = store.generate_msgdef(msgtype, ros_version=2)
+                schemas[msgtype] = writer.register_schema(msgtype, 'ros2msg', text.encode())
+            if topic not in channels:
+                channels[topic] = writer.register_channel(
+                    topic, 'cdr', schemas[msgtype],
+                    {'offered_qos_profiles': rosbags_compat.DEFAULT_QOS_YAML})
+            writer.add_message(channels[topic], stamp, types.serialize(msg), stamp)
+        writer.finish()
+    return path
+
+
+def _synthetic_bag(path, frames, storage):
+    """A bag in ``storage``; MCAP without metadata.yaml where rosbags cannot write MCAP."""
+    if storage == 'mcap' and not WRITES_MCAP:
+        _mcap_file(path / f'{path.name}_0.mcap', frames)
+        return path
+    return write_synthetic_bag(path, frames, storage=storage)
 
 
 def _images(n, seed=0):
@@ -60,7 +103,7 @@ def _frames():
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
 def test_round_trip_multi_camera(tmp_path, storage):
     images, frames = _frames()
-    bag = write_synthetic_bag(tmp_path / 'bag', frames, storage=storage)
+    bag = _synthetic_bag(tmp_path / 'bag', frames, storage)
     assert detect_storage(bag) == storage
     assert sorted(os.listdir(tmp_path)) == ['bag']  # no temporary leftovers
     topics = {t.name: (t.msgtype, t.count) for t in list_image_topics(bag)}
@@ -92,7 +135,7 @@ def test_round_trip_multi_camera(tmp_path, storage):
             list(reader.messages(['/nope']))
 
 
-def _write_detections(path, storage='mcap', overwrite=False):
+def _write_detections(path, storage=None, overwrite=False):
     types = MessageTypes.from_rosbags('jazzy')
     with BagWriter(path, storage=storage, types=types, overwrite=overwrite) as writer:
         for i, topic in enumerate(['/front/image_raw', '/rear/image_raw/compressed']):
@@ -107,6 +150,7 @@ def _write_detections(path, storage='mcap', overwrite=False):
     return path
 
 
+@needs_mcap_writer
 def test_detections_readable_with_rosbags_and_mcap(tmp_path):
     bag = _write_detections(tmp_path / 'out')
     with BagReader(bag) as reader:
@@ -199,7 +243,7 @@ def test_writer_rejects_type_conflicts(tmp_path):
 
 def test_truncated_and_corrupt_bags(tmp_path):
     _, frames = _frames()
-    bag = write_synthetic_bag(tmp_path / 'bag', frames)
+    bag = _synthetic_bag(tmp_path / 'bag', frames, 'mcap')
     (mcap_file,) = bag.glob('*.mcap')
     data = mcap_file.read_bytes()
     truncated = tmp_path / 'truncated'
@@ -236,7 +280,7 @@ def test_undecodable_messages_are_counted_and_skipped(tmp_path):
 def test_single_files_and_directories_without_metadata(tmp_path):
     images, frames = _frames()
     for storage in ('mcap', 'sqlite3'):
-        bag = write_synthetic_bag(tmp_path / storage, frames, storage=storage)
+        bag = _synthetic_bag(tmp_path / storage, frames, storage)
         (file,) = [p for p in bag.iterdir() if p.name != 'metadata.yaml']
         renamed = tmp_path / f'{storage}_recording.bin'  # wrong suffix: detected by content
         shutil.copy(file, renamed)
@@ -244,7 +288,7 @@ def test_single_files_and_directories_without_metadata(tmp_path):
         with BagReader(renamed) as reader:
             assert len(reader.image_topics()) == 3
             assert sum(1 for _ in reader.messages()) == 9
-        (bag / 'metadata.yaml').unlink()  # e.g. a recording that crashed
+        (bag / 'metadata.yaml').unlink(missing_ok=True)  # e.g. a recording that crashed
         with BagReader(bag) as reader:
             msgs = [m for _, _, m in reader.messages(['/front/image_raw'])]
             np.testing.assert_array_equal(msg_to_bgr(msgs[2]), images[2])
@@ -261,3 +305,54 @@ def test_reader_requires_open(tmp_path):
     reader = BagReader(Path(bag))
     with pytest.raises(SourceError, match='not open'):
         next(reader.messages())
+
+
+def test_mcap_written_by_another_tool_is_read(tmp_path):
+    """An MCAP file from another writer (the mcap package), alone and in a folder, with and
+    without statistics: read on every rosbags version (0.9 gets metadata written for it)."""
+    images, frames = _frames()
+    file = _mcap_file(tmp_path / 'rec' / 'rec_0.mcap', frames)
+    for source in (file, file.parent):
+        with BagReader(source) as reader:
+            assert {t.name: t.count for t in reader.image_topics()} == {
+                '/front/image_raw': 3, '/rear/image_raw/compressed': 3, '/side/image_raw': 3}
+            msgs = [m for _, _, m in reader.messages(['/front/image_raw'])]
+            np.testing.assert_array_equal(msg_to_bgr(msgs[1]), images[1])
+    bare = _mcap_file(tmp_path / 'bare.mcap', frames, statistics=False)
+    with BagReader(bare) as reader:
+        assert len(reader.image_topics()) == 3
+        assert sum(1 for _ in reader.messages()) == 9
+
+
+def test_default_storage_and_explicit_mcap_where_mcap_cannot_be_written(monkeypatch, caplog):
+    monkeypatch.setattr(rosbags_compat, 'writes_mcap', lambda: True)
+    assert rosbags_compat.resolve_storage(None) == 'mcap'
+    assert rosbags_compat.resolve_storage('sqlite3') == 'sqlite3'
+    monkeypatch.setattr(rosbags_compat, 'writes_mcap', lambda: False)
+    with caplog.at_level('WARNING'):
+        assert rosbags_compat.resolve_storage(None, 'rosbag2 out') == 'sqlite3'
+    assert [r.getMessage() for r in caplog.records] == [
+        'rosbag2 out: writing SQLite3 (.db3): rosbags 0.9 (the last release for Python 3.8) '
+        'cannot write MCAP']
+    assert rosbags_compat.resolve_storage('sqlite3') == 'sqlite3'
+    with pytest.raises(ConfigError, match='out: storage mcap cannot be written'):
+        rosbags_compat.resolve_storage('mcap', 'out')
+
+
+@pytest.mark.skipif(WRITES_MCAP, reason='rosbags >= 0.10 writes MCAP')
+def test_rosbags_0_9_writes_sqlite3_by_default_and_refuses_explicit_mcap(tmp_path):
+    _, frames = _frames()
+    bag = write_synthetic_bag(tmp_path / 'bag', frames)
+    assert detect_storage(bag) == 'sqlite3'
+    with pytest.raises(ConfigError, match='mcap'):
+        write_synthetic_bag(tmp_path / 'other', frames, storage='mcap')
+    assert not (tmp_path / 'other').exists()
+
+
+def test_missing_typestore_falls_back_to_iron(monkeypatch, caplog):
+    monkeypatch.setattr(rosbags_compat, 'store_names',
+                        lambda: ['ros2_humble', 'ros2_iron'])
+    with caplog.at_level('WARNING'):
+        store = rosbags_compat.get_store('ros2_jazzy')
+    assert 'sensor_msgs/msg/Image' in store.types
+    assert 'using ros2_iron' in caplog.text

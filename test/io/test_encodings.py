@@ -87,11 +87,16 @@ def test_every_encoding_matches_opencv_reference(encoding):
 
 @pytest.mark.parametrize('encoding', sorted(LAYOUT))
 def test_every_encoding_matches_rosbags_image(encoding):
-    from rosbags.image import message_to_cvimage
+    rosbags_image = pytest.importorskip('rosbags.image')
 
     raw = _raw(encoding, 4, 6, seed=1)
     msg = _msg(encoding, raw, data_type='numpy')
-    expected = message_to_cvimage(msg, 'bgr8')
+    try:
+        expected = rosbags_image.message_to_cvimage(msg, 'bgr8')
+    except Exception as exc:  # ImageFormatError; rosbags-image 0.9 (Python 3.8): no yuyv
+        if 'not supported' not in str(exc):
+            raise
+        pytest.skip(f'rosbags-image {encoding}: {exc} (checked against OpenCV above)')
     got = image_msg_to_bgr(msg)
     if encoding == 'mono16':  # rosbags-image scales by 255/65535, we shift by 8 bits
         assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
@@ -164,7 +169,7 @@ def test_errors_name_the_field(kwargs, field):
 
 
 def test_image_fields_round_trip_through_opencv_and_rosbags():
-    from rosbags.image import message_to_cvimage
+    message_to_cvimage = pytest.importorskip('rosbags.image').message_to_cvimage
 
     bgr = _raw('bgr8', 7, 5, seed=3)
     for encoding in ('bgr8', 'rgb8', 'bgra8', 'rgba8'):

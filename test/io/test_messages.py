@@ -1,4 +1,5 @@
 """Tests for darknet53_ros.io.messages with rosbags typestore classes and CDR round trips."""
+import dataclasses
 import functools
 
 from hypothesis import given, settings
@@ -52,7 +53,8 @@ def test_definitions_match_vision_msgs_4_layout():
     defs = vision_msgs_definitions()
     assert set(defs) == {f'vision_msgs/msg/{n}' for n in VISION_MSGS}
     store = MessageTypes.from_rosbags().typestore
-    fields = {name: [f[0] for f in store.fielddefs[name][1]] for name in defs}
+    fields = {name: [f.name for f in dataclasses.fields(store.types[name])
+                     if not f.name.startswith('__')] for name in defs}  # 0.9: __msgtype__
     assert fields['vision_msgs/msg/Detection2D'] == ['header', 'results', 'bbox', 'id']
     assert fields['vision_msgs/msg/Detection2DArray'] == ['header', 'detections']
     assert fields['vision_msgs/msg/BoundingBox2D'] == ['center', 'size_x', 'size_y']

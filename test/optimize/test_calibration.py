@@ -61,10 +61,12 @@ def test_video_source(tmp_path: Path) -> None:
 
 def test_bag_source(tmp_path: Path) -> None:
     pytest.importorskip('rosbags')
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
+    from darknet53_ros.io.bag_writer import BagWriter
+    from darknet53_ros.io.messages import MessageTypes
+    from darknet53_ros.io.rosbags_compat import writes_mcap
 
-    store = get_typestore(Stores.ROS2_HUMBLE)
+    types = MessageTypes.from_rosbags('humble')
+    store = types.typestore
     Image = store.types['sensor_msgs/msg/Image']
     Compressed = store.types['sensor_msgs/msg/CompressedImage']
     Header = store.types['std_msgs/msg/Header']
@@ -83,15 +85,12 @@ def test_bag_source(tmp_path: Path) -> None:
     msgs = [raw('bgr8', img, pad=4), raw('rgb8', img[..., ::-1].copy()),
             raw('mono8', img[..., 1].copy()), raw('32FC1', img)]
     bag = tmp_path / 'bag'
-    with Writer(bag, version=9) as writer:
-        conn = writer.add_connection('/cam/image', Image.__msgtype__, typestore=store)
-        cconn = writer.add_connection('/cam/compressed', Compressed.__msgtype__,
-                                      typestore=store)
+    with BagWriter(bag, types=types, version=9 if writes_mcap() else 8) as writer:
         for i, msg in enumerate(msgs):
-            writer.write(conn, i, store.serialize_cdr(msg, Image.__msgtype__))
+            writer.write('/cam/image', i, msg)
         for i, data in enumerate([jpg.ravel(), np.frombuffer(b'garbage', np.uint8)]):
-            msg = Compressed(header=header, format='png', data=data)
-            writer.write(cconn, 10 + i, store.serialize_cdr(msg, Compressed.__msgtype__))
+            writer.write('/cam/compressed', 10 + i,
+                         Compressed(header=header, format='png', data=data))
     assert source_kind(bag) == 'bag'
     frames = list(bag_images(bag, '/cam/image'))
     assert len(frames) == 3  # the 32FC1 frame is dropped

@@ -84,3 +84,36 @@ def test_histogram_range_doubles_exactly() -> None:
     assert hist.limit >= hist.amax and hist.counts.sum() == 20_000
     ref, _ = np.histogram(np.abs(np.concatenate([a, b])), bins=256, range=(0, hist.limit))
     assert np.abs(ref - hist.counts).sum() <= 4  # only values on bin edges may differ
+
+
+def test_feed_outlives_the_outputs_it_may_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime 1.19 returns a fetched graph input as an alias of the feed buffer without
+    referencing the feed: the feed must stay alive until every histogram is updated."""
+    import weakref
+
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g',
+                              [helper.make_tensor_value_info('x', TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info('y', TensorProto.FLOAT, None)])
+    feeds: list = []
+
+    class Session:
+        def get_inputs(self) -> list:
+            return [type('Input', (), {'name': 'x'})()]
+
+        def run(self, names: list, feed: dict) -> list:
+            feeds.append(weakref.ref(feed['x']))
+            return [np.array(feed['x']) for _ in names]  # copies stand in for the aliases
+
+    checked = []
+
+    def update(self: stats.Histogram, values: np.ndarray) -> None:
+        checked.append(feeds[-1]() is not None)
+
+    monkeypatch.setattr(stats, 'cpu_session', lambda model, threads=None: Session())
+    monkeypatch.setattr(stats.Histogram, 'update', update)
+    samples = [np.ones((1, 2, 2), np.float32) for _ in range(3)]
+    stats.collect_histograms(helper.make_model(graph), ['x', 'y'], samples, batch_size=2,
+                             progress=False)
+    assert checked == [True] * 4

@@ -21,6 +21,8 @@ from darknet53_ros.training.metrics import evaluate_detections, ground_truth_for
 
 from ..conftest import requires
 
+pytestmark = requires('pycocotools', reason='COCO evaluation needs the eval extra')
+
 
 def _xywh(box: list[float]) -> list[float]:
     return [box[0], box[1], box[2] - box[0], box[3] - box[1]]

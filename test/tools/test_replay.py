@@ -199,3 +199,15 @@ def test_cameras_given_as_one_string_are_rejected():
     with pytest.raises(ConfigError, match='parameter cameras: expected string_array, got str'):
         _camera_entries(None, {'cameras': 'front'}, {'/front/image_raw': 'x'})
     assert _camera_entries(None, {'cameras': ['front']}, {}) == ['front']
+
+
+def test_explicit_mcap_is_refused_before_any_work_where_rosbags_cannot_write_it(
+        monkeypatch, tmp_path):
+    """rosbags 0.9 (Python 3.8): ``--storage mcap`` fails at once, naming the output; the
+    default storage falls back to SQLite3 instead (see test/io/test_bags.py)."""
+    from darknet53_ros.io import rosbags_compat
+    from darknet53_ros.tools.replay import replay_bag
+
+    monkeypatch.setattr(rosbags_compat, 'writes_mcap', lambda: False)
+    with pytest.raises(ConfigError, match='out: storage mcap cannot be written'):
+        replay_bag(tmp_path / 'missing_bag', tmp_path / 'out', storage='mcap')
