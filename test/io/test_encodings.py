@@ -20,11 +20,6 @@ from darknet53_ros.io.encodings import (
     msg_to_bgr,
 )
 
-from ..conftest import optional_module, requires
-
-pytestmark = requires('rosbags.image')
-rosbags_image = optional_module('rosbags.image')
-
 # Channels and bytes per channel of each encoding's raw buffer.
 LAYOUT = {
     'bgr8': (3, 1), 'rgb8': (3, 1), 'bgra8': (4, 1), 'rgba8': (4, 1), 'mono8': (1, 1),
