@@ -25,6 +25,7 @@ transition              effect
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import typing
 from typing import Any, Protocol
 
 from darknet53_ros.errors import Darknet53Error
@@ -59,7 +60,7 @@ class Ports(Protocol):
         """Destroy what :meth:`open` created (cleanup)."""
 
 
-CoreFactory = Callable[[NodeParams, Detector, str], NodeCore]
+CoreFactory = typing.Callable[[NodeParams, Detector, str], NodeCore]
 """``(params, detector, model_path) -> NodeCore`` (the core owns the detector from then on)."""
 
 

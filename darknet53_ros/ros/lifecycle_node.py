@@ -31,7 +31,7 @@ from darknet53_ros.ros.ports import RosPorts, managed_detector
 __all__ = ['LifecycleDetectorNode']
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def _node_class() -> Any:
     """The rclpy lifecycle node class whose transitions call ``handlers[name]()`` (built on
     first use, so this module imports without ROS)."""
