@@ -15,6 +15,8 @@ from launch.launch_description import LaunchDescription
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
+from darknet53_ros.ros.launching import node_launch_arguments
+
 
 def _detector(context, *args, **kwargs):
     from darknet53_ros.ros.launching import detector_actions, is_true
@@ -66,21 +68,6 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'node_name', default_value='darknet53_detector',
             description='Name of the detector node.'),
-        DeclareLaunchArgument(
-            'log_level', default_value='info',
-            description='Node log level: debug, info, warn, error or fatal.'),
-        DeclareLaunchArgument(
-            'lifecycle', default_value='false',
-            description='true: run the managed (lifecycle) node: it starts unconfigured and '
-                        'loads the model on configure (see autostart); false: a plain node, '
-                        'active at once.'),
-        DeclareLaunchArgument(
-            'autostart', default_value='true',
-            description='With lifecycle:=true: true: the launch configures and activates the '
-                        'node; false: leave the transitions to a lifecycle manager.'),
-        DeclareLaunchArgument(
-            'use_sim_time', default_value='false',
-            description='true: use the /clock topic (simulation, ros2 bag play --clock) for '
-                        'latency, frame age and rates.'),
+        *node_launch_arguments(),
         OpaqueFunction(function=_detector),
     ])

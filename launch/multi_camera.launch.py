@@ -22,6 +22,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from darknet53_ros.ros.launching import node_launch_arguments
+
 
 def _join(*parts):
     inner = '/'.join(p.strip('/') for p in parts if p and p.strip('/'))
@@ -91,22 +93,7 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'backend', default_value='',
             description='Backend: auto, onnxruntime or tensorrt; empty: the params files value.'),
-        DeclareLaunchArgument(
-            'log_level', default_value='info',
-            description='Node log level: debug, info, warn, error or fatal.'),
-        DeclareLaunchArgument(
-            'lifecycle', default_value='false',
-            description='true: run the managed (lifecycle) node: it starts unconfigured and '
-                        'loads the model on configure (see autostart); false: a plain node, '
-                        'active at once.'),
-        DeclareLaunchArgument(
-            'autostart', default_value='true',
-            description='With lifecycle:=true: true: the launch configures and activates the '
-                        'node; false: leave the transitions to a lifecycle manager.'),
-        DeclareLaunchArgument(
-            'use_sim_time', default_value='false',
-            description='true: use the /clock topic (simulation, ros2 bag play --clock) for '
-                        'latency, frame age and rates.'),
+        *node_launch_arguments(),
         DeclareLaunchArgument(
             'rviz', default_value='false',
             description='true: also start RViz2 showing the annotated images.'),

@@ -105,3 +105,19 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_dataset(root, 6, 0, 96, 64, 'train')
     write_dataset(root, 3, 5, 96, 64, 'val')
     return root
+
+
+def ros_not_ready(*modules: str) -> str:
+    """Why a test of the installed package on a sourced ROS 2 cannot run here ('' when it can):
+    a missing module of ``modules`` or the package not installed in the sourced workspace."""
+    missing = missing_modules(*modules)
+    if missing:
+        return f'{", ".join(missing)} not installed: needs a sourced ROS 2'
+    ament_index = optional_module('ament_index_python.packages')
+    if ament_index is None:
+        return 'ament_index_python not installed: needs a sourced ROS 2'
+    try:
+        ament_index.get_package_share_directory('darknet53_ros')
+    except ament_index.PackageNotFoundError:
+        return 'darknet53_ros is not installed in the sourced workspace (colcon build first)'
+    return ''

@@ -14,7 +14,8 @@ from typing import Any
 
 from darknet53_ros.ros.params import PACKAGE
 
-__all__ = ['EXECUTABLE', 'TRUE', 'detector_actions', 'is_true', 'node_arguments']
+__all__ = ['EXECUTABLE', 'TRUE', 'detector_actions', 'is_true', 'node_arguments',
+           'node_launch_arguments']
 
 EXECUTABLE = 'detector_node'
 """The node's executable (``--lifecycle`` selects the managed node)."""
@@ -26,6 +27,26 @@ TRUE = ('true', '1', 'yes', 'on')
 def is_true(value: str) -> bool:
     """A launch argument's boolean value."""
     return value.strip().lower() in TRUE
+
+
+#: Launch arguments every launch file of the package declares: ``(name, default, description)``.
+NODE_LAUNCH_ARGUMENTS = (
+    ('log_level', 'info', 'Node log level: debug, info, warn, error or fatal.'),
+    ('lifecycle', 'false', 'true: run the managed (lifecycle) node: it starts unconfigured and '
+     'loads the model on configure (see autostart); false: a plain node, active at once.'),
+    ('autostart', 'true', 'With lifecycle:=true: true: the launch configures and activates the '
+     'node; false: leave the transitions to a lifecycle manager.'),
+    ('use_sim_time', 'false', 'true: use the /clock topic (simulation, ros2 bag play --clock) '
+     'for latency, frame age and rates.'),
+)
+
+
+def node_launch_arguments() -> list[Any]:
+    """``DeclareLaunchArgument`` actions of :data:`NODE_LAUNCH_ARGUMENTS`."""
+    from launch.actions import DeclareLaunchArgument
+
+    return [DeclareLaunchArgument(name, default_value=default, description=description)
+            for name, default, description in NODE_LAUNCH_ARGUMENTS]
 
 
 def node_arguments(lifecycle: bool, log_level: str) -> list[str]:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from darknet53_ros.ros.cameras import parse_cameras
+from darknet53_ros.ros.launching import NODE_LAUNCH_ARGUMENTS
 from darknet53_ros.ros.params import PARAMETERS, NodeParams, load_params_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,9 @@ def _declared_arguments(path):
             assert isinstance(description, str) and len(description) > 10
             assert 'default_value' in keywords, f'{node.args[0].value}: no default'
             found[node.args[0].value] = description
+        if isinstance(node, ast.Starred) and getattr(node.value.func, 'id', None) == \
+                'node_launch_arguments':
+            found.update({name: text for name, _, text in NODE_LAUNCH_ARGUMENTS})
     return found
 
 

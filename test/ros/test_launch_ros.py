@@ -15,21 +15,13 @@ import unittest
 
 import pytest
 
-from ..conftest import missing_modules, optional_module
+from ..conftest import ros_not_ready
 
 
 def _not_ready() -> str:
     """Why this launch test cannot run here ('' when it can)."""
-    missing = missing_modules('rclpy', 'launch_testing.actions', 'vision_msgs.msg',
-                              'ament_index_python.packages')
-    if missing:
-        return f'{", ".join(missing)} not installed: launch tests need a sourced ROS 2'
-    ament_index = optional_module('ament_index_python.packages')
-    try:
-        ament_index.get_package_share_directory('darknet53_ros')
-    except ament_index.PackageNotFoundError:
-        return 'darknet53_ros is not installed in the sourced workspace (colcon build first)'
-    return ''
+    return ros_not_ready('rclpy', 'launch_testing.actions', 'vision_msgs.msg',
+                         'ament_index_python.packages')
 
 
 # No module-level skip (launch_testing's pytest plugin imports this module at collection, and a

@@ -26,10 +26,10 @@ import time
 import pytest
 
 try:
-    from ..conftest import missing_modules, optional_module
+    from ..conftest import ros_not_ready
 except ImportError:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from test.conftest import missing_modules, optional_module
+    from test.conftest import ros_not_ready
 
 CAMERAS = {'front': ('/sigint_cams/front/image_raw', 'raw'),
            'left': ('/sigint_cams/left/image_raw', 'compressed')}
@@ -39,17 +39,9 @@ BAD_LOG = ('[ERROR]', 'Traceback', 'terminate called', 'process has died',
 
 
 def _not_ready() -> str:
-    missing = missing_modules('rclpy', 'vision_msgs.msg', 'ament_index_python.packages')
-    if missing:
-        return f'{", ".join(missing)} not installed: needs a sourced ROS 2'
     if shutil.which('ros2') is None:
         return 'the ros2 command is not on PATH'
-    ament_index = optional_module('ament_index_python.packages')
-    try:
-        ament_index.get_package_share_directory('darknet53_ros')
-    except ament_index.PackageNotFoundError:
-        return 'darknet53_ros is not installed in the sourced workspace (colcon build first)'
-    return ''
+    return ros_not_ready('rclpy', 'vision_msgs.msg', 'ament_index_python.packages')
 
 
 NOT_READY = _not_ready()
