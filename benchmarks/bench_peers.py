@@ -11,23 +11,30 @@ thresholds 0.25 / 0.45) it times, interleaved round by round in alternating orde
 * Ultralytics' ``LetterBox`` / ``non_max_suppression`` when Ultralytics is installed.
 
 Before timing it checks that every implementation's pre-processed tensor is within 1/255 of
-ours and that their detections agree. Prints medians, paired ratios (median, p10, p90 of the
-per-round ratio) and the machine's load.
+ours and that their detections agree. Pre-processing is timed twice: hot (the calls back to
+back, the frame and buffers in cache) and as in a detection pipeline, each call right after an
+untimed ONNX Runtime run of the bundled demo model at 416 (cold caches and thread pools, what
+a node sees). Prints medians, paired ratios (median, p10, p90 of the per-round ratio) and the
+machine's load.
 """
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 import sys
+import tempfile
 from typing import Any
 
 import numpy as np
 
+from darknet53_ros.inference.detector import Detector
 from darknet53_ros.inference.postprocess import postprocess
 from darknet53_ros.inference.preprocess import Preprocessor
 from darknet53_ros.tools import baselines
-from darknet53_ros.tools.timing import paired_timing
+from darknet53_ros.tools.bench import exported_models
+from darknet53_ros.tools.timing import Paired, paired_timing
 from darknet53_ros.training.synthetic import generate_scene
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,6 +65,32 @@ def ultralytics_ops() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
         return non_max_suppression(pred, CONF, NMS, max_det=100)
 
     return pre, post
+
+
+def report(title: str, paired: Paired, rounds: int, warmup: int, names: list[str]) -> None:
+    """Medians and paired ratios against ``ours`` of ``names``."""
+    print(f'\n{title}: {rounds} rounds after {warmup} warm-up, alternating order; '
+          f'{paired.load_text()}')
+    for name in names:
+        line = f'  {name:28s} {paired.timings[name].median * 1e3:8.0f} us median'
+        if name != 'ours':
+            line += f'   ours is {paired.ratio(name, "ours")} faster'
+        print(line)
+
+
+def after_inference(functions: dict[str, Callable[[], Any]], rounds: int, warmup: int,
+                    ) -> Paired:
+    """Time ``functions`` each right after an untimed inference run of the demo model."""
+    with tempfile.TemporaryDirectory() as folder:
+        model = exported_models(Path(folder), [(SIZE, SIZE)])[0]
+        with Detector.from_model(model) as detector:
+            batch = np.random.default_rng(0).random((1, 3, SIZE, SIZE), np.float32)
+            timed = {}
+            for index, (name, function) in enumerate(functions.items()):
+                timed[f'infer {index}'] = partial(detector.infer, batch)
+                timed[name] = function
+            blocks = [(f'infer {i}', name) for i, name in enumerate(functions)]
+            return paired_timing(timed, rounds, warmup, blocks)
 
 
 def main() -> None:
@@ -100,15 +133,11 @@ def main() -> None:
             raise SystemExit(f'{name}: detections differ from ours; nothing timed')
     print(f'640x480 frame at {SIZE}x{SIZE}, outputs 10647x80, conf {CONF}, nms {NMS}: all '
           f'implementations give the same {len(mine)} detections')
-    for stage, functions in (('preprocess', pre), ('postprocess', post)):
-        paired = paired_timing(functions, args.rounds, args.warmup)
-        print(f'\n{stage}: {args.rounds} rounds after {args.warmup} warm-up, alternating order; '
-              f'{paired.load_text()}')
-        for name in functions:
-            line = f'  {name:28s} {paired.timings[name].median * 1e3:8.0f} us median'
-            if name != 'ours':
-                line += f'   ours is {paired.ratio(name, "ours")} faster'
-            print(line)
+    for stage, functions in (('preprocess, hot', pre), ('postprocess', post)):
+        report(stage, paired_timing(functions, args.rounds, args.warmup), args.rounds,
+               args.warmup, list(functions))
+    report('preprocess, each call after an inference run (as in a pipeline)',
+           after_inference(pre, args.rounds, args.warmup), args.rounds, args.warmup, list(pre))
     both = paired_timing({'pre': pre['ours'], 'post': post['ours']}, args.rounds, args.warmup)
     print(f'\nours pre + post: {float(np.median(both.per_round("pre", "post"))):.3f} ms per '
           'frame (median of per-round sums)')

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--int8', action='store_true',
                    help='also quantise each exported model, in the TensorRT Q/DQ layout and '
                    'the ONNX Runtime one (calibrated on synthetic frames)')
-    p.add_argument('--iterations', type=int, default=20, help='timed runs')
+    p.add_argument('--iterations', type=int, default=100, help='timed rounds')
     p.add_argument('--warmup', type=int, default=3, help='untimed runs first')
     p.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads (0: all)')
     p.add_argument('--no-baseline', action='store_true', help='skip the OpenCV DNN baseline')

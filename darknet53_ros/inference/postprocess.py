@@ -7,10 +7,12 @@ IoU with a higher-scoring kept box of the same class is above ``nms_threshold``;
 keep the lower box index first (the ONNX ``NonMaxSuppression`` order). At most
 ``max_detections`` detections per image remain, sorted by descending score.
 
-Two NMS implementations give identical results: ``'opencv'`` (``cv2.dnn.NMSBoxesBatched``) and
-``'numpy'`` (vectorised sweep, no loop over boxes). The default ``'auto'`` takes the faster one
-for the candidate count (see :data:`AUTO_OPENCV_MAX_CANDIDATES` and ``benchmarks/bench_nms.py``)
-and numpy when OpenCV is missing.
+Two NMS implementations give identical results: ``'opencv'`` (``cv2.dnn.NMSBoxesBatched``,
+handing the inputs it treats differently from ONNX's ``NonMaxSuppression`` to numpy: scores
+``<= 0`` and empty boxes) and ``'numpy'`` (vectorised sweep, no loop over boxes). The default
+``'auto'`` takes the faster one for the candidate count (see
+:data:`AUTO_OPENCV_MAX_CANDIDATES` and ``benchmarks/bench_nms.py``) and numpy when OpenCV is
+missing.
 """
 from __future__ import annotations
 
@@ -120,11 +122,14 @@ def nms_opencv(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | No
     if len(scores) == 0:
         return np.zeros(0, np.intp)
     scores = np.asarray(scores, np.float32)
-    if scores.min() <= 0:  # OpenCV keeps only scores > 0 (its threshold must be >= 0)
-        return nms_numpy(boxes, scores, class_ids, iou_threshold, max_det)
     xywh = np.empty((len(boxes), 4), np.float32)
     xywh[:, :2] = boxes[:, :2]
     np.subtract(boxes[:, 2:], boxes[:, :2], out=xywh[:, 2:])
+    # Where OpenCV differs from ONNX's NonMaxSuppression, numpy takes over: OpenCV keeps only
+    # scores > 0, and counts two empty boxes (zero width or height, e.g. clipped at the image
+    # border) as overlapping fully wherever they are, so it would drop all but one per class.
+    if scores.min() <= 0 or xywh[:, 2:].min() <= 0:
+        return nms_numpy(boxes, scores, class_ids, iou_threshold, max_det)
     # Python lists convert to std::vector<Rect2d> faster than numpy arrays do (measured).
     rects = xywh.tolist()
     dnn: Any = cv2.dnn  # its stubs want sequences; numpy arrays are accepted

@@ -143,7 +143,8 @@ class Preprocessor:
         self.pad_value = float(pad_value)
         self._buffer = np.empty((0, 3, self.height, self.width), np.float32)
         self._geometry: list[tuple[int, int, int, int] | None] = []
-        self._scratch: dict[tuple[int, int, int], tuple[np.ndarray, list[np.ndarray]]] = {}
+        self._scratch: dict[tuple[int, int, int],
+                            tuple[np.ndarray, np.ndarray, list[np.ndarray]]] = {}
         self._transforms: dict[tuple[int, int],
                                tuple[LetterboxTransform, tuple[int, int, int, int]]] = {}
 
@@ -171,16 +172,18 @@ class Preprocessor:
         return out, transforms
 
     def _planes(self, new_w: int, new_h: int, channels: int,
-                ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Reused ``uint8`` resize target and per-channel planes for one resized size."""
+                ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Reused ``uint8`` scratch for one resized size: the resize target, the ``[C, h, w]``
+        planes in RGB(A) order, and the plane views ``cv2.split`` writes B, G, R(, A) into."""
         key = (new_w, new_h, channels)
         scratch = self._scratch.get(key)
         if scratch is None:
             if len(self._scratch) > 16:  # many camera resolutions: do not grow without bound
                 self._scratch.clear()
             shape = (new_h, new_w) if channels == 1 else (new_h, new_w, channels)
-            scratch = (np.empty(shape, np.uint8),
-                       [np.empty((new_h, new_w), np.uint8) for _ in range(channels)])
+            planes = np.empty((channels, new_h, new_w), np.uint8)
+            split = [planes[i] for i in (2, 1, 0, 3)[:channels]] if channels > 1 else []
+            scratch = (np.empty(shape, np.uint8), planes, split)
             self._scratch[key] = scratch
         return scratch
 
@@ -215,22 +218,20 @@ class Preprocessor:
             image = np.ascontiguousarray(image)
         if channels == 1:
             image = image.reshape(height, width)
-        resized, planes = self._planes(new_w, new_h, channels)
+        resized, planes, split = self._planes(new_w, new_h, channels)
         if (new_w, new_h) != (width, height):
             cv2.resize(image, (new_w, new_h), dst=resized, interpolation=cv2.INTER_LINEAR)
             image = resized
         region = out[:, y0:y0 + new_h, x0:x0 + new_w]
-        # One fused uint8 -> float32 convert-and-scale per plane, written into the slot
-        # (measured faster than float copies then an in-place scale, blobFromImage, or a
-        # strided transpose; benchmarks/bench_peers.py).
+        # uint8 planes in RGB order (one cv2.split), then one uint8 -> float32 cast into the
+        # slot and one in-place scale: measured faster than a fused multiply per plane, float
+        # copies, a LUT, blobFromImage or a strided transpose (benchmarks/bench_peers.py).
         if channels == 1:
-            np.multiply(image, _SCALE, out=region[0])
-            region[1] = region[0]
-            region[2] = region[0]
+            np.copyto(region, image)  # broadcast to the three planes
         else:
-            cv2.split(image, planes)  # contiguous B, G, R(, A) planes, written in place
-            for c in range(3):
-                np.multiply(planes[2 - c], _SCALE, out=region[c])
+            cv2.split(image, split)
+            np.copyto(region, planes[:3])
+        np.multiply(region, _SCALE, out=region)
         self._pad(out, geometry, slot)
         return transform
 

@@ -6,8 +6,13 @@ frames together with the baseline users would otherwise write on the same model 
 the letterbox canvas through ``cv2.dnn.blobFromImage``, ``forward``, per-class
 ``NMSBoxesBatched`` on the letterboxed boxes mapped back, results applied; see
 :mod:`darknet53_ros.tools.baselines`) and the bare ``InferenceSession.run``: all in the same
-rounds, in alternating order (:func:`darknet53_ros.tools.timing.paired_timing`), so every
-ratio is the median (p10, p90) of per-round ratios. Figures are printed, never asserted.
+rounds (:func:`darknet53_ros.tools.timing.paired_timing`), so every ratio is the median (p10,
+p90) of per-round ratios. Each pipeline runs as a block in its own order (pre-process, infer,
+post-process, as in use: every stage starts with the caches and thread pools its predecessor
+left), and the blocks (ours, the bare run, the baseline) alternate round by round, each after
+a short idle gap (a camera frame arriving at an idle node; without it the OpenCV baseline ran
+against ONNX Runtime's still-spinning workers in every other round, and its end-to-end ratio
+moved by +-16 % between runs). Figures are printed, never asserted.
 """
 from __future__ import annotations
 
@@ -76,6 +81,10 @@ class BenchRow:
                          for k, r in self.ratios.items()}
         out['load'] = self.load
         return out
+
+
+#: Idle seconds before every timed block of :func:`bench_model` (see the module docstring).
+BLOCK_GAP_S = 0.005
 
 
 def bench_frames(count: int, seed: int = 99, width: int = 640, height: int = 480
@@ -170,7 +179,13 @@ def bench_model(model: Path, batch: int, frames: list[np.ndarray], iterations: i
         conf, nms = detector.config.conf_threshold, detector.config.nms_threshold
         base = (_opencv_baseline(model, frames, detector.width, detector.height, conf, nms)
                 if baseline else None)
-        paired = paired_timing({**functions, **(base or {})}, iterations, warmup)
+        blocks: list[tuple[str, ...]] = [('preprocess', 'infer', 'postprocess')]
+        if 'bare_run' in functions:
+            blocks.append(('bare_run',))
+        if base is not None:
+            blocks.append(('base_preprocess', 'base_infer', 'base_postprocess'))
+        paired = paired_timing({**functions, **(base or {})}, iterations, warmup, blocks,
+                               BLOCK_GAP_S)
         agree = None
         if base is not None:
             ours = [baselines.Found(d.boxes, d.scores, d.class_ids)

@@ -80,11 +80,12 @@ def iou_matrix(boxes: np.ndarray) -> np.ndarray:
 
 @st.composite
 def nms_inputs(draw: st.DrawFn, max_boxes: int = 60) -> tuple[np.ndarray, ...]:
-    """Boxes on a coarse grid (many overlaps, duplicates and exact score ties)."""
+    """Boxes on a coarse grid (many overlaps, duplicates and exact score ties; some of zero
+    width or height, as boxes clipped at the image border become)."""
     count = draw(st.integers(0, max_boxes))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     corner = rng.integers(0, 16, (count, 2)) * 2.5
-    size = rng.integers(1, 24, (count, 2)) * 2.5
+    size = rng.integers(0, 24, (count, 2)) * 2.5
     boxes = np.concatenate([corner, corner + size], axis=1).astype(np.float32)
     scores = rng.choice(np.array([0.3, 0.5, 0.55, 0.7, 0.9, 1.0], np.float32), count)
     classes = rng.integers(0, draw(st.integers(1, 4)), count)

@@ -212,6 +212,36 @@ def test_runtime_selection(fakes: tuple, monkeypatch: pytest.MonkeyPatch) -> Non
         select_driver('pycuda')
 
 
+class DynamicLibNotFoundError(RuntimeError):
+    """What cuda-python 12.8+ (cuda.pathfinder) raises when a CUDA library is missing."""
+
+
+def test_cuda_python_without_driver_or_nvrtc_libraries(fakes: tuple,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda-python installed where libcuda / libnvrtc are not (a CI box, a container without
+    the NVIDIA runtime): one BackendError naming the library, not cuda-python's own error."""
+    import sys
+
+    from darknet53_ros.inference.backends.cuda_python import CudaPythonDriver, compile_ptx
+
+    from ..fakes.cuda_python import make_fake_nvrtc
+
+    def missing(name: str) -> Any:
+        def call(*args: Any) -> Any:
+            raise DynamicLibNotFoundError(f'"{name}" could not be found')
+        return call
+
+    monkeypatch.setattr(sys.modules['cuda.bindings.driver'], 'cuInit', missing('cuda'))
+    with pytest.raises(BackendError, match=r'NVIDIA driver \(libcuda\): '
+                                           'DynamicLibNotFoundError: "cuda"'):
+        CudaPythonDriver()
+    nvrtc = make_fake_nvrtc(fakes[0].core)
+    monkeypatch.setitem(sys.modules, 'cuda.bindings.nvrtc', nvrtc)
+    monkeypatch.setattr(nvrtc, 'nvrtcCreateProgram', missing('nvrtc'))
+    with pytest.raises(BackendError, match=r'cannot load NVRTC .*"nvrtc" could not be found'):
+        compile_ptx('extern "C" __global__ void k() {}', 'k', (), (8, 7))
+
+
 def test_backend_with_fakes(fakes: tuple, tmp_path: Path) -> None:
     from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
 

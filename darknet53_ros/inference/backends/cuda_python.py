@@ -72,8 +72,14 @@ def compile_ptx(source: str, name: str, options: Sequence[str],
     """PTX of ``source`` for ``compute_XY`` through NVRTC (NUL-terminated, for
     ``cuModuleLoadData``)."""
     nvrtc = _import_binding('nvrtc', 'nvrtc')
-    program = _nvrtc_call(nvrtc, 'nvrtcCreateProgram', source.encode(), f'{name}.cu'.encode(),
-                          0, [], [])
+    try:
+        program = _nvrtc_call(nvrtc, 'nvrtcCreateProgram', source.encode(),
+                              f'{name}.cu'.encode(), 0, [], [])
+    except BackendError:
+        raise
+    except Exception as exc:  # cuda.pathfinder (12.8+): libnvrtc not found
+        raise BackendError(f'cuda-python cannot load NVRTC (libnvrtc, from the CUDA toolkit '
+                           f'or nvidia-cuda-nvrtc): {type(exc).__name__}: {exc}') from exc
     try:
         opts = [f'--gpu-architecture=compute_{capability[0]}{capability[1]}'.encode()]
         opts += [option.encode() for option in options]
@@ -104,7 +110,13 @@ class CudaPythonDriver(CudaDriver):
 
     def __init__(self) -> None:
         self._driver = _import_driver()
-        self._call('cuInit', 0)
+        try:
+            self._call('cuInit', 0)
+        except BackendError:
+            raise
+        except Exception as exc:  # cuda.pathfinder (12.8+): no libcuda, i.e. no NVIDIA driver
+            raise BackendError(f'cuda-python cannot load the NVIDIA driver (libcuda): '
+                               f'{type(exc).__name__}: {exc}') from exc
 
     def _call(self, function: str, *args: Any) -> Any:
         result = getattr(self._driver, function)(*args)
