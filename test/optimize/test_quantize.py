@@ -164,8 +164,10 @@ def test_int8_outputs_close_to_fp32_and_match_onnx_reference(quantized: tuple,
     model = onnx.load(str(path))
     for opset in model.opset_import:  # onnx.reference implements Q/DQ from opset 19 on;
         opset.version = 19  # int8 per-tensor/per-axis semantics are unchanged since 13
-    ref = ReferenceEvaluator(model).run(None, {'images': x})
-    np.testing.assert_allclose(ref[1], int8['scores'], atol=1e-4)
+    # One image: onnx's reference Conv is pure Python loops before onnx 1.18 (3.5 min for
+    # three images on Python 3.8's onnx 1.17); the Q/DQ arithmetic checked is the same.
+    ref = ReferenceEvaluator(model).run(None, {'images': x[:1]})
+    np.testing.assert_allclose(ref[1], int8['scores'][:1], atol=1e-4)
 
 
 def test_report_contents(quantized: tuple) -> None:
