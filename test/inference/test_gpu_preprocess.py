@@ -122,3 +122,72 @@ def test_resolve_preprocess() -> None:
         resolve_preprocess('gpu', cpu_backend)
     with pytest.raises(ConfigError, match="preprocess: 'fast'"):
         resolve_preprocess('fast', cpu_backend)
+
+
+# The kernel's own source, compiled for and run on the host (test/fakes/host_cuda.py): the
+# arithmetic a GPU performs under --fmad=false, where no GPU is present.
+
+
+@pytest.fixture(scope='module')
+def host_kernel(tmp_path_factory: pytest.TempPathFactory):
+    from ..fakes.host_cuda import compile_on_host, host_compiler
+
+    if host_compiler() is None:
+        pytest.skip('no host C++ compiler (g++ or clang++)')
+    return compile_on_host(kernel_source(), KERNEL_NAME, tmp_path_factory.mktemp('kernel'))
+
+
+def _on_host(launch, image: np.ndarray, encoding: str, net: tuple[int, int], slot: int = 1,
+             pitch_pad: int = 0, letterbox: bool = True) -> np.ndarray:
+    """Launch on ``image`` (rows padded by ``pitch_pad`` bytes) into ``slot`` of a NaN-filled
+    3-slot buffer; return that buffer (slots other than ``slot`` must stay NaN)."""
+    height, width = image.shape[:2]
+    flat = image.reshape(height, -1)
+    rows = np.full((height, flat.shape[1] + pitch_pad), 201, np.uint8)  # junk in the padding
+    rows[:, :flat.shape[1]] = flat
+    out = np.full((3, 3, net[1], net[0]), np.nan, np.float32)
+    _, grid, args = launch_args(rows.ctypes.data, width, height, rows.shape[1], encoding,
+                                out.ctypes.data, slot, *net, letterbox)
+    launch(grid, BLOCK, args, None)
+    return out
+
+
+@pytest.mark.parametrize('size', [(480, 640), (1080, 1920), (640, 480), (416, 416), (100, 37),
+                                  (1, 1), (2, 3), (200, 1000)])
+@pytest.mark.parametrize('net', [(416, 416), (608, 352)])
+def test_kernel_source_on_host_matches_cpu_path(host_kernel, size: tuple[int, int],
+                                                net: tuple[int, int]) -> None:
+    bgr = image(*size)
+    cpu = preprocess(bgr, *net)[0][0]
+    cases = [('bgr8', bgr, cpu), ('rgb8', bgr[..., ::-1].copy(), cpu),
+             ('bgra8', np.dstack([bgr, np.full(size, 9, np.uint8)]), cpu)]
+    grey = image(*size, channels=1)
+    cases.append(('mono8', grey, preprocess(grey, *net)[0][0]))
+    for encoding, img, expected in cases:
+        out = _on_host(host_kernel, img, encoding, net, pitch_pad=5)
+        assert np.isnan(out[0]).all() and np.isnan(out[2]).all(), 'wrote outside its slot'
+        assert not np.isnan(out[1]).any(), 'left pixels of its slot unwritten'
+        assert np.abs(out[1] - expected).max() <= 1 / 255 + 1e-6, encoding
+        # the NumPy model of the kernel is the kernel's arithmetic, bit for bit
+        np.testing.assert_array_equal(out[1], model_letterbox(img, encoding, *net))
+    stretched = _on_host(host_kernel, bgr, 'bgr8', net, slot=0, letterbox=False)[0]
+    assert np.abs(stretched - preprocess(bgr, *net, letterbox=False)[0][0]).max() \
+        <= 1 / 255 + 1e-6
+
+
+def test_gpu_letterbox_launcher_on_host_kernel(host_kernel) -> None:
+    """GpuLetterbox compiles once and fills every slot of a batch of cameras."""
+    compiled = []
+
+    def compile(source: str, name: str):
+        compiled.append(name)
+        return host_kernel
+
+    gpu = GpuLetterbox(compile, 416, 416)
+    images = [image(480, 640, seed=1), image(720, 1280, seed=2), image(300, 300, seed=3)]
+    out = np.full((3, 3, 416, 416), np.nan, np.float32)
+    for slot, img in enumerate(images):
+        gpu.write(img.ctypes.data, img.shape, img.strides[0], 'bgr8', out.ctypes.data, slot)
+    assert compiled == [KERNEL_NAME]
+    expected = preprocess(images, 416, 416)[0]
+    assert np.abs(out - expected).max() <= 1 / 255 + 1e-6
