@@ -60,9 +60,16 @@ def ultralytics_ops(shape: tuple[int, int]) -> tuple[Callable[..., Any], Callabl
     post (``non_max_suppression`` with ``multi_label=True``: every (box, class) pair above the
     threshold, as ours; ``scale_boxes`` back to the ``shape`` source image, clipped) on the
     contract's outputs. Raises ImportError when Ultralytics is not installed."""
+    import cv2
+
+    threads = cv2.getNumThreads()
     import torch
     from ultralytics.data.augment import LetterBox
     from ultralytics.utils.ops import scale_boxes
+
+    # Ultralytics calls cv2.setNumThreads(0) on import (for its data loaders): restore
+    # OpenCV's threads, or every implementation's resize would run on one core.
+    cv2.setNumThreads(threads)
 
     nms = _ultralytics_nms()
     letterbox = LetterBox((SIZE, SIZE), auto=False, scaleup=True, padding_value=127)

@@ -125,9 +125,9 @@ class Preprocessor:
     """Letterbox/resize images into one reusable ``[B, 3, H, W]`` float32 buffer.
 
     Each image is resized (``cv2.resize`` into a reused ``uint8`` scratch image), split into
-    reused ``uint8`` planes and converted with one fused convert-and-scale per plane straight
-    into its slot of the batch (RGB order), so ``N`` cameras land in one NCHW buffer without
-    intermediate float copies. The grey padding of a slot is written only when its letterbox
+    reused ``uint8`` planes in RGB order, cast straight into its slot of the batch in one call
+    and scaled there in place, so ``N`` cameras land in one NCHW buffer without intermediate
+    float copies. The grey padding of a slot is written only when its letterbox
     geometry changes. The returned batch is a view of the internal buffer: it is overwritten
     by the next call, must be treated as read-only (the padding is not rewritten), and one
     instance must not be shared between threads.
