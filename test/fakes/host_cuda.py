@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from .kernels import _SIGNATURE, parse_kernels
+from .kernels import declaration, parse_kernels
 
 SHIM = """
 #include <math.h>
@@ -47,11 +47,10 @@ def compile_on_host(source: str, name: str, folder: Path,
     compiler = host_compiler()
     if compiler is None:
         raise RuntimeError('no host C++ compiler (g++ or clang++)')
-    match = next(m for m in _SIGNATURE.finditer(source) if m.group(1) == name)
     params = parse_kernels(source)[name]
     names = ', '.join(param for _, param in params)
     entry = (f'\nextern "C" void run_grid_{name}(int gx_, int gy_, int bx_, int by_, '
-             f'{match.group(2)}) {{\n'
+             f'{declaration(source, name)}) {{\n'
              '  blockDim.x = bx_; blockDim.y = by_; blockDim.z = 1;\n'
              '  blockIdx.z = 0; threadIdx.z = 0;\n'
              '  for (int gy = 0; gy < gy_; ++gy) for (int gx = 0; gx < gx_; ++gx)\n'

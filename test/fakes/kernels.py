@@ -49,6 +49,11 @@ class FakeModule:
         self.loaded = True
 
 
+def declaration(source: str, name: str) -> str:
+    """The parameter list of kernel ``name`` in ``source``, as written."""
+    return next(m.group(2) for m in _SIGNATURE.finditer(source) if m.group(1) == name)
+
+
 def parse_kernels(source: str) -> dict[str, list[tuple[str, str]]]:
     """``{kernel name: [(struct char, parameter name), ...]}`` of the ``extern "C"``
     kernels in ``source``."""

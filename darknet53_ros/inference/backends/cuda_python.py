@@ -15,7 +15,8 @@ each argument's value.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 import ctypes
 import importlib
 from typing import Any
@@ -45,6 +46,19 @@ def _import_driver() -> Any:
     return _import_binding('driver', 'cuda')
 
 
+@contextmanager
+def _library_errors(library: str) -> Iterator[None]:
+    """cuda-python 12.8+ loads its libraries on first use and raises cuda.pathfinder's own
+    error when one is missing: turn that into one :class:`BackendError` naming ``library``."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise BackendError(f'cuda-python cannot load {library}: {type(exc).__name__}: '
+                           f'{exc}') from exc
+
+
 def _nvrtc_call(nvrtc: Any, function: str, *args: Any) -> Any:
     result = getattr(nvrtc, function)(*args)
     if result[0] != nvrtc.nvrtcResult.NVRTC_SUCCESS:
@@ -72,14 +86,9 @@ def compile_ptx(source: str, name: str, options: Sequence[str],
     """PTX of ``source`` for ``compute_XY`` through NVRTC (NUL-terminated, for
     ``cuModuleLoadData``)."""
     nvrtc = _import_binding('nvrtc', 'nvrtc')
-    try:
+    with _library_errors('NVRTC (libnvrtc, from the CUDA toolkit or nvidia-cuda-nvrtc)'):
         program = _nvrtc_call(nvrtc, 'nvrtcCreateProgram', source.encode(),
                               f'{name}.cu'.encode(), 0, [], [])
-    except BackendError:
-        raise
-    except Exception as exc:  # cuda.pathfinder (12.8+): libnvrtc not found
-        raise BackendError(f'cuda-python cannot load NVRTC (libnvrtc, from the CUDA toolkit '
-                           f'or nvidia-cuda-nvrtc): {type(exc).__name__}: {exc}') from exc
     try:
         opts = [f'--gpu-architecture=compute_{capability[0]}{capability[1]}'.encode()]
         opts += [option.encode() for option in options]
@@ -110,13 +119,8 @@ class CudaPythonDriver(CudaDriver):
 
     def __init__(self) -> None:
         self._driver = _import_driver()
-        try:
+        with _library_errors('the NVIDIA driver (libcuda)'):
             self._call('cuInit', 0)
-        except BackendError:
-            raise
-        except Exception as exc:  # cuda.pathfinder (12.8+): no libcuda, i.e. no NVIDIA driver
-            raise BackendError(f'cuda-python cannot load the NVIDIA driver (libcuda): '
-                               f'{type(exc).__name__}: {exc}') from exc
 
     def _call(self, function: str, *args: Any) -> Any:
         result = getattr(self._driver, function)(*args)
