@@ -51,6 +51,23 @@ EXTRAS = {
 EXTRAS['all'] = sorted({dep for name in ('cpu', 'bags', 'train', 'test') for dep in EXTRAS[name]})
 
 
+def _script_options() -> dict:
+    """Where colcon puts the console scripts: ``lib/darknet53_ros``, where ``ros2 run`` looks.
+
+    Only under colcon (its build puts ``colcon_distutils_commands`` on PYTHONPATH). The usual
+    ament_python ``setup.cfg`` (``[install] install_scripts``) cannot be used: pip on Python
+    3.8/3.9 reads that file from the working directory for its own install scheme, and then
+    ``pip install -e .`` run in the checkout hides ``darknet53`` (and anything else it
+    installs there) in ``<env>/lib/darknet53_ros`` instead of ``<env>/bin``.
+    """
+    entries = os.environ.get('PYTHONPATH', '').split(os.pathsep)
+    if not any(os.path.basename(entry.rstrip('/\\')) == 'colcon_distutils_commands'
+               for entry in entries):
+        return {}
+    scripts = f'$base/lib/{PACKAGE}'
+    return {'develop': {'script_dir': scripts}, 'install': {'install_scripts': scripts}}
+
+
 def _data_files() -> list:
     files = [
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
@@ -73,6 +90,7 @@ setup(
     install_requires=['setuptools', 'numpy>=1.23', 'onnx>=1.14', 'pyyaml>=5.4'],
     extras_require=EXTRAS,
     zip_safe=False,
+    options=_script_options(),
     maintainer='darknet53_ros maintainers',
     maintainer_email='maintainers@darknet53-ros.invalid',
     description='Darknet-53 / YOLOv3 detection for ROS 2 with ONNX Runtime and INT8 TensorRT',

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from darknet53_ros.model.cfg import parse_cfg
-from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.weights import ConvWeights, DarknetWeights
 
 PLANTED_CFG = """[net]
@@ -54,6 +54,9 @@ def planted_network():
 
 def export_planted(path: Path) -> Path:
     """Write the planted ONNX model to ``path``."""
+    pytest.importorskip('onnx', reason='onnx not installed (exporting the test model needs it)')
+    from darknet53_ros.model.onnx_export import export_onnx
+
     network, weights = planted_network()
     export_onnx(network, weights, path, names=['target', 'other'])
     return path

@@ -22,6 +22,8 @@ from darknet53_ros.model.cfg import parse_cfg
 from darknet53_ros.model.generator import yolov3_cfg
 from darknet53_ros.model.weights import parse_weights, random_weights, serialize_weights
 
+from .conftest import requires
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = yolov3_cfg(classes=2, width=64, height=64, width_multiplier=0.125)
 FUZZ_SECONDS = 2.0  # fixed time budget per parser
@@ -62,6 +64,7 @@ def _hidden(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob('.*'))
 
 
+@requires('onnx')
 def test_full_disk_export_is_one_line_and_leaves_nothing(tmp_path):
     (tmp_path / 'small.cfg').write_text(SMALL)
     result = _cli(['export', '--cfg', 'small.cfg', '--random-weights', '0', '-o', 'out.onnx'],
@@ -83,6 +86,7 @@ def test_full_disk_detect_keeps_no_partial_output(tmp_path, planted_model):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['imgs']
 
 
+@requires('onnx')
 def test_read_only_filesystem_is_one_line(tmp_path, monkeypatch, caplog):
     """A fake read-only filesystem (root ignores chmod): every create fails with EROFS."""
     (tmp_path / 'small.cfg').write_text(SMALL)

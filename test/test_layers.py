@@ -191,17 +191,25 @@ def test_no_relative_imports() -> None:
     assert [f'{i.importer}:{i.line}' for i in IMPORTS if i.target.startswith('<relative>')] == []
 
 
+#: Optional packages that runtime paths must not need: a robot's python3 has only what
+#: package.xml's rosdep keys install, and ONNX has no key. Package modules that import one at
+#: module level may be imported lazily (see test/test_package.py for the runtime set).
+LAZY_OPTIONAL = ('onnx',)
+
+
 def heavy_modules(imports: list[Import]) -> set[str]:
-    """Package modules that import a heavy optional package (torch, TensorRT, pycuda, rclpy)
-    at module level: importing them lazily is importing that package lazily."""
-    return {i.importer for i in imports if i.top_level and i.target in CONFINED}
+    """Package modules that import a heavy optional package (torch, TensorRT, pycuda, rclpy) or
+    one the robot runtime must not need (onnx) at module level: importing them lazily is
+    importing that package lazily."""
+    return {i.importer for i in imports
+            if i.top_level and (i.target in CONFINED or i.target in LAZY_OPTIONAL)}
 
 
 def test_package_imports_at_module_level() -> None:
     """The graph is visible at the top of each module: imports of the package's own modules
     inside functions are left to cli/ (commands import their workflow when run), to the
-    package's lazy ``Detector`` facade, and to modules that pull in torch, TensorRT, pycuda or
-    rclpy (heavy optional packages, imported only where used)."""
+    package's lazy ``Detector`` facade, and to modules that pull in torch, TensorRT, pycuda,
+    rclpy or onnx (optional packages, imported only where used)."""
     heavy = heavy_modules(IMPORTS)
     hidden = [f'{i.importer}:{i.line} {i.target}' for i in IMPORTS
               if i.target.startswith(PACKAGE + '.') and not i.top_level

@@ -8,8 +8,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+import pytest
+
+try:  # the images work without onnx; the model needs it
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError:  # a robot's python3 (onnx has no rosdep key): tests using the model skip
+    onnx = None  # type: ignore[assignment]
 
 SIZE = 32
 CLASSES = 2
@@ -22,6 +27,8 @@ CLASSES = 2
 
 def toy_model(size: int = SIZE, seed: int = 0) -> onnx.ModelProto:
     """A YOLO-like contract model with two heads (strides 2 and 1) at ``size`` x ``size``."""
+    if onnx is None:
+        pytest.skip('onnx not installed (the toy model is built with it)')
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
 

@@ -84,9 +84,13 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-# Optional module -> the extra that installs it (setup.py EXTRAS).
+# Optional module -> the extra that installs it (setup.py EXTRAS). onnx is a requirement of a
+# pip install, but a colcon build on a robot gets only what package.xml's rosdep keys install,
+# and onnx has none: the hint names the package itself.
 _EXTRA_OF = {'cv2': 'cpu', 'onnxruntime': 'cpu', 'rosbags': 'bags', 'torch': 'train',
              'pycocotools': 'eval', 'matplotlib': 'eval'}
+_PACKAGE_OF = {'onnx': 'onnx'}
+_ALWAYS: Callable[[argparse.Namespace], bool] = lambda a: True  # noqa: E731
 
 
 def _is_bag(args: argparse.Namespace) -> bool:
@@ -100,7 +104,10 @@ def _is_bag(args: argparse.Namespace) -> bool:
 _NEEDS: dict[str, tuple[tuple[str, Callable[[argparse.Namespace], bool]], ...]] = {
     'detect': (('cv2', lambda a: True), ('rosbags', _is_bag)),
     'demo': (('cv2', lambda a: True), ('onnxruntime', lambda a: True),
-             ('rosbags', lambda a: True)),
+             ('rosbags', lambda a: True), ('onnx', _ALWAYS)),
+    'export': (('onnx', _ALWAYS),),
+    'quantize': (('onnx', _ALWAYS),),
+    'build-engine': (('onnx', _ALWAYS),),
     'synth': (('cv2', lambda a: True), ('rosbags', lambda a: a.bag is not None)),
     'replay': (('cv2', lambda a: True), ('rosbags', lambda a: True)),
     'eval': (('cv2', lambda a: True), ('pycocotools', lambda a: True),
@@ -132,6 +139,8 @@ def check_dependencies(args: argparse.Namespace) -> None:
     missing = [module for module, wanted in _NEEDS.get(getattr(args, 'command', ''), ())
                if not _installed(module) and wanted(args)]
     if missing:
-        extras = ','.join(sorted({_EXTRA_OF[m] for m in missing}))
+        extras = ','.join(sorted({_EXTRA_OF[m] for m in missing if m in _EXTRA_OF}))
+        hints = [f"'darknet53_ros[{extras}]'"] if extras else []
+        hints += sorted({_PACKAGE_OF[m] for m in missing if m in _PACKAGE_OF})
         raise ConfigError(f'darknet53 {args.command} needs {", ".join(missing)}, which is not '
-                          f"installed: pip install 'darknet53_ros[{extras}]'")
+                          f'installed: pip install {" ".join(hints)}')

@@ -17,8 +17,11 @@ migration guide:
   pinned to FP32 with layer precision constraints (``OBEY_PRECISION_CONSTRAINTS``).
 * An FP32 model at ``int8`` needs the legacy calibrator (TensorRT < 11, with ``--calib``);
   otherwise ``darknet53 quantize``. At ``fp16`` on TensorRT 11 it needs an FP16 ONNX model.
-* DLA needs a fixed batch (min = opt = max, as ``NvInfer.h`` requires), a reduced precision,
-  and is unavailable in TensorRT 11.0 - 11.4.0 (11.4.1 restores it on JetPack 7.2.2+).
+* DLA needs a fixed batch (min = opt = max, as ``NvInfer.h`` requires) and a reduced
+  precision, and exists only where NVIDIA's "Working with DLA" says so (:func:`dla_support`):
+  TensorRT 8.x and 10.0 - 10.7 (10.7 was the last 10.x with DLA), then 11.4.1 on Jetson AGX
+  Orin with JetPack 7.2.2+; not 10.8 - 10.x, 11.0 - 11.3, 11.4.0 (Windows on ARM only) or 11.5
+  (no JetPack support).
 """
 from __future__ import annotations
 
@@ -32,6 +35,19 @@ PRECISIONS = ('fp32', 'fp16', 'int8')
 STRONG_QDQ_FROM = (10, 12)
 #: TensorRT 11 releases with DLA (earlier 11.x have none).
 DLA_IN_11_FROM = (11, 4, 1)
+#: First 10.x without DLA (10.7 was the last 10.x release that supported it).
+NO_DLA_IN_10_FROM = (10, 8)
+#: NVIDIA's "Working with DLA" as of TensorRT 11.5.0, per version range: ``(first, end,
+#: reason)`` with ``end`` exclusive; a version in a range has no DLA on Jetson.
+NO_DLA: tuple[tuple[tuple[int, ...], tuple[int, ...], str], ...] = (
+    (NO_DLA_IN_10_FROM, (11,), 'TensorRT 10.7 was the last 10.x release with DLA'),
+    ((11,), (11, 4), 'TensorRT 11.0 to 11.3 have no DLA'),
+    ((11, 4, 0), DLA_IN_11_FROM, 'TensorRT 11.4.0 has DLA on Windows on ARM only'),
+    ((11, 5), (11, 6), 'TensorRT 11.5 does not support JetPack (DLA on Orin is in 11.4.1)'),
+)
+DLA_WAY_OUT = ('build on the TensorRT 10.x of JetPack 6 (10.3) or with TensorRT 11.4.1 on Jetson '
+               'AGX Orin with JetPack 7.2.2 or later, or leave --dla-core out to build for the '
+               'GPU')
 QUANTIZE_HINT = ('run `darknet53 quantize --model {model} --calib IMAGES -o MODEL_int8.onnx` '
                  'and build from the Q/DQ model')
 
@@ -68,8 +84,18 @@ def default_precision(qdq: bool) -> str:
     return 'int8' if qdq else 'fp16'
 
 
+def dla_support(version: Sequence[int]) -> str | None:
+    """Why TensorRT ``version`` has no DLA on Jetson (None: it has, as far as NVIDIA documents;
+    releases after 11.5 are not known yet and pass, the builder then asks the device)."""
+    numbers = tuple(int(v) for v in version)
+    for first, end, reason in NO_DLA:
+        if first <= numbers < end:
+            return reason
+    return None
+
+
 def check_dla(dla_core: int | None, batch: Sequence[int], version: Sequence[int]) -> None:
-    """Refuse DLA settings TensorRT rejects (dynamic batch, TensorRT 11 before 11.4.1)."""
+    """Refuse DLA settings TensorRT rejects: a dynamic batch, or a TensorRT without DLA."""
     if dla_core is None:
         return
     if dla_core < 0:
@@ -78,10 +104,11 @@ def check_dla(dla_core: int | None, batch: Sequence[int], version: Sequence[int]
     if not low == opt == high:
         raise ConfigError(f'DLA core {dla_core}: DLA needs a fixed batch (MIN = OPT = MAX), '
                           f'got --batch {low}:{opt}:{high}; use --batch {high}')
-    if (11,) <= tuple(version) < DLA_IN_11_FROM:
-        raise EngineError('TensorRT 11.0 to 11.4.0 have no DLA support; TensorRT 11.4.1 '
-                          'restores it on Jetson AGX Orin with JetPack 7.2.2 or later (or '
-                          'build on the TensorRT 10.x of your JetPack)')
+    reason = dla_support(version)
+    if reason is not None:
+        shown = '.'.join(str(v) for v in version)
+        raise EngineError(f'DLA core {dla_core}: TensorRT {shown} has no DLA ({reason}); '
+                          f'{DLA_WAY_OUT}')
 
 
 def plan_build(version: Sequence[int], requested: str | None, qdq: bool, fp16_model: bool,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from darknet53_ros.errors import ConfigError, DarknetError, ModelError
 from darknet53_ros.fileio import atomic_path
@@ -18,11 +19,27 @@ from darknet53_ros.inference.backends.registry import AUTO, backend_for_path, ge
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.model.cfg import load_cfg
 from darknet53_ros.model.names import read_names
-from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.weights import read_weights
 from darknet53_ros.ros.params import PACKAGE, NodeParams
 
-__all__ = ['load_detector', 'package_share_dir', 'prepare_model', 'resolve_data_path']
+__all__ = ['DEMO_MODEL', 'DEMO_WARNING', 'is_bundled_demo', 'load_detector', 'package_share_dir',
+           'prepare_model', 'resolve_data_path']
+
+#: The bundled demo model (the ``model`` parameter's default).
+DEMO_MODEL = Path(__file__).resolve().parents[1] / 'models' / 'demo.cfg'
+#: What the node says while it serves the demo model.
+DEMO_WARNING = ('serving the bundled demo model: it detects 5 synthetic classes (box, cone, '
+                'ball, person, sign) trained on generated scenes, not real objects; pass '
+                'model:=/path/to/your.engine (or .onnx, .cfg)')
+
+
+def is_bundled_demo(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is the bundled demo model's cfg."""
+    try:
+        return Path(path).resolve() == DEMO_MODEL
+    except OSError:
+        return False
+
 
 
 def package_share_dir() -> Path | None:
@@ -95,12 +112,29 @@ def prepare_model(path: str | os.PathLike[str],
     onnx_path = target / f'{path.stem}-{digest.hexdigest()[:16]}.onnx'
     if onnx_path.is_file():
         return onnx_path
+    export_onnx = _onnx_exporter(path)
     network = load_cfg(path)
     weights = read_weights(weights_path, network)
     names = read_names(names_path) if names_path.is_file() else None
     with atomic_path(onnx_path) as tmp:
         export_onnx(network, weights, tmp, names=names)
     return onnx_path
+
+
+def _onnx_exporter(cfg_path: Path) -> Any:
+    """:func:`~darknet53_ros.model.onnx_export.export_onnx`, imported only for a ``.cfg`` model:
+    ``.onnx`` and ``.engine`` models need no ``onnx`` package (it has no rosdep key).
+
+    Raises:
+        ModelError: naming the cfg and the package to install when ``onnx`` is missing.
+    """
+    try:
+        from darknet53_ros.model.onnx_export import export_onnx
+    except ImportError as exc:
+        raise ModelError(f'{cfg_path}: a Darknet .cfg model is exported to ONNX first, which '
+                         f'needs the onnx package ({exc}): python3 -m pip install onnx, or '
+                         'pass an .onnx or .engine model') from None
+    return export_onnx
 
 
 def _class_names(params: NodeParams,
@@ -121,7 +155,8 @@ def load_detector(params: NodeParams, share_dir: str | os.PathLike[str] | None |
     """Load the :class:`~darknet53_ros.inference.detector.Detector` the parameters describe.
 
     ``model_path`` (e.g. a command-line path) overrides the ``model`` parameter. Returns
-    ``(detector, model file)``.
+    ``(detector, model file)``: the file the parameter names (a ``.cfg`` rather than the
+    ONNX file exported from it, so :func:`is_bundled_demo` can tell the demo model).
 
     Raises:
         ConfigError, ModelError, BackendError: naming the parameter or file at fault.
@@ -132,11 +167,11 @@ def load_detector(params: NodeParams, share_dir: str | os.PathLike[str] | None |
             raise ConfigError(f'model: {resolved} does not exist')
     else:
         resolved = resolve_data_path(params.model, 'model', share_dir)
-    resolved = prepare_model(resolved, cache_dir)
+    prepared = prepare_model(resolved, cache_dir)
     names = _class_names(params, share_dir)
-    spec = backend_for_path(resolved) if params.backend == AUTO else get_backend(params.backend)
+    spec = backend_for_path(prepared) if params.backend == AUTO else get_backend(params.backend)
     backend_options = {'cuda_runtime': params.cuda_runtime} if spec.name == 'tensorrt' else {}
-    detector = Detector.from_model(resolved, backend=spec.name, class_names=names,
+    detector = Detector.from_model(prepared, backend=spec.name, class_names=names,
                                    preprocess=params.preprocess, **backend_options,
                                    **params.detector_options())
     classes = detector.backend.metadata.get('classes')

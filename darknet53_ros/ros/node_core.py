@@ -47,11 +47,13 @@ from darknet53_ros.io.messages import (
 )
 from darknet53_ros.ros.cameras import CameraSpec
 from darknet53_ros.ros.diagnostics import (
+    WARN,
     CameraStats,
     ThrottledLog,
     camera_status,
     detector_level,
 )
+from darknet53_ros.ros.model_files import DEMO_WARNING, is_bundled_demo
 from darknet53_ros.ros.params import (
     DETECTOR_FIELDS,
     NODE_NAME,
@@ -133,6 +135,9 @@ class NodeCore:
         self.model_path = str(model_path if model_path is not None
                               else detector.backend.model_path)
         self.node_name = node_name.strip('/') or NODE_NAME
+        self.demo_model = is_bundled_demo(self.model_path)
+        if self.demo_model:
+            self.logger.warning(DEMO_WARNING)
         verification = getattr(detector.backend, 'verification', None)  # TensorRT engines
         if verification is not None:
             level, message = verification
@@ -420,6 +425,8 @@ class NodeCore:
         level, message = detector_level(
             new_failures, started=self._worker is not None, running=self.running,
             closed=self._closed, summary=summary)
+        if self.demo_model:
+            level, message = max(level, WARN), f'{message}; {DEMO_WARNING}'
         detector_status.update(level=level, message=message,
                                inference_errors_total=failed_total)
         return {f'{self.node_name}: detector': detector_status, **statuses}

@@ -30,7 +30,6 @@ from darknet53_ros.errors import ConfigError
 from darknet53_ros.fileio import atomic_path, atomic_write_text
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.model.cfg import load_cfg
-from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.weights import random_weights, read_weights
 from darknet53_ros.optimize.quantize import quantize_model
 from darknet53_ros.tools import baselines
@@ -320,6 +319,8 @@ def exported_models(folder: Path, sizes: Sequence[tuple[int, int]], cfg: Path | 
     variants of each."""
     if not sizes:
         return []
+    from darknet53_ros.model.onnx_export import export_onnx  # onnx: no rosdep key
+
     if cfg is None:
         cfg, weights, _ = demo_model_files()
     models = []

@@ -9,7 +9,6 @@ from darknet53_ros.errors import DarknetError
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.model.cfg import load_cfg
 from darknet53_ros.model.names import read_names
-from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.weights import read_weights
 from darknet53_ros.tools.camera_bag import write_camera_bag
 from darknet53_ros.tools.runner import OfflineRunner, RunSummary, format_summary
@@ -31,6 +30,8 @@ def demo_model_files() -> tuple[Path, Path, Path]:
 
 def export_demo_model(out: Path) -> Path:
     """Export the bundled demo model to ``out`` (ONNX) and return its path."""
+    from darknet53_ros.model.onnx_export import export_onnx  # onnx: no rosdep key
+
     cfg, weights, names = demo_model_files()
     network = load_cfg(cfg)
     export_onnx(network, read_weights(weights, network), out, names=read_names(names))

@@ -9,6 +9,8 @@ import pytest
 from darknet53_ros.cli.main import main
 from darknet53_ros.model.generator import yolov3_cfg
 
+from ..conftest import requires
+
 SMALL = yolov3_cfg(classes=2, width=64, height=64, width_multiplier=0.125)
 
 
@@ -16,6 +18,7 @@ def _errors(caplog):
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@requires('onnx')
 def test_output_path_that_is_a_folder_is_one_error_line(tmp_path, caplog):
     """Issue 13.2: ``export -o dir.onnx`` gave an IsADirectoryError traceback."""
     cfg = tmp_path / 'small.cfg'
@@ -35,7 +38,7 @@ def test_output_path_that_is_a_folder_is_one_error_line(tmp_path, caplog):
     pytest.param(['train', '--cfg', 'c', '--data', 'd', '-o', 'o.weights'], 'torch', 'train',
                  marks=pytest.mark.skipif(sys.version_info < (3, 10),
                                           reason='training first says it needs Python 3.10+')),
-    (['synth', '--bag', 'b'], 'cv2', 'cpu'),
+    pytest.param(['synth', '--bag', 'b'], 'cv2', 'cpu', marks=requires('rosbags')),
 ])
 def test_missing_optional_dependency_names_the_extra(argv, module, extra, monkeypatch, caplog):
     """Issue 13.9: checked before the command starts; the message says what to install."""
@@ -49,6 +52,7 @@ def test_missing_optional_dependency_names_the_extra(argv, module, extra, monkey
     assert f"pip install 'darknet53_ros[{extra}]'" in line
 
 
+@requires('rosbags', 'cv2')
 def test_existing_output_message_names_the_cli_flag(tmp_path, caplog):
     """Issue 13.11: messages said ``overwrite=False`` instead of ``--overwrite``."""
     (tmp_path / 'bag').mkdir()
@@ -68,3 +72,17 @@ def test_training_commands_refuse_old_pythons_first(command, monkeypatch, caplog
         argv += ['--cfg', 'x.cfg', '-o', 'out']
     assert main(argv) == 2
     assert f'darknet53 {command} needs Python 3.10+ (this is Python 3.8.18)' in caplog.text
+
+
+@pytest.mark.parametrize('argv', [
+    ['build-engine', '--model', 'm.onnx', '-o', 'm.engine'],
+    ['export', '--cfg', 'c.cfg', '--random-weights', '0', '-o', 'c.onnx'],
+])
+def test_missing_onnx_names_the_package(argv, monkeypatch, caplog):
+    """A colcon-built robot has no onnx (no rosdep key): the commands that need it say what to
+    pip-install before any work; ``detect`` and the node do not need it."""
+    monkeypatch.setitem(sys.modules, 'onnx', None)
+    assert main(argv) == 2
+    (line,) = _errors(caplog)
+    assert line.endswith(f'darknet53 {argv[0]} needs onnx, which is not installed: '
+                         'pip install onnx')

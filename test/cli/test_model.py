@@ -1,12 +1,15 @@
 """Tests for the cfg / info / export subcommands of the ``darknet53`` command line."""
 from __future__ import annotations
 
-import onnx
-
 from darknet53_ros.cli.main import main
 from darknet53_ros.model.cfg import load_cfg, parse_cfg
 from darknet53_ros.model.generator import yolov3_cfg
 from darknet53_ros.model.weights import random_weights, write_weights
+
+from ..conftest import optional_module, requires
+
+pytestmark = requires('onnx')
+onnx = optional_module('onnx')
 
 
 def test_cfg_prints_generated_cfg(capsys):

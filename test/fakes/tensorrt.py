@@ -19,19 +19,21 @@ import numpy as np
 
 from .cuda_driver import FakeDriver
 
-#: Per version: builder flags, network creation flags, and what the config/layers offer.
+#: Per version: builder flags, network creation flags, and what the config/layers offer;
+#: ``dla``: the release has DLA on Jetson (none in 10.8 - 10.x and 11.0 - 11.4.0: the builder
+#: then reports no DLA cores, as on a GPU without DLA).
 SURFACES: dict[str, dict[str, Any]] = {
     '8.5': {'flags': ('FP16', 'INT8', 'GPU_FALLBACK', 'OBEY_PRECISION_CONSTRAINTS'),
             'network': ('EXPLICIT_BATCH',), 'calibrator': True, 'monitor': False,
-            'layer_precision': True},
+            'layer_precision': True, 'dla': True},
     '10.3': {'flags': ('FP16', 'INT8', 'GPU_FALLBACK', 'OBEY_PRECISION_CONSTRAINTS'),
              'network': ('EXPLICIT_BATCH', 'STRONGLY_TYPED'), 'calibrator': True,
-             'monitor': True, 'layer_precision': True},
+             'monitor': True, 'layer_precision': True, 'dla': True},
     '10.16': {'flags': ('FP16', 'INT8', 'GPU_FALLBACK', 'OBEY_PRECISION_CONSTRAINTS'),
               'network': ('EXPLICIT_BATCH', 'STRONGLY_TYPED'), 'calibrator': True,
-              'monitor': True, 'layer_precision': True},
+              'monitor': True, 'layer_precision': True, 'dla': False},
     '11.1': {'flags': ('GPU_FALLBACK',), 'network': ('STRONGLY_TYPED',), 'calibrator': False,
-             'monitor': True, 'layer_precision': False},
+             'monitor': True, 'layer_precision': False, 'dla': False},
 }
 VERSIONS = {'8.5': '8.5.2.2', '10.3': '10.3.0.30', '10.16': '10.16.0.72', '11.1': '11.1.0.9'}
 
@@ -327,7 +329,7 @@ def make_fake_trt(driver: FakeDriver, version: str = '10.3', boxes: int = 10,
             return True
 
     class Builder(base):
-        num_DLA_cores = 2  # noqa: N815 - TensorRT's attribute name
+        num_DLA_cores = 2 if surface['dla'] else 0  # noqa: N815 - TensorRT's attribute name
         noise = 0.0
 
         def __init__(self, logger: Any) -> None:

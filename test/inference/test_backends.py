@@ -42,11 +42,13 @@ def make_contract_model(path: Path, boxes: np.ndarray, scores: np.ndarray, width
                         scale_by_max: bool = False, input_name: str = 'images',
                         extra_output: bool = False, channels: int = 3) -> Path:
     """Write a contract ONNX model whose outputs are the constants ``boxes`` [N, 4] and
-    ``scores`` [N, C], repeated over the batch.
+    ``scores`` [N, C], repeated over the batch (skips the test where onnx is missing).
 
     With ``scale_by_max`` the scores of each image are multiplied by the image's maximum
     input value (1 for an image with a white pixel, 0.5 for a black letterboxed one).
     """
+    if onnx is None:
+        pytest.skip('onnx not installed (the contract model is built with it)')
     boxes = np.asarray(boxes, np.float32)
     scores = np.asarray(scores, np.float32)
     num, classes = scores.shape

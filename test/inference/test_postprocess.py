@@ -2,8 +2,6 @@
 oracle."""
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
 
@@ -20,6 +18,7 @@ from darknet53_ros.inference.postprocess import (
 from darknet53_ros.inference.preprocess import LetterboxTransform, letterbox_transform
 
 from ..conftest import optional_module, requires
+from ..hypo import given, settings, st
 
 pytestmark = requires('onnx')
 onnx = optional_module('onnx')
@@ -46,7 +45,7 @@ def _reference_session() -> ReferenceEvaluator:
                                                 opset_imports=[helper.make_opsetid('', 11)]))
 
 
-REFERENCE = _reference_session()
+REFERENCE = _reference_session() if onnx is not None else None
 
 
 def reference_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray | None,

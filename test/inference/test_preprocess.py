@@ -2,8 +2,6 @@
 formulas."""
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
 
@@ -18,6 +16,7 @@ from darknet53_ros.inference.preprocess import (
 )
 
 from ..conftest import optional_module, requires
+from ..hypo import given, settings, st
 
 pytestmark = requires('cv2')
 cv2 = optional_module('cv2')

@@ -3,8 +3,6 @@ import array
 from types import SimpleNamespace
 
 import cv2
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
 
@@ -19,6 +17,8 @@ from darknet53_ros.io.encodings import (
     is_compressed_msg,
     msg_to_bgr,
 )
+
+from ..hypo import given, settings, st
 
 # Channels and bytes per channel of each encoding's raw buffer.
 LAYOUT = {

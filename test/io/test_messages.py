@@ -2,8 +2,6 @@
 import dataclasses
 import functools
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
 
@@ -22,6 +20,7 @@ from darknet53_ros.io.messages import (
 )
 
 from ..conftest import requires
+from ..hypo import given, settings, st
 
 pytestmark = requires('rosbags')
 

@@ -1,14 +1,14 @@
 """Tests for darknet53_ros.model.cfg: parsing, shape inference, counts and errors."""
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 import pytest
 
 from darknet53_ros.errors import DarknetError
 from darknet53_ros.model.cfg import load_cfg, parse_cfg
 from darknet53_ros.model.generator import yolov3_cfg
 from darknet53_ros.model.layers import Convolutional, Maxpool, Route, Shortcut, Yolo
+
+from ..hypo import HealthCheck, given, settings, st
 
 TINY_CFG = """[net]
 width=64

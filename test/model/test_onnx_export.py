@@ -12,19 +12,21 @@ from pathlib import Path
 import re
 
 import numpy as np
-import onnx
 import pytest
 
 from darknet53_ros.errors import DarknetError, ExportError
 from darknet53_ros.model.cfg import load_cfg, parse_cfg
-from darknet53_ros.model.onnx_export import export_onnx
 from darknet53_ros.model.weights import random_weights, write_weights
 
 from ..conftest import optional_module, requires, shared_file
 
+onnx = optional_module('onnx')
+if onnx is not None:
+    from darknet53_ros.model.onnx_export import export_onnx
+
 cv2 = optional_module('cv2')
 ort = optional_module('onnxruntime')
-pytestmark = [requires('cv2', 'onnxruntime'), pytest.mark.skipif(
+pytestmark = [requires('cv2', 'onnxruntime', 'onnx'), pytest.mark.skipif(
     cv2 is not None and not hasattr(cv2.dnn, 'readNetFromDarknet'),
     reason='OpenCV without the Darknet importer (OpenCV 5 removed it)')]
 

@@ -1,8 +1,6 @@
 """Tests for darknet53_ros.model.weights: byte-exact round trips, header versions, bad files."""
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
 
@@ -21,6 +19,8 @@ from darknet53_ros.model.weights import (
     serialize_weights,
     write_weights,
 )
+
+from ..hypo import given, settings, st
 
 NET = parse_cfg(yolov3_cfg(classes=2, width=64, height=64, width_multiplier=0.125),
                 source='small.cfg')

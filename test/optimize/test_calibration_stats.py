@@ -8,6 +8,8 @@ import pytest
 from darknet53_ros.errors import ConfigError
 from darknet53_ros.optimize import calibration_stats as stats
 
+from ..conftest import requires
+
 
 def test_minmax_is_max_abs() -> None:
     x = np.array([[-3.5, 1.0], [2.0, 0.25]], np.float32)
@@ -86,6 +88,7 @@ def test_histogram_range_doubles_exactly() -> None:
     assert np.abs(ref - hist.counts).sum() <= 4  # only values on bin edges may differ
 
 
+@requires('onnx')
 def test_feed_outlives_the_outputs_it_may_alias(monkeypatch: pytest.MonkeyPatch) -> None:
     """ONNX Runtime 1.19 returns a fetched graph input as an alias of the feed buffer without
     referencing the feed: the feed must stay alive until every histogram is updated."""

@@ -197,8 +197,12 @@ def test_build_rejections(fakes: tuple, models: dict, monkeypatch: pytest.Monkey
         eb.build_engine(model, tmp_path / 'a.engine', precision='fp16', progress=False)
     with pytest.raises(EngineError, match='darknet53 quantize'):
         eb.build_engine(model, tmp_path / 'a.engine', precision='int8', progress=False)
-    with pytest.raises(EngineError, match='11.4.1'):  # no DLA in TensorRT 11.0-11.4.0
+    with pytest.raises(EngineError, match=r'TensorRT 11\.1\.0\.9 has no DLA.*11\.4\.1'):
         eb.build_engine(models['qdq'], tmp_path / 'a.engine', dla_core=0, progress=False)
+    use_trt(monkeypatch, fakes, '10.16')  # TensorRT 10.7 was the last 10.x with DLA
+    with pytest.raises(EngineError, match=r'TensorRT 10\.16\.0\.72 has no DLA \(TensorRT 10\.7'):
+        eb.build_engine(models['qdq'], tmp_path / 'a.engine', dla_core=0, batch=2,
+                        progress=False)
     use_trt(monkeypatch, fakes, '10.3')
     with pytest.raises(EngineError, match='darknet53 quantize'):
         eb.build_engine(model, tmp_path / 'a.engine', precision='int8', progress=False)

@@ -16,7 +16,8 @@ pytestmark = requires('onnx', 'onnxruntime', 'cv2')
 onnx = optional_module('onnx')
 ort = optional_module('onnxruntime')
 cv2 = optional_module('cv2')
-from onnx import TensorProto, numpy_helper  # noqa: E402
+if onnx is not None:
+    from onnx import TensorProto, numpy_helper
 
 from darknet53_ros.optimize import qdq  # noqa: E402
 from darknet53_ros.optimize import quantize as q  # noqa: E402

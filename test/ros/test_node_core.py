@@ -1,11 +1,10 @@
 """Tests for darknet53_ros.ros (node_core, params, cameras, model_files, diagnostics): the ROS
 node's behaviour without ROS (rosbags messages)."""
 from dataclasses import fields
+import logging
 import threading
 
 import cv2
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
 
@@ -26,6 +25,7 @@ from darknet53_ros.ros.params import (
 )
 
 from ..conftest import requires
+from ..hypo import given, settings, st
 
 pytestmark = requires('rosbags', 'onnxruntime')
 
@@ -754,3 +754,30 @@ def test_cuda_runtime_parameter_reaches_only_the_tensorrt_backend(tmp_path, monk
     assert calls[1][1]['backend'] == 'onnxruntime' and 'cuda_runtime' not in calls[1][1]
     with pytest.raises(ConfigError, match='cuda_runtime'):
         NodeParams.from_dict({'cuda_runtime': 'opencl'})
+
+
+def test_bundled_demo_model_announces_itself(model_path, types, caplog):
+    """A robot launched without model:= serves the synthetic demo model: a start-up warning
+    and a WARN detector diagnostic say so (issue 19.7); any other model stays quiet."""
+    from darknet53_ros.ros.diagnostics import WARN
+    from darknet53_ros.ros.model_files import DEMO_MODEL, DEMO_WARNING, resolve_data_path
+
+    assert resolve_data_path(NodeParams().model, share_dir=False) == DEMO_MODEL
+    caplog.set_level(logging.WARNING)
+    params = _params()
+    detector, _ = load_detector(params, model_path=model_path)
+    core = NodeCore(params, detector, types, Collect(), model_path=DEMO_MODEL)
+    try:
+        assert DEMO_WARNING in caplog.text and 'model:=' in DEMO_WARNING
+        status = core.diagnostics()['darknet53_detector: detector']
+        assert status['level'] == WARN and 'bundled demo model' in status['message']
+    finally:
+        core.shutdown()
+    caplog.clear()
+    core = _core(model_path, types)
+    try:
+        assert DEMO_WARNING not in caplog.text
+        status = core.diagnostics()['darknet53_detector: detector']
+        assert 'demo' not in status['message']
+    finally:
+        core.shutdown()

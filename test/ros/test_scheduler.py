@@ -2,12 +2,12 @@
 from collections import Counter
 import threading
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import pytest
 
 from darknet53_ros.errors import ConfigError
 from darknet53_ros.ros.scheduler import FrameScheduler, InferenceWorker, RateMeter
+
+from ..hypo import given, settings, st
 
 
 class FakeClock:

@@ -7,6 +7,8 @@ import pytest
 
 from darknet53_ros.cli.main import main
 
+from ..conftest import requires
+
 try:  # --plot needs matplotlib (the eval extra); the figures are tested without it
     import matplotlib  # noqa: F401
     PLOTS = True
@@ -40,6 +42,7 @@ def test_bench_prints_stages_ratios_and_json(planted_model, tmp_path, capsys):
     assert not PLOTS or plot.read_bytes()[:4] == b'\x89PNG'
 
 
+@requires('onnx')
 def test_bench_exports_cfg_at_sizes(tmp_path, capsys):
     from darknet53_ros.model.generator import yolov3_cfg
 
@@ -68,6 +71,7 @@ def test_compare_int8_is_paired(planted_model, tmp_path):
     assert set(ratios) == {'copy.onnx'} and ratios['copy.onnx'].median > 0
 
 
+@requires('rosbags')
 def test_bench_cameras_table_plot_json(planted_model, tmp_path, capsys):
     out, plot = tmp_path / 'cams.json', tmp_path / 'cams.png'
     assert main(['bench', '--cameras', '1,2', '--model', str(planted_model), '--rate', '20',

@@ -43,6 +43,7 @@ def _two_camera_bag(path):
     return frames
 
 
+@requires('rosbags')
 def test_detect_on_two_camera_bag(planted_model, tmp_path, capsys):
     bag = tmp_path / 'cams'
     sent = _two_camera_bag(bag)
@@ -130,6 +131,7 @@ def test_video_source(planted_model, tmp_path):
     assert not [p for p in out.iterdir() if '.tmp' in p.name]
 
 
+@requires('rosbags')
 def test_bag_with_bad_message_and_unknown_topic(planted_model, tmp_path):
     bag = tmp_path / 'cams'
     frames = [SyntheticFrame('/cam/image_raw/compressed', 'cam', 1000 + i, quadrant_image(0, 0),
@@ -149,6 +151,7 @@ def test_bag_with_bad_message_and_unknown_topic(planted_model, tmp_path):
         source_kind(odd)
 
 
+@requires('rosbags')
 def test_corrupt_compressed_frame_is_dropped(planted_model, tmp_path, monkeypatch):
     from darknet53_ros.tools import runner as runner_module
     from darknet53_ros.tools.runner import OfflineRunner

@@ -4,27 +4,26 @@ from __future__ import annotations
 import json
 import shutil
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from darknet53_ros.model.cfg import load_cfg
 from darknet53_ros.model.generator import yolov3_cfg
 from darknet53_ros.model.weights import random_weights, write_weights
-from darknet53_ros.tools.study import StudyPoint, markdown_table, pareto_front, run_study
 
-from ..conftest import requires
+from ..conftest import optional_module, requires
+from ..hypo import given, st
 
-pytestmark = requires('pycocotools')
+pytestmark = requires('pycocotools', 'onnx')
+# tools.study exports models to ONNX: the module needs onnx (no rosdep key).
+study = optional_module('darknet53_ros.tools.study')
 
 
-def _point(latency: float, map50: float) -> StudyPoint:
-    return StudyPoint(0.0, 416, 416, 'fp32', 1, 1.0, map50, map50 / 2, latency, latency, 1.0)
+def _point(latency: float, map50: float) -> study.StudyPoint:
+    return study.StudyPoint(0.0, 416, 416, 'fp32', 1, 1.0, map50, map50 / 2, latency, latency, 1.0)
 
 
 @given(st.lists(st.tuples(st.floats(1, 100), st.floats(0, 1)), min_size=1, max_size=20))
 def test_pareto_front_properties(pairs):
     points = [_point(*p) for p in pairs]
-    front = pareto_front(points)
+    front = study.pareto_front(points)
     assert front
     for p in front:  # nothing beats a front point on both axes
         assert not any(q.latency_ms < p.latency_ms and q.map50 > p.map50 for q in points)
@@ -35,7 +34,7 @@ def test_pareto_front_properties(pairs):
 
 def test_markdown_table_ratios():
     base, fast = _point(20.0, 0.8), _point(10.0, 0.7)
-    table = markdown_table([base, fast], base)
+    table = study.markdown_table([base, fast], base)
     assert '| 2.00x | -10.0 |' in table and '| 1.00x | +0.0 |' in table
 
 
@@ -58,7 +57,7 @@ def test_study_grid_on_tiny_model(tmp_path, caplog):
         return out
 
     out = tmp_path / 'study'
-    points = run_study(cfg, weights, data, out, sizes=[(64, 64), (96, 64)],
+    points = study.run_study(cfg, weights, data, out, sizes=[(64, 64), (96, 64)],
                        prune_ratios=[0.0, 0.5], calib_count=4, iterations=2,
                        finetune_epochs=2, finetune=finetune)
     assert tuned == [('pruned50.cfg', 2)]

@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
 import yaml
@@ -29,6 +27,7 @@ from darknet53_ros.training.synthetic import (
 from darknet53_ros.training.synthetic.objects import ASPECTS
 
 from ..conftest import requires
+from ..hypo import given, settings, st
 
 W, H = 160, 128
 
@@ -219,6 +218,7 @@ def test_write_dataset_coco_yolo_and_description(tmp_path: Path) -> None:
     assert json.loads((out / 'train' / 'annotations.json').read_text())['info']['seed'] == 5
 
 
+@requires('rosbags')
 def test_camera_bag_is_readable(tmp_path: Path) -> None:
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
@@ -262,6 +262,7 @@ def test_camera_bag_is_readable(tmp_path: Path) -> None:
                                       overwrite=True) == {'/front/image_raw': 1}
 
 
+@requires('rosbags')
 def test_cli_synth_writes_dataset_and_bag(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     assert 'darknet53_ros.cli.synth' in cli.COMMAND_MODULES

@@ -7,12 +7,11 @@ import json
 import math
 from pathlib import Path
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
 
 from ..conftest import optional_module, requires
+from ..hypo import given, settings, st
 
 pytestmark = requires('torch')
 torch = optional_module('torch')
