@@ -18,6 +18,7 @@ from darknet53_ros.inference.postprocess import (
     AUTO_OPENCV_MAX_CANDIDATES,
     nms_numpy,
     nms_opencv,
+    opencv_batched_nms,
     select_candidates,
 )
 
@@ -71,6 +72,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--repeat', type=int, default=300)
     args = parser.parse_args()
+    if not opencv_batched_nms():
+        import cv2
+
+        print(f'OpenCV {cv2.__version__} has no cv2.dnn.NMSBoxesBatched (OpenCV 4.7+): nothing '
+              'to compare, nms_method auto uses numpy')
+        return
     cases = [
         ('80 classes, 20 objects, conf 0.25 (real-time)', 80, 20, 0.25),
         ('80 classes, 60 objects, conf 0.25 (crowded)', 80, 60, 0.25),

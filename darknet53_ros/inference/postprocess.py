@@ -12,7 +12,7 @@ handing the inputs it treats differently from ONNX's ``NonMaxSuppression`` to nu
 ``<= 0`` and empty boxes) and ``'numpy'`` (vectorised sweep, no loop over boxes). The default
 ``'auto'`` takes the faster one for the candidate count (see
 :data:`AUTO_OPENCV_MAX_CANDIDATES` and ``benchmarks/bench_nms.py``) and numpy when OpenCV is
-missing.
+missing or too old for ``NMSBoxesBatched`` (before 4.7, e.g. Ubuntu 22.04's apt OpenCV).
 """
 from __future__ import annotations
 
@@ -88,6 +88,17 @@ def _have_opencv() -> bool:
     return _HAVE_OPENCV
 
 
+def opencv_batched_nms() -> bool:
+    """True when OpenCV has ``cv2.dnn.NMSBoxesBatched`` (OpenCV 4.7+; the apt OpenCV of
+    Ubuntu 22.04 (4.5.4) and Debian 12 (4.6.0), what rosdep's ``python3-opencv`` installs on
+    Humble robots, does not)."""
+    if not _have_opencv():
+        return False
+    import cv2
+
+    return hasattr(cv2.dnn, 'NMSBoxesBatched')
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None = None,
         iou_threshold: float = 0.45, max_det: int | None = None,
         method: str = 'auto') -> np.ndarray:
@@ -107,7 +118,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None = No
         Indices into ``boxes`` of the kept boxes, by descending score (ties: lower index).
     """
     if check_nms_method(method) == 'auto':
-        use_opencv = len(scores) <= AUTO_OPENCV_MAX_CANDIDATES and _have_opencv()
+        use_opencv = len(scores) <= AUTO_OPENCV_MAX_CANDIDATES and (
+            opencv_batched_nms() if class_ids is not None else _have_opencv())
         method = 'opencv' if use_opencv else 'numpy'
     if method == 'opencv':
         return nms_opencv(boxes, scores, class_ids, iou_threshold, max_det)
@@ -135,6 +147,10 @@ def nms_opencv(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | No
     dnn: Any = cv2.dnn  # its stubs want sequences; numpy arrays are accepted
     if class_ids is None:
         kept = dnn.NMSBoxes(rects, scores, 0.0, float(iou_threshold))
+    elif not hasattr(dnn, 'NMSBoxesBatched'):
+        raise ConfigError(f"nms_method 'opencv': OpenCV {cv2.__version__} has no "
+                          "cv2.dnn.NMSBoxesBatched (OpenCV 4.7+); use nms_method 'auto' or "
+                          "'numpy' (identical results)")
     else:
         kept = dnn.NMSBoxesBatched(rects, scores, np.asarray(class_ids, np.int32), 0.0,
                                    float(iou_threshold))

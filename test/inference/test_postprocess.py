@@ -26,7 +26,11 @@ if onnx is not None:
     from onnx import TensorProto, helper
     from onnx.reference import ReferenceEvaluator
 
-METHODS = ['numpy', 'opencv', 'auto']
+# cv2.dnn.NMSBoxesBatched is OpenCV 4.7+ (Humble's apt OpenCV is 4.5.4 / 4.6.0).
+needs_batched = pytest.mark.skipif(not pp.opencv_batched_nms(),
+                                   reason='OpenCV without cv2.dnn.NMSBoxesBatched (< 4.7)')
+OPENCV = pytest.param('opencv', marks=needs_batched)
+METHODS = ['numpy', 'opencv', 'auto'] if pp.opencv_batched_nms() else ['numpy', 'auto']
 
 
 def _reference_session() -> ReferenceEvaluator:
@@ -123,7 +127,7 @@ def test_numpy_loop_fallback_matches_reference(data: tuple[np.ndarray, ...]) -> 
                                            scores)
 
 
-@pytest.mark.parametrize('method', ['numpy', 'opencv'])
+@pytest.mark.parametrize('method', ['numpy', OPENCV])
 @settings(max_examples=60, deadline=None)
 @given(data=nms_inputs(), max_det=st.integers(1, 10))
 def test_nms_invariants(method: str, data: tuple[np.ndarray, ...], max_det: int) -> None:
@@ -231,3 +235,20 @@ def test_detections_empty_and_labels() -> None:
     det = Detections(np.zeros((2, 4), np.float32), np.ones(2, np.float32),
                      np.array([0, 5]), ['x'])
     assert det.labels == ['x', '5']
+
+
+def test_opencv_without_batched_nms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV before 4.7 (rosdep's python3-opencv on Humble) has no NMSBoxesBatched: 'auto'
+    runs numpy with the same result, an explicit 'opencv' is refused in one line."""
+    cv2 = pytest.importorskip('cv2')
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 100, (40, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 30, (40, 2)).astype(np.float32)], axis=1)
+    scores = rng.uniform(0.1, 1, 40).astype(np.float32)
+    classes = rng.integers(0, 3, 40)
+    expected = nms(boxes, scores, classes, 0.45, method='numpy')
+    monkeypatch.setattr(cv2, 'dnn', type('OldDnn', (), {'NMSBoxes': cv2.dnn.NMSBoxes}))
+    assert not pp.opencv_batched_nms()
+    assert nms(boxes, scores, classes, 0.45, method='auto').tolist() == expected.tolist()
+    with pytest.raises(ConfigError, match=r"nms_method 'opencv': OpenCV .*NMSBoxesBatched"):
+        nms(boxes, scores, classes, 0.45, method='opencv')

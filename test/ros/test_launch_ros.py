@@ -15,11 +15,13 @@ import unittest
 
 import pytest
 
-from ..conftest import ros_not_ready
+from ..conftest import optional_module, ros_not_ready
 
 
 def _not_ready() -> str:
     """Why this launch test cannot run here ('' when it can)."""
+    if optional_module('onnx') is None:
+        return 'onnx not installed: the launch serves the bundled demo model (.cfg -> ONNX)'
     return ros_not_ready('rclpy', 'launch_testing.actions', 'vision_msgs.msg',
                          'ament_index_python.packages')
 

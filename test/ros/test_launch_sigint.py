@@ -22,14 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import pytest
 
 try:
-    from ..conftest import ros_not_ready
+    from ..conftest import optional_module, ros_not_ready
 except ImportError:  # run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from test.conftest import ros_not_ready
+    from test.conftest import optional_module, ros_not_ready
 
 CAMERAS = {'front': ('/sigint_cams/front/image_raw', 'raw'),
            'left': ('/sigint_cams/left/image_raw', 'compressed')}
@@ -41,6 +42,8 @@ BAD_LOG = ('[ERROR]', 'Traceback', 'terminate called', 'process has died',
 def _not_ready() -> str:
     if shutil.which('ros2') is None:
         return 'the ros2 command is not on PATH'
+    if optional_module('onnx') is None:
+        return 'onnx not installed: the launch serves the bundled demo model (.cfg -> ONNX)'
     return ros_not_ready('rclpy', 'vision_msgs.msg', 'ament_index_python.packages')
 
 
@@ -118,7 +121,10 @@ def run_and_interrupt(interrupts: int = 2, stream: bool = True, launch_args: tup
                 _spin(node, context)
             if all(c >= 3 for c in received.values()):
                 streamed_after += 1
-                if streamed_after >= (10 if stream else 1):
+                # Streaming: go on until a bad frame was decoded and warned about too (on a
+                # loaded machine a bad frame can be superseded before it is decoded).
+                if streamed_after >= (10 if stream else 1) and (
+                        not stream or _logged(log, DECODE_WARNING)):
                     break
         if not stream:
             time.sleep(1.0)  # idle: nothing in flight
@@ -138,6 +144,17 @@ def run_and_interrupt(interrupts: int = 2, stream: bool = True, launch_args: tup
     text = log.read()
     log.close()
     return code, text, received
+
+
+DECODE_WARNING = 'dropped a frame it cannot decode'
+
+
+def _logged(log: Any, text: str) -> bool:
+    """Whether the launch's log file (written by the child) holds ``text`` so far; read with
+    pread, which leaves the offset the child writes at alone."""
+    fd = log.fileno()
+    data = os.pread(fd, os.fstat(fd).st_size, 0)
+    return text in data.decode('utf-8', 'replace')
 
 
 def _spin(node, context) -> None:
@@ -176,7 +193,7 @@ def test_ctrl_c_while_streaming_is_clean(launch_args, nodes, stream):
     code, text, received = run_and_interrupt(2, stream, launch_args)
     assert not check(code, text, received, nodes), (check(code, text, received, nodes), text)
     if stream:  # bad frames were dropped and warned about, good ones kept flowing
-        assert 'dropped a frame it cannot decode' in text
+        assert DECODE_WARNING in text
 
 
 def main() -> int:
