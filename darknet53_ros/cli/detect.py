@@ -72,7 +72,7 @@ def add_fleet_options(parser: argparse.ArgumentParser) -> None:
                        help='GPUs per detector actor, e.g. 0.5 for two per GPU (default: 1 '
                        'for TensorRT engines, 0 for ONNX)')
     group.add_argument('--write-bags', action='store_true',
-                       help='also write each bag source\'s detections bag (detections '
+                       help="also write each bag source's detections bag (detections "
                        'topics, no annotated images)')
 
 
@@ -96,7 +96,8 @@ def run_detect(args: argparse.Namespace) -> int:
 def run_fleet(args: argparse.Namespace) -> int:
     """``detect --fleet``: exit 0 when every source is committed, 1 when some failed."""
     from darknet53_ros.model.names import read_names
-    from darknet53_ros.tools.fleet import FleetOptions, run_fleet as fleet
+    from darknet53_ros.tools.fleet import FleetOptions
+    from darknet53_ros.tools.fleet import run_fleet as fleet
     from darknet53_ros.tools.fleet_report import format_fleet_summary
 
     detector = {'conf_threshold': args.conf, 'nms_threshold': args.nms,

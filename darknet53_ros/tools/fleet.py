@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 import tempfile
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +55,6 @@ from darknet53_ros.tools.fleet_sources import (
     read_unit,
 )
 from darknet53_ros.tools.fleet_store import (
-    DETECTION_COLUMNS,
     FleetStore,
     Record,
     opened_store,
@@ -163,9 +162,9 @@ class FleetPredictor:
     ``[ref]`` to them in Ray's object store, so nodes need no shared copy) and turns frame
     records into detection rows."""
 
-    def __init__(self, model: Any, suffix: str, backend: str, detector: dict[str, Any],
-                 threads: int) -> None:
-        data = ray.get(model[0]) if isinstance(model, list) else model
+    def __init__(self, model: bytes | list[Any], suffix: str, backend: str,
+                 detector: dict[str, Any], threads: int) -> None:
+        data = model if isinstance(model, bytes) else cast(bytes, ray.get(model[0]))
         self._folder = tempfile.TemporaryDirectory(prefix='darknet53-fleet-model-')
         path = Path(self._folder.name) / f'model{suffix}'
         path.write_bytes(data)

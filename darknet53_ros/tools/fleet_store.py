@@ -68,9 +68,6 @@ FAILURES_SCHEMA = pa.schema([
 ], metadata=_META)
 """A source that could not be read (``scope`` ``source``) or one frame (``frame``)."""
 
-#: Detector output columns added to a frame record by the actors.
-DETECTION_COLUMNS = ('detection', 'class_id', 'class_name', 'score', 'x1', 'y1', 'x2', 'y2')
-
 Record = list[dict[str, Any]]
 """The rows of one frame record: its detection rows (one with ``detection`` None when there
 are none), or a single ``failed`` row."""
@@ -163,17 +160,16 @@ class FleetStore:
         rows = sorted((row for record in frames for row in record), key=_frame_sort_key)
         table = _detections_table(unit, rows)
         files = {'detections': self._write_table(self.root / 'detections', unit.uid, table)}
-        failures = _failures_table(unit, failed)
-        files['failures'] = self._write_table(self.root / 'failures', unit.uid, failures) \
-            if failed else None
-        if not failed:
+        if failed:
+            files['failures'] = self._write_table(self.root / 'failures', unit.uid,
+                                                  _failures_table(unit, failed))
+        else:  # an earlier run's failure of this source
             (self.root / 'failures' / f'{unit.uid}.parquet').unlink(missing_ok=True)
-        files['bag'] = self._write_bag(unit, frames) \
-            if write_bag and frames and frames[0][0]['topic'] is not None else None
+        if write_bag and frames and frames[0][0]['topic'] is not None:
+            files['bag'] = self._write_bag(unit, frames)
         entry = {'unit': unit.uid, 'source': unit.source, 'frames': len(frames),
                  'detections': sum(1 for row in rows if row['detection'] is not None),
-                 'failed_frames': len(failed),
-                 'files': {k: v for k, v in files.items() if v is not None}}
+                 'failed_frames': len(failed), 'files': files}
         atomic_write_text(self.root / 'manifest' / f'{unit.uid}.json',
                           json.dumps(entry, indent=1, sort_keys=True))
         return entry
@@ -230,11 +226,11 @@ class FleetStore:
 
 def _detections_table(unit: Unit, rows: Sequence[dict[str, Any]]) -> pa.Table:
     columns: dict[str, list[Any]] = {name: [] for name in DETECTIONS_SCHEMA.names}
+    fixed = {'source': unit.source, 'unit': unit.uid}
+    renamed = {'frame_index': 'index'}
     for row in rows:
         for name, column in columns.items():
-            key = {'source': None, 'unit': None, 'frame_index': 'index'}.get(name, name)
-            column.append(unit.source if name == 'source' else unit.uid if name == 'unit'
-                          else row.get(key))
+            column.append(fixed[name] if name in fixed else row.get(renamed.get(name, name)))
     return pa.table(columns, schema=DETECTIONS_SCHEMA)
 
 
