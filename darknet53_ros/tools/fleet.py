@@ -27,6 +27,7 @@ import logging
 import math
 import os
 from pathlib import Path
+import re
 import tempfile
 import time
 from typing import Any, cast
@@ -38,15 +39,17 @@ import ray.data
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from darknet53_ros.errors import ConfigError
+from darknet53_ros.errors import BackendError, ConfigError, Darknet53Error
 from darknet53_ros.fileio import sha256_file
 from darknet53_ros.inference.backends.registry import backend_for
 from darknet53_ros.inference.detector import Detector
+from darknet53_ros.inference.postprocess import Detections
 from darknet53_ros.io.encodings import DEFAULT_MAX_IMAGE_PIXELS
 from darknet53_ros.tools.fleet_report import FleetSummary, RunStats, build_summary
 from darknet53_ros.tools.fleet_sources import (
     END,
     ERROR,
+    FAILED,
     FRAME,
     RECORD_SCHEMA,
     ReadOptions,
@@ -158,20 +161,36 @@ def _inject_fault() -> None:
 
 
 class FleetPredictor:
-    """The detector actor of ``map_batches``: loads the model once (``model``: its bytes, or
-    ``[ref]`` to them in Ray's object store, so nodes need no shared copy) and turns frame
-    records into detection rows."""
+    """The detector actor of ``map_batches``: loads the model once and turns frame records
+    into detection rows. ``model`` maps file names to bytes (the model first, then companions
+    such as a TensorRT engine's ``.engine.json``), or is ``[ref]`` to such a mapping in Ray's
+    object store, so nodes need no shared copy of it."""
 
-    def __init__(self, model: bytes | list[Any], suffix: str, backend: str,
+    def __init__(self, model: dict[str, bytes] | list[Any], backend: str,
                  detector: dict[str, Any], threads: int) -> None:
-        data = model if isinstance(model, bytes) else cast(bytes, ray.get(model[0]))
+        files = model if isinstance(model, dict) else cast(dict, ray.get(model[0]))
         self._folder = tempfile.TemporaryDirectory(prefix='darknet53-fleet-model-')
-        path = Path(self._folder.name) / f'model{suffix}'
-        path.write_bytes(data)
+        for name, data in files.items():
+            (Path(self._folder.name) / name).write_bytes(data)
         options = dict(detector)
         if threads and backend == 'onnxruntime':
             options['intra_op_threads'] = threads
-        self.detector = Detector.from_model(path, backend=backend, **options)
+        self.detector = Detector.from_model(Path(self._folder.name) / next(iter(files)),
+                                            backend=backend, **options)
+
+    def _detect(self, images: list[np.ndarray]) -> list[Detections | str]:
+        """Detections per image; an image the detector refuses gets the reason instead."""
+        try:
+            return list(self.detector.detect_batch(images)) if images else []
+        except Darknet53Error:
+            pass
+        results: list[Detections | str] = []
+        for image in images:
+            try:
+                results.append(self.detector.detect(image))
+            except Darknet53Error as exc:
+                results.append(f'{type(exc).__name__}: {exc}')
+        return results
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Detections of the batch's frames; the other records pass through."""
@@ -179,24 +198,29 @@ class FleetPredictor:
         kinds = batch.column('kind').to_pylist()
         rows = batch.drop_columns(['image', 'channels']).to_pylist()
         frames = [i for i, kind in enumerate(kinds) if kind == FRAME]
-        images = [_pixels(batch, i) for i in frames]
-        results = dict(zip(frames, self.detector.detect_batch(images) if images else []))
+        results = dict(zip(frames, self._detect([_pixels(batch, i) for i in frames])))
         out: list[dict[str, Any]] = []
         for i, row in enumerate(rows):
             det = results.get(i)
             if det is None:
                 out.append(row)
-                continue
-            row['found'] = len(det)
-            if not len(det):
-                out.append(row)
-            for rank, (box, score, cls, label) in enumerate(zip(
-                    det.boxes.tolist(), det.scores.tolist(), det.class_ids.tolist(),
-                    det.labels)):
-                out.append({**row, 'detection': rank, 'class_id': int(cls),
-                            'class_name': label, 'score': score, 'x1': box[0], 'y1': box[1],
-                            'x2': box[2], 'y2': box[3]})
+            elif isinstance(det, str):
+                out.append({**row, 'kind': FAILED, 'reason': det})
+            else:
+                out += _detection_rows(row, det)
         return pa.Table.from_pylist(out, schema=OUTPUT_SCHEMA)
+
+
+def _detection_rows(row: dict[str, Any], det: Detections) -> list[dict[str, Any]]:
+    """A frame record's rows: one per detection, or one with ``detection`` None."""
+    row = {**row, 'found': len(det)}
+    if not len(det):
+        return [row]
+    return [{**row, 'detection': rank, 'class_id': int(cls), 'class_name': label,
+             'score': score, 'x1': box[0], 'y1': box[1], 'x2': box[2], 'y2': box[3]}
+            for rank, (box, score, cls, label) in enumerate(zip(
+                det.boxes.tolist(), det.scores.tolist(), det.class_ids.tolist(),
+                det.labels))]
 
 
 def _pixels(batch: pa.Table, i: int) -> np.ndarray:
@@ -304,7 +328,17 @@ def _auto_workers(options: FleetOptions, gpus: float) -> int:
     return max(1, int((resources.get('CPU', 1) - 1) // options.cpus_per_worker))
 
 
-def _pipeline(units: Sequence[Unit], model_ref: Any, suffix: str, backend: str,
+def _model_files(model: Path) -> dict[str, bytes]:
+    """The model's bytes by file name, with its metadata companion (``NAME.engine.json``)
+    where there is one."""
+    files = {model.name: model.read_bytes()}
+    companion = model.with_name(model.name + '.json')
+    if companion.is_file():
+        files[companion.name] = companion.read_bytes()
+    return files
+
+
+def _pipeline(units: Sequence[Unit], model_ref: Any, backend: str,
               gpus: float, workers: int, options: FleetOptions) -> Any:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = options.progress
@@ -322,10 +356,46 @@ def _pipeline(units: Sequence[Unit], model_ref: Any, suffix: str, backend: str,
     threads = options.threads or max(1, int(options.cpus_per_worker))
     return dataset.map_batches(
         FleetPredictor, batch_size=options.batch_size, batch_format='pyarrow',
-        fn_constructor_kwargs={'model': [model_ref], 'suffix': suffix, 'backend': backend,
+        fn_constructor_kwargs={'model': [model_ref], 'backend': backend,
                                'detector': options.detector, 'threads': threads},
         compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=options.cpus_per_worker,
         num_gpus=gpus or None, **remote)
+
+
+def _drain(pipeline: Any, collector: Collector) -> None:
+    """Feed the pipeline's output to the collector; a failure of the pipeline itself (the
+    model does not load on a worker, a worker cannot import the package ...) becomes one
+    :class:`~darknet53_ros.errors.BackendError` line (committed sources stay committed)."""
+    blocks = iter(pipeline.iter_batches(batch_size=None, batch_format='pyarrow'))
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise BackendError(f'fleet pipeline failed: {_root_cause(exc)} (sources committed '
+                               'so far are kept; run again to resume)') from None
+        collector.add(block)
+
+
+_ERROR_LINE = re.compile(r'^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception)): (\S.*)$')
+_ANSI = re.compile(r'\x1b\[[0-9;]*m')
+
+
+def _root_cause(exc: BaseException) -> str:
+    """``Type: message`` of what went wrong on a worker: Ray wraps it (several times, in
+    text), so the last ``...Error: message`` line of the exception chain is taken."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = getattr(current, 'cause', None) or current.__cause__ or current.__context__
+    found = [match for item in chain for line in _ANSI.sub('', str(item)).splitlines()
+             if (match := _ERROR_LINE.match(line))]
+    if found:
+        return f'{found[-1].group(1)}: {found[-1].group(2).strip()}'
+    lines = str(exc).strip().splitlines()
+    return f'{type(exc).__name__}: {lines[0] if lines else "no message"}'
 
 
 def run_fleet(model: str | os.PathLike[str], sources: Sequence[str],
@@ -354,12 +424,10 @@ def run_fleet(model: str | os.PathLike[str], sources: Sequence[str],
             started = _connect(options, options.workers)
             try:
                 workers = options.workers or _auto_workers(options, gpus)
-                model_ref = ray.put(model.read_bytes())
-                pipeline = _pipeline(todo, model_ref, model.suffix, backend, gpus, workers,
-                                     options)
+                model_ref = ray.put(_model_files(model))
+                pipeline = _pipeline(todo, model_ref, backend, gpus, workers, options)
                 collector = Collector(store, todo, options.write_bags)
-                for block in pipeline.iter_batches(batch_size=None, batch_format='pyarrow'):
-                    collector.add(block)
+                _drain(pipeline, collector)
                 stats = collector.finish()
                 stats.workers, stats.batch_size = workers, options.batch_size
             finally:

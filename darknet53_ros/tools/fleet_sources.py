@@ -66,8 +66,8 @@ class Unit:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How sources are read: bag ``topics`` (all image topics when empty), the pixel limit
-    checked before decoding, and frames per Arrow block."""
+    """How sources are read: bag ``topics`` (those a bag has; all its image topics when
+    empty), the pixel limit checked before decoding, and frames per Arrow block."""
 
     topics: tuple[str, ...] = ()
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
@@ -186,18 +186,21 @@ class _Records:
 def _bag_frames(path: Path, options: ReadOptions) -> Iterator[Frame]:
     with BagReader(path) as reader:
         available = [t.name for t in reader.image_topics()]
-        chosen = list(options.topics) or available
-        missing = sorted(set(chosen) - set(available))
-        if missing:
-            raise SourceError(f'rosbag2 {path}: no image topic {", ".join(missing)} '
-                              f'(image topics: {", ".join(available) or "none"})')
+        chosen = [t for t in available if t in options.topics] if options.topics \
+            else available
+        if options.topics and not chosen:
+            raise SourceError(f'rosbag2 {path}: none of the image topics '
+                              f'{", ".join(options.topics)} (image topics: '
+                              f'{", ".join(available) or "none"})')
         if not chosen:
             raise SourceError(f'rosbag2 {path}: no sensor_msgs/Image or CompressedImage topics')
         yield from iter_bag(reader, chosen, options.max_image_pixels)
 
 
 def source_frames(path: Path, options: ReadOptions) -> Iterator[tuple[Frame, str | None]]:
-    """``(frame, image file or None)`` of a local source, as ``darknet53 detect`` reads it.
+    """``(frame, image file or None)`` of a local source, as ``darknet53 detect`` reads it,
+    except that ``topics`` selects those of a bag's image topics it has (a fleet mixes camera
+    sets; a bag with none of them fails) and is ignored for other sources.
 
     Raises:
         SourceError: the source cannot be read at all (missing, unknown kind, no images, bag
@@ -208,8 +211,6 @@ def source_frames(path: Path, options: ReadOptions) -> Iterator[tuple[Frame, str
         for frame in _bag_frames(path, options):
             yield frame, None
         return
-    if options.topics:
-        raise SourceError(f'--topics applies to rosbag2 sources, not to {path}')
     if kind == 'video':
         for frame in iter_video(path):
             yield frame, None

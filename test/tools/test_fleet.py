@@ -22,8 +22,12 @@ from ..conftest import optional_module, requires
 RAY_NEEDS = ('ray', 'pyarrow', 'cv2', 'onnxruntime', 'rosbags')
 needs_ray = requires(*RAY_NEEDS)
 BAGS = 40
-"""Bags of the fleet (one more is corrupt): 2 cameras x 2 frames each."""
+"""Bags of the fleet: 2 cameras x 2 frames each. The fleet also holds a corrupt bag, a bag with
+an undecodable frame and a folder with an unreadable image."""
+SOURCES_OK = BAGS + 2
+FRAMES_OK = BAGS * 4 + 2 + 2
 ROOT = Path(__file__).resolve().parents[2]
+cv2 = optional_module('cv2')
 
 
 # -- the command line (no Ray needed) ---------------------------------------------------------
@@ -64,10 +68,9 @@ def test_fleet_options_parse():
 # -- sources (pyarrow only) --------------------------------------------------------------------
 @requires('pyarrow', 'cv2')
 def test_expand_sources_globs_listings_archives(tmp_path):
-    from darknet53_ros.tools.fleet_sources import expand_sources, unit_for
-
-    cv2 = optional_module('cv2')
     import numpy as np
+
+    from darknet53_ros.tools.fleet_sources import expand_sources, unit_for
 
     archive = tmp_path / 'archive'
     for name in ('run_b', 'run_a'):
@@ -91,10 +94,9 @@ def test_expand_sources_globs_listings_archives(tmp_path):
 
 @requires('pyarrow', 'cv2')
 def test_read_unit_records_frames_failures_and_errors(tmp_path):
-    from darknet53_ros.tools.fleet_sources import ReadOptions, read_unit, unit_for
-
-    cv2 = optional_module('cv2')
     import numpy as np
+
+    from darknet53_ros.tools.fleet_sources import ReadOptions, read_unit, unit_for
 
     folder = tmp_path / 'imgs'
     folder.mkdir()
@@ -123,6 +125,7 @@ def fleet_inputs(tmp_path_factory):
         pytest.skip(f'{", ".join(missing)} not installed')
     from darknet53_ros.tools.camera_bag import write_camera_bag
     from darknet53_ros.tools.demo import export_demo_model
+    from darknet53_ros.training.synthetic.scenes import generate_scene
 
     root = tmp_path_factory.mktemp('fleet')
     model = export_demo_model(root / 'demo.onnx')
@@ -132,7 +135,34 @@ def fleet_inputs(tmp_path_factory):
     corrupt = root / 'bags' / 'drive_corrupt'
     corrupt.mkdir()
     (corrupt / 'drive_corrupt_0.mcap').write_bytes(b'\x89MCAP0\r\n' + b'\x00garbage' * 64)
+    _bag_with_a_bad_frame(root / 'more' / 'bad_frame')
+    folder = root / 'more' / 'images'
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f'img{i}.png'), generate_scene(7, i, 128, 96)[0])
+    (folder / 'broken.jpg').write_bytes(b'not a jpeg')
     return model, root / 'bags'
+
+
+def _bag_with_a_bad_frame(path):
+    """Three JPEG frames on one topic, the second one undecodable."""
+    from darknet53_ros.io.bag_writer import BagWriter
+    from darknet53_ros.io.messages import MessageTypes, header_msg
+    from darknet53_ros.training.synthetic.scenes import generate_scene
+
+    types = MessageTypes.from_rosbags('humble')
+    with BagWriter(path, types=types) as writer:
+        for i in range(3):
+            stamp = 1_700_000_000_000_000_000 + i * 50_000_000
+            data = cv2.imencode('.jpg', generate_scene(3, i, 160, 128)[0])[1].reshape(-1)
+            if i == 1:
+                data = data[:40]
+            writer.write('/cam/image_raw/compressed', stamp, types.CompressedImage(
+                header=header_msg(types, stamp, 'cam'), format='jpeg', data=data))
+
+
+def _sources(bags):
+    return [str(bags), str(bags.parent / 'more' / '*')]
 
 
 @pytest.fixture(scope='module')
@@ -167,7 +197,7 @@ def fleet_run(fleet_inputs, cluster, tmp_path_factory):
 
     model, bags = fleet_inputs
     out = tmp_path_factory.mktemp('fleet_out') / 'out'
-    summary = run_fleet(model, [str(bags)], _options(out, write_bags=True))
+    summary = run_fleet(model, _sources(bags), _options(out, write_bags=True))
     return out, summary
 
 
@@ -177,25 +207,36 @@ def _table(out: Path):
     return pq.read_table(out / 'detections').sort_by([('unit', 'ascending')])
 
 
-def _reference_rows(model, bag, tmp):
-    """Rows of ``darknet53 detect`` on one bag, from its images.json and detections.json."""
+def _reference(model, source, tmp):
+    """``darknet53 detect`` on one source alone: its rows (from images.json and
+    detections.json) and its skipped frames (summary.json)."""
     from darknet53_ros.inference.detector import Detector
     from darknet53_ros.tools.runner import OfflineRunner
 
     with Detector.from_model(model) as detector:
-        OfflineRunner(detector, tmp, annotate=False, progress=False).run(bag)
+        OfflineRunner(detector, tmp, annotate=False, progress=False).run(source)
     images = json.loads((tmp / 'images.json').read_text())
     found: dict[int, list] = {image['id']: [] for image in images}
     for det in json.loads((tmp / 'detections.json').read_text()):
         found[det['image_id']].append((det['category_id'] - 1, det['score'], *det['bbox']))
-    return {(i['source'], i['index']): (i['stamp_ns'], i['width'], i['height'],
+    rows = {(i['source'], i['index']): (i.get('stamp_ns'), i['width'], i['height'],
                                         sorted(found[i['id']])) for i in images}
+    failures = json.loads((tmp / 'summary.json').read_text())['failures']
+    return rows, sorted((f['source'], f['index'], f['reason']) for f in failures)
+
+
+def _frame_key(row):
+    """What detect calls a frame's source: the topic, else the image file, else the video."""
+    if row['topic'] is not None:
+        return row['topic']
+    return str(Path(row['source']) / row['file']) if row['file'] else row['source']
 
 
 def _fleet_rows(rows):
+    """Fleet rows in the form of :func:`_reference` (COCO rounding of boxes and scores)."""
     out: dict[tuple, tuple] = {}
     for r in rows:
-        key = (r['topic'], r['frame_index'])
+        key = (_frame_key(r), r['frame_index'])
         stamp, width, height, dets = out.setdefault(key, (r['stamp_ns'], r['width'],
                                                           r['height'], []))
         if r['detection'] is not None:
@@ -203,6 +244,10 @@ def _fleet_rows(rows):
                          round(r['y1'], 2), round(r['x2'] - r['x1'], 2),
                          round(r['y2'] - r['y1'], 2)))
     return {k: (s, w, h, sorted(d)) for k, (s, w, h, d) in out.items()}
+
+
+def _fleet_failures(rows):
+    return sorted((_frame_key(r), r['frame_index'], r['reason']) for r in rows)
 
 
 def _bag_messages(path):
@@ -217,71 +262,72 @@ def _bag_messages(path):
 
 
 @needs_ray
-def test_fleet_rows_equal_detect_on_each_bag(fleet_inputs, fleet_run, tmp_path):
+def test_fleet_rows_equal_detect_on_each_source(fleet_inputs, fleet_run, tmp_path):
+    import pyarrow.parquet as pq
+
     model, bags = fleet_inputs
     out, summary = fleet_run
     rows = _table(out).to_pylist()
-    assert summary.failed_sources and len(summary.failed_sources) == 1
-    assert 'drive_corrupt' in summary.failed_sources[0]['reason']
-    assert summary.frames_now == BAGS * 4 and len(summary.sources) == BAGS + 1
+    failures = pq.read_table(out / 'failures').to_pylist()
+    assert [Path(s['source']).name for s in summary.failed_sources] == ['drive_corrupt']
+    assert 'cannot open' in summary.failed_sources[0]['reason']
+    assert [(f['scope'], Path(f['source']).name) for f in failures
+            if f['scope'] == 'source'] == [('source', 'drive_corrupt')]
+    assert summary.frames_now == FRAMES_OK and len(summary.sources) == SOURCES_OK + 1
     by_source: dict[str, list] = {}
     for row in rows:
         by_source.setdefault(row['source'], []).append(row)
-    assert sorted(by_source) == sorted(str(bags / f'drive{i:02d}') for i in range(BAGS))
-    for i in (0, 17, BAGS - 1):  # detect on a few bags alone (all: same code, 40x the time)
-        bag = bags / f'drive{i:02d}'
-        reference = _reference_rows(model, bag, tmp_path / f'ref{i}')
-        assert _fleet_rows(by_source[str(bag)]) == reference
-        detect_bag = _bag_messages(tmp_path / f'ref{i}' / f'drive{i:02d}_detections')
-        uid = by_source[str(bag)][0]['unit']
-        assert _bag_messages(out / 'bags' / f'{uid}_detections') == detect_bag
-        frame_ids = {(r['topic'], r['frame_id']) for r in by_source[str(bag)]}
-        assert frame_ids == {('/front/image_raw', 'front_camera_optical_frame'),
-                             ('/left/image_raw/compressed', 'left_camera_optical_frame')}
-    frames = {(r['unit'], r['topic'], r['frame_index']) for r in rows}
-    assert len(frames) == BAGS * 4  # a row per frame, with or without detections
+    more = bags.parent / 'more'
+    assert sorted(by_source) == sorted([str(bags / f'drive{i:02d}') for i in range(BAGS)]
+                                       + [str(more / 'bad_frame'), str(more / 'images')])
+    # detect on a few bags alone (all of them: the same code, 40 times the time) and on the
+    # sources with bad frames
+    for source in [bags / f'drive{i:02d}' for i in (0, 17, BAGS - 1)] + [
+            more / 'bad_frame', more / 'images']:
+        reference, skipped = _reference(model, source, tmp_path / source.name)
+        assert _fleet_rows(by_source[str(source)]) == reference, source
+        assert _fleet_failures([f for f in failures if f['source'] == str(source)]) == skipped
+        if source.parent == bags:
+            uid = by_source[str(source)][0]['unit']
+            assert _bag_messages(out / 'bags' / f'{uid}_detections') == _bag_messages(
+                tmp_path / source.name / f'{source.name}_detections')
+    assert {(r['topic'], r['frame_id']) for r in by_source[str(bags / 'drive00')]} == {
+        ('/front/image_raw', 'front_camera_optical_frame'),
+        ('/left/image_raw/compressed', 'left_camera_optical_frame')}
+    assert len({(r['unit'], _frame_key(r), r['frame_index']) for r in rows}) == FRAMES_OK
     assert sum(r['detection'] is not None for r in rows) == sum(
         s.get('detections', 0) for s in summary.sources)
-    import pyarrow.parquet as pq
-
-    failures = pq.read_table(out / 'failures').to_pylist()
-    assert [(f['scope'], Path(f['source']).name) for f in failures] == [
-        ('source', 'drive_corrupt')]
     assert pq.read_schema(next((out / 'detections').glob('*.parquet'))).metadata[
         b'darknet53_ros.fleet.schema_version'] == b'1'
     assert not [p for p in out.rglob('*') if '.tmp' in p.name or p.name.endswith('.partial')]
 
 
 @needs_ray
-def test_rerun_processes_only_what_is_missing(fleet_inputs, fleet_run, tmp_path):
-    import shutil
-
-    from darknet53_ros.tools.fleet import run_fleet
-
-    model, bags = fleet_inputs
-    out = tmp_path / 'out'
-    shutil.copytree(fleet_run[0], out)
-    for path in list((out / 'manifest').glob('drive0[0-4]-*.json')):
-        path.unlink()  # five units "lost their commit": redone, the rest skipped
-    summary = run_fleet(model, [str(bags)], _options(out, write_bags=True))
-    states = [s['status'] for s in summary.sources]
-    assert states.count('done') == 5 and states.count('done earlier') == BAGS - 5
-    assert _table(out).equals(_table(fleet_run[0]))
-    with pytest.raises(ConfigError, match='another configuration'):
-        run_fleet(model, [str(bags)], _options(out, detector={'conf_threshold': 0.5}))
-
-
-@needs_ray
 def test_killed_worker_gives_identical_output(fleet_inputs, fleet_run, tmp_path, monkeypatch):
+    """An actor that dies mid-batch (os._exit) is restarted by Ray and its batch run again:
+    nothing lost, nothing twice. Ten sources (the corrupt one and the bad frames among them)
+    keep it short."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from darknet53_ros.tools.fleet import FAULT_ENV, run_fleet
+    from darknet53_ros.tools.fleet_sources import unit_for
 
     model, bags = fleet_inputs
+    more = bags.parent / 'more'
+    chosen = [bags / f'drive{i:02d}' for i in range(0, BAGS, 5)] + [
+        bags / 'drive_corrupt', more / 'bad_frame', more / 'images']
+    listing = tmp_path / 'sources.txt'
+    listing.write_text('\n'.join(str(p) for p in chosen) + '\n')
     flag = tmp_path / 'crashed'
     monkeypatch.setenv(FAULT_ENV, f'exit-once:{flag}')
-    summary = run_fleet(model, [str(bags)], _options(tmp_path / 'out', write_bags=True))
-    assert flag.exists()  # an actor died mid-batch; Ray restarted it and ran the batch again
-    assert summary.frames_now == BAGS * 4
-    assert _table(tmp_path / 'out').equals(_table(fleet_run[0]))
+    summary = run_fleet(model, [str(listing)], _options(tmp_path / 'out', write_bags=True))
+    assert flag.exists()  # an actor died in its first batch
+    assert summary.frames_now == (len(chosen) - 3) * 4 + 4
+    assert [Path(s['source']).name for s in summary.failed_sources] == ['drive_corrupt']
+    reference = _table(fleet_run[0])
+    units = pa.array([unit_for(str(p)).uid for p in chosen])
+    assert _table(tmp_path / 'out').equals(reference.filter(pc.is_in(reference['unit'], units)))
 
 
 def _driver(args, env):
@@ -296,7 +342,7 @@ def test_resume_after_kill_9_of_the_driver(fleet_inputs, fleet_run, cluster, tmp
 
     model, bags = fleet_inputs
     out = tmp_path / 'out'
-    args = ['detect', '--model', str(model), '--fleet', str(bags), '--output', str(out),
+    args = ['detect', '--model', str(model), '--fleet', *_sources(bags), '--output', str(out),
             '--workers', '1', '--batch-size', '2', '--write-bags', '--no-progress']
     env = {**os.environ, 'PYTHONPATH': str(ROOT), FAULT_ENV: 'delay:0.2'}
     driver = _driver([*args, '--ray-address', cluster.address], env)
@@ -309,7 +355,7 @@ def test_resume_after_kill_9_of_the_driver(fleet_inputs, fleet_run, cluster, tmp
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     committed = len(list((out / 'manifest').glob('*.json')))
-    assert 3 <= committed < BAGS
+    assert 3 <= committed < SOURCES_OK
     env.pop(FAULT_ENV)
     env.pop('RAY_ADDRESS', None)
     rerun = _driver(args, env)  # a new local Ray, same arguments
@@ -317,6 +363,11 @@ def test_resume_after_kill_9_of_the_driver(fleet_inputs, fleet_run, cluster, tmp
     assert rerun.returncode == 1 and (out / 'summary.json').is_file(), text[-3000:]
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['done_earlier'] >= committed and summary['failed'] == 1
-    assert summary['done_earlier'] + summary['processed_now'] == BAGS
+    assert summary['done_earlier'] + summary['processed_now'] == SOURCES_OK
     assert _table(out).equals(_table(fleet_run[0]))
     assert not [p for p in out.rglob('*') if '.tmp' in p.name or p.name.endswith('.partial')]
+    # the folder belongs to this configuration: other thresholds are refused, before any work
+    from darknet53_ros.tools.fleet import run_fleet
+
+    with pytest.raises(ConfigError, match='another configuration'):
+        run_fleet(model, _sources(bags), _options(out, detector={'conf_threshold': 0.5}))
