@@ -348,7 +348,7 @@ def _pipeline(units: Sequence[Unit], model_ref: Any, backend: str,
     resources: dict[str, Any] = {'num_cpus': READ_CPUS} if named \
         else {'ray_remote_args': {'num_cpus': READ_CPUS}}  # Ray < 2.50
     dataset = ray.data.read_datasource(
-        FleetDatasource(units, read), concurrency=max(2, 2 * workers),
+        FleetDatasource(units, read), concurrency=min(len(units), max(2, 2 * workers)),
         override_num_blocks=len(units), **resources)
     remote: dict[str, Any] = {}
     if os.environ.get(FAULT_ENV):
