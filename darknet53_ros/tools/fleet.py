@@ -55,6 +55,7 @@ from darknet53_ros.tools.fleet_sources import (
     ReadOptions,
     Unit,
     expand_sources,
+    is_uri,
     read_unit,
 )
 from darknet53_ros.tools.fleet_store import (
@@ -398,6 +399,19 @@ def _root_cause(exc: BaseException) -> str:
     return f'{type(exc).__name__}: {lines[0] if lines else "no message"}'
 
 
+def _inside(unit: Unit, output: Path) -> bool:
+    """Whether a source lies in the output folder (a glob over an archive that holds it):
+    such sources are left out."""
+    if is_uri(unit.source):
+        return False
+    try:
+        Path(unit.source).resolve().relative_to(output.resolve())
+    except ValueError:
+        return False
+    _LOG.warning('left out %s: it is inside --output', unit.source)
+    return True
+
+
 def run_fleet(model: str | os.PathLike[str], sources: Sequence[str],
               options: FleetOptions) -> FleetSummary:
     """Detect over every source of ``sources`` (see
@@ -408,9 +422,9 @@ def run_fleet(model: str | os.PathLike[str], sources: Sequence[str],
     model = Path(model)
     if not model.is_file():
         raise ConfigError(f'--model {model}: no such file')
-    units = expand_sources(sources)
+    units = [unit for unit in expand_sources(sources) if not _inside(unit, options.output)]
     if not units:
-        raise ConfigError('--fleet: no sources')
+        raise ConfigError('--fleet: no sources (outside --output)')
     backend = backend_for(model) if options.backend == 'auto' else options.backend
     gpus = options.gpus_per_worker if options.gpus_per_worker is not None \
         else (1.0 if backend == 'tensorrt' else 0.0)

@@ -60,7 +60,8 @@ class FleetSummary:
                 'fps': round(self.fps, 2) if self.fps else None, 'workers': self.workers,
                 'batch_size': self.batch_size, 'per_source': self.sources,
                 'outputs': {name: str(self.output / name) for name in
-                            ('detections', 'failures', 'bags', 'manifest', 'summary.json')}}
+                            ('detections', 'failures', 'bags', 'manifest', 'summary.json')
+                            if name != 'bags' or any((self.output / name).iterdir())}}
 
 
 def build_summary(store: FleetStore, units: Sequence[Unit], stats: RunStats) -> FleetSummary:

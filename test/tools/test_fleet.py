@@ -1,6 +1,7 @@
-"""``darknet53 detect --fleet`` on Ray Data: the rows equal ``detect`` on each bag alone,
+"""``darknet53 detect --fleet`` on Ray Data: the rows equal ``detect`` on each source alone,
 exactly once through a killed worker and a driver killed with ``kill -9``, on a two-node local
-Ray cluster. Ray tests share one cluster (``ray.cluster_utils.Cluster``) and 40 tiny bags."""
+Ray cluster. Ray tests share one cluster (``ray.cluster_utils.Cluster``), 40 tiny two-camera
+bags, a corrupt bag, a bag with an undecodable frame and a folder with a broken image."""
 from __future__ import annotations
 
 import json
@@ -167,12 +168,13 @@ def _sources(bags):
 
 @pytest.fixture(scope='module')
 def cluster(fleet_inputs):
-    """A two-node local Ray cluster, connected."""
+    """A two-node local Ray cluster, connected. The head has one CPU: of two detector actors
+    (one CPU each) one must run on the other node."""
     import ray
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        'num_cpus': 2, 'include_dashboard': False})
+        'num_cpus': 1, 'include_dashboard': False})
     cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address)
     try:
@@ -328,6 +330,17 @@ def test_killed_worker_gives_identical_output(fleet_inputs, fleet_run, tmp_path,
     reference = _table(fleet_run[0])
     units = pa.array([unit_for(str(p)).uid for p in chosen])
     assert _table(tmp_path / 'out').equals(reference.filter(pc.is_in(reference['unit'], units)))
+
+
+@needs_ray
+def test_sources_inside_the_output_are_left_out(tmp_path):
+    from darknet53_ros.tools.fleet import _inside
+    from darknet53_ros.tools.fleet_sources import unit_for
+
+    out = tmp_path / 'out'
+    assert _inside(unit_for(str(out / 'bags' / 'x_detections')), out)
+    assert not _inside(unit_for(str(tmp_path / 'drive')), out)
+    assert not _inside(unit_for('s3://bucket/out/x'), out)
 
 
 def _driver(args, env):
