@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from darknet53_ros.cli.common import add_detector_options
+from darknet53_ros.errors import ConfigError
 from darknet53_ros.io.encodings import DEFAULT_MAX_IMAGE_PIXELS
 
 
@@ -27,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--topics', nargs='+', help='rosbag2 image topics (default: all)')
     p.add_argument('--batch', '--batch-size', dest='batch', type=int, default=None,
                    help='frames per inference (default: 1; with --fleet 4)')
-    p.add_argument('--annotated', choices=('compressed', 'raw', 'none'), default='compressed',
-                   help='annotated image topic in output bags')
+    p.add_argument('--annotated', choices=('compressed', 'raw', 'none'), default=None,
+                   help='annotated image topic in output bags (default: compressed)')
     p.add_argument('--save-images', type=int, default=None, metavar='N',
                    help='for bags: also save the first N annotated frames as JPEG')
     p.add_argument('--no-annotate', action='store_true', help='write detections only')
@@ -85,7 +86,8 @@ def run_detect(args: argparse.Namespace) -> int:
         return run_fleet(args)
     with build_detector(args.model, args) as detector:
         runner = OfflineRunner(detector, args.output, batch=args.batch or 1,
-                               annotate=not args.no_annotate, annotated_format=args.annotated,
+                               annotate=not args.no_annotate,
+                               annotated_format=args.annotated or 'compressed',
                                save_images=args.save_images, progress=not args.no_progress,
                                overwrite=args.overwrite, max_image_pixels=args.max_image_pixels)
         summary = runner.run(args.source, args.topics)
@@ -95,6 +97,9 @@ def run_detect(args: argparse.Namespace) -> int:
 
 def run_fleet(args: argparse.Namespace) -> int:
     """``detect --fleet``: exit 0 when every source is committed, 1 when some failed."""
+    if args.save_images or args.annotated not in (None, 'none'):
+        raise ConfigError('--save-images and --annotated apply to --source: the fleet writes '
+                          'no annotated images (its bags hold the detections topics)')
     from darknet53_ros.model.names import read_names
     from darknet53_ros.tools.fleet import FleetOptions
     from darknet53_ros.tools.fleet import run_fleet as fleet

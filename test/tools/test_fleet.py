@@ -49,6 +49,7 @@ def test_fleet_names_the_extra_when_ray_is_missing(monkeypatch):
     from darknet53_ros.cli import common
 
     monkeypatch.setattr(common, '_installed', lambda module: module != 'ray')
+    monkeypatch.setattr(sys, 'version_info', (3, 11, 7, 'final', 0))  # CI's 3.8 too
     with pytest.raises(ConfigError, match=r"ray, which is not installed: pip install "
                                           r"'darknet53_ros\[fleet\]'") as info:
         check_dependencies(_fleet_args())
@@ -64,6 +65,14 @@ def test_fleet_options_parse():
     with pytest.raises(SystemExit):
         build_parser().parse_args(['detect', '--model', 'm', '--source', 's', '--fleet', 'a',
                                    '--output', 'o'])
+
+
+def test_fleet_refuses_annotated_image_options():
+    from darknet53_ros.cli.detect import run_fleet
+
+    for extra in (['--save-images', '3'], ['--annotated', 'raw']):
+        with pytest.raises(ConfigError, match='apply to --source'):
+            run_fleet(_fleet_args(*extra))
 
 
 # -- sources (pyarrow only) --------------------------------------------------------------------
