@@ -94,11 +94,11 @@ def main() -> None:
     import logging
 
     import ray
+    import ray.data
 
     from darknet53_ros.tools.demo import export_demo_model
 
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger('ray').setLevel(logging.WARNING)
     width, height = (int(v) for v in args.size.lower().split('x'))
     print(f'load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)')
     with tempfile.TemporaryDirectory(prefix='bench_fleet_') as tmp:
@@ -108,6 +108,9 @@ def main() -> None:
         start = time.perf_counter()
         ray.init(address='local', num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=False)
+        ray.data.DataContext.get_current()  # Ray Data sets up its loggers: quieten them
+        for name in ('ray', 'ray.data'):
+            logging.getLogger(name).setLevel(logging.WARNING)
         print(f'Ray start-up (local, once; not counted below): '
               f'{time.perf_counter() - start:.1f} s')
         jobs: dict[str, Any] = {
