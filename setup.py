@@ -32,6 +32,10 @@ EXTRAS = {
     # Training, evaluation and plots (Python 3.10+).
     'train': [dep + TRAINING for dep in ('torch>=2.1', 'pycocotools>=2.0.7',
                                          'matplotlib>=3.7', 'tqdm>=4.60')],
+    # darknet53 detect --fleet: many recordings on Ray Data, locally or on a cluster (Python
+    # 3.10+; its extra is empty on older Pythons and the command says so). doc/fleet.md.
+    'fleet': [dep + TRAINING for dep in ('ray[data]>=2.40', 'pyarrow>=14', 'rosbags>=0.10',
+                                         'rosbags-image>=0.9', 'mcap>=1.1')],
     # Evaluation only (darknet53 eval: COCO mAP and the PR-curve plot), without PyTorch.
     'eval': ['pycocotools>=2.0.7', 'matplotlib>=3.7', 'opencv-python-headless>=4.8,<5'],
     # Jetson / NVIDIA GPU runtime: TensorRT comes with JetPack (python3-libnvinfer) or NVIDIA's
@@ -48,7 +52,8 @@ EXTRAS = {
     # Type stubs for the TensorRT glue: install with `pip install --no-deps tensorrt-stubs`
     # (its dependency, the tensorrt wheel, is served only from NVIDIA's index).
 }
-EXTRAS['all'] = sorted({dep for name in ('cpu', 'bags', 'train', 'test') for dep in EXTRAS[name]})
+EXTRAS['all'] = sorted({dep for name in ('cpu', 'bags', 'train', 'test', 'fleet')
+                       for dep in EXTRAS[name]})
 
 
 def _script_options() -> dict:

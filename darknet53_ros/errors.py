@@ -53,8 +53,9 @@ TRAINING_PYTHON = (3, 10)
 
 
 def require_python(feature: str, minimum: tuple[int, int] = TRAINING_PYTHON,
-                   current: tuple[int, ...] | None = None) -> None:
-    """Raise :class:`ConfigError` when the running Python is older than ``minimum``."""
+                   current: tuple[int, ...] | None = None, advice: str | None = None) -> None:
+    """Raise :class:`ConfigError` when the running Python is older than ``minimum``;
+    ``advice`` replaces the closing sentence (training's by default)."""
     running = tuple(current if current is not None else sys.version_info[:3])
     if running[:2] < minimum:
         have = '.'.join(str(v) for v in running)
@@ -62,4 +63,5 @@ def require_python(feature: str, minimum: tuple[int, int] = TRAINING_PYTHON,
         raise ConfigError(
             f'{feature} needs Python {need}+ (this is Python {have}); the runtime (node, '
             'detect, replay, quantize, build-engine, verify-engine) works on Python 3.8+. '
-            f'Train on a machine with Python {need}+ and copy the ONNX model over.')
+            + (advice or f'Train on a machine with Python {need}+ and copy the ONNX model '
+               'over.'))

@@ -33,3 +33,11 @@ def test_bench_peers_runs() -> None:
 @requires('cv2')
 def test_bench_nms_runs() -> None:
     assert _run('bench_nms.py', '--repeat', '2').strip()
+
+
+@requires('ray', 'pyarrow', 'cv2', 'onnxruntime', 'rosbags')
+def test_bench_fleet_runs() -> None:
+    out = _run('bench_fleet.py', '--bags', '1', '--frames', '1', '--rounds', '1',
+               '--warmup', '0', '--variants', 'detect,fleet-1w')
+    assert 'fleet and detect find the same' in out
+    assert 'fleet-1w' in out and 'x' in out.split('against detect')[-1]

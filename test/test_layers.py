@@ -45,6 +45,9 @@ CONFINED: dict[str, tuple[str, ...]] = {
     'pycuda': ('darknet53_ros.inference.backends.cuda_pycuda',),
     'cuda': ('darknet53_ros.inference.backends.cuda_python',),
     'torch': ('darknet53_ros.training.',),
+    # Ray (and the Arrow tables it moves) only in the fleet tool: darknet53_ros/tools/fleet*.py
+    'ray': ('darknet53_ros.tools.fleet',),
+    'pyarrow': ('darknet53_ros.tools.fleet',),
 }
 
 
@@ -218,12 +221,29 @@ def test_package_imports_at_module_level() -> None:
     assert hidden == []
 
 
+def confinement_violations(imports: list[Import], package: str) -> list[str]:
+    """Imports of ``package`` (function-level ones included) outside the modules it is
+    confined to."""
+    allowed = CONFINED[package]
+    return [f'{i.importer}:{i.line}' for i in imports if i.target == package
+            and not any(i.importer == a or i.importer.startswith(a) for a in allowed)]
+
+
 @pytest.mark.parametrize('package', sorted(CONFINED))
 def test_heavy_third_party_confined(package: str) -> None:
-    allowed = CONFINED[package]
-    offenders = [f'{i.importer}:{i.line}' for i in IMPORTS if i.target == package
-                 and not any(i.importer == a or i.importer.startswith(a) for a in allowed)]
-    assert offenders == []
+    assert confinement_violations(IMPORTS, package) == []
+
+
+def test_ray_is_confined_to_the_fleet_tool() -> None:
+    """Ray only in darknet53_ros/tools/fleet*.py: a lazy import elsewhere is caught too."""
+    assert any(i.target == 'ray' for i in IMPORTS)  # the rule has something to check
+    allowed = [Import('darknet53_ros.tools.fleet', 'ray', 1, True),
+               Import('darknet53_ros.tools.fleet_sources', 'ray', 1, True)]
+    stray = [Import('darknet53_ros.tools.runner', 'ray', 1, False),
+             Import('darknet53_ros.cli.detect', 'ray', 1, False),
+             Import('darknet53_ros.io.bags', 'ray', 1, True)]
+    assert confinement_violations(allowed, 'ray') == []
+    assert len(confinement_violations(stray, 'ray')) == 3
 
 
 def test_modules_are_small() -> None:

@@ -88,12 +88,21 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 # pip install, but a colcon build on a robot gets only what package.xml's rosdep keys install,
 # and onnx has none: the hint names the package itself.
 _EXTRA_OF = {'cv2': 'cpu', 'onnxruntime': 'cpu', 'rosbags': 'bags', 'torch': 'train',
-             'pycocotools': 'eval', 'matplotlib': 'eval'}
+             'pycocotools': 'eval', 'matplotlib': 'eval', 'ray': 'fleet',
+             'pyarrow': 'fleet'}
 _PACKAGE_OF = {'onnx': 'onnx'}
 _ALWAYS: Callable[[argparse.Namespace], bool] = lambda a: True  # noqa: E731
 
 
+def _fleet(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, 'fleet', None))
+
+
 def _is_bag(args: argparse.Namespace) -> bool:
+    if _fleet(args):
+        return True  # fleets are mostly bags; the [fleet] extra installs rosbags
+    if getattr(args, 'source', None) is None:
+        return False
     try:
         return source_kind(args.source) == 'bag'
     except Darknet53Error:
@@ -102,7 +111,8 @@ def _is_bag(args: argparse.Namespace) -> bool:
 
 # Command -> (module, condition on the arguments) it cannot start without.
 _NEEDS: dict[str, tuple[tuple[str, Callable[[argparse.Namespace], bool]], ...]] = {
-    'detect': (('cv2', lambda a: True), ('rosbags', _is_bag)),
+    'detect': (('cv2', lambda a: True), ('rosbags', _is_bag), ('ray', _fleet),
+               ('pyarrow', _fleet)),
     'demo': (('cv2', lambda a: True), ('onnxruntime', lambda a: True),
              ('rosbags', lambda a: True), ('onnx', _ALWAYS)),
     'export': (('onnx', _ALWAYS),),
@@ -128,6 +138,8 @@ def _installed(module: str) -> bool:
 
 #: Commands that run the PyTorch training code (Python 3.10+; the runtime works on 3.8).
 TRAINING_COMMANDS = ('train', 'study')
+#: Python that ``detect --fleet`` needs (Ray Data).
+FLEET_PYTHON = (3, 10)
 
 
 def check_dependencies(args: argparse.Namespace) -> None:
@@ -136,6 +148,10 @@ def check_dependencies(args: argparse.Namespace) -> None:
     command = getattr(args, 'command', '')
     if command in TRAINING_COMMANDS:
         require_python(f'darknet53 {command}')
+    if command == 'detect' and _fleet(args):
+        require_python('darknet53 detect --fleet (Ray Data)', FLEET_PYTHON,
+                       advice='Run the fleet driver on Python 3.10+ (detect --source works '
+                       'here).')
     missing = [module for module, wanted in _NEEDS.get(getattr(args, 'command', ''), ())
                if not _installed(module) and wanted(args)]
     if missing:
