@@ -113,7 +113,8 @@ def numpy_post(boxes: np.ndarray, scores: np.ndarray, transform: LetterboxTransf
 
 def opencv_post(boxes: np.ndarray, scores: np.ndarray, transform: LetterboxTransform,
                 conf: float = 0.25, nms: float = 0.45, max_det: int = 100) -> Found:
-    """OpenCV DNN post-processing: pairs above ``conf``, ``cv2.dnn.NMSBoxesBatched``."""
+    """OpenCV DNN post-processing: pairs above ``conf``, ``cv2.dnn.NMSBoxesBatched`` (before
+    OpenCV 4.7, which lacks it, ``cv2.dnn.NMSBoxes`` per class as OpenCV's samples did)."""
     import cv2
 
     found = _candidates(boxes, scores, conf, transform)
@@ -121,9 +122,16 @@ def opencv_post(boxes: np.ndarray, scores: np.ndarray, transform: LetterboxTrans
         return _sorted(found, np.zeros(0, np.intp), max_det)
     xywh = found[0].copy()
     xywh[:, 2:] -= xywh[:, :2]
-    keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), found[1].tolist(),
-                                   found[2].astype(np.int32).tolist(), conf, nms)
-    return _sorted(found, np.asarray(keep, np.intp).reshape(-1), max_det)
+    if hasattr(cv2.dnn, 'NMSBoxesBatched'):
+        keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), found[1].tolist(),
+                                       found[2].astype(np.int32).tolist(), conf, nms)
+        return _sorted(found, np.asarray(keep, np.intp).reshape(-1), max_det)
+    kept = []
+    for c in np.unique(found[2]):
+        rows = np.flatnonzero(found[2] == c)
+        chosen = cv2.dnn.NMSBoxes(xywh[rows].tolist(), found[1][rows].tolist(), conf, nms)
+        kept.append(rows[np.asarray(chosen, np.intp).reshape(-1)])
+    return _sorted(found, np.concatenate(kept), max_det)
 
 
 def same_detections(a: Found, b: Found, box_tol: float = 1.0, score_tol: float = 1e-4,

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from darknet53_ros.inference.postprocess import opencv_batched_nms, postprocess
+from darknet53_ros.inference.postprocess import postprocess
 from darknet53_ros.inference.preprocess import preprocess
 from darknet53_ros.tools import baselines
 
@@ -22,8 +21,6 @@ def test_pre_matches_ours_within_one_level():
         assert np.abs(tensor - ours).max() <= 1 / 255 + 1e-6
 
 
-@pytest.mark.skipif(not opencv_batched_nms(),
-                    reason='OpenCV without cv2.dnn.NMSBoxesBatched (< 4.7)')
 def test_post_detections_agree_with_ours():
     rng = np.random.default_rng(1)
     # Boxes inside the picture: ones clipped to zero area in the padding make OpenCV's
@@ -42,3 +39,19 @@ def test_post_detections_agree_with_ours():
     assert not baselines.same_detections(ours, shorter)
     empty = baselines.opencv_post(boxes, scores * 0, transform)
     assert len(empty.scores) == 0
+
+
+def test_opencv_post_without_batched_nms(monkeypatch):
+    """OpenCV before 4.7 (apt's on Humble) has no NMSBoxesBatched: the baseline runs
+    NMSBoxes per class, as OpenCV's samples did, with the same detections."""
+    import cv2
+
+    rng = np.random.default_rng(4)
+    centre = rng.uniform((40, 100), (376, 316), (300, 2))
+    size = rng.uniform(5, 80, (300, 2))
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], 1).astype(np.float32)
+    scores = (rng.random((300, 4)) ** 4).astype(np.float32)
+    transform = baselines.letterbox_transform(640, 480, 416, 416)
+    expected = baselines.numpy_post(boxes, scores, transform)
+    monkeypatch.setattr(cv2, 'dnn', type('OldDnn', (), {'NMSBoxes': cv2.dnn.NMSBoxes}))
+    assert baselines.same_detections(baselines.opencv_post(boxes, scores, transform), expected)

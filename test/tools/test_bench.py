@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from darknet53_ros.cli.main import main
@@ -21,6 +22,19 @@ def _plot_args(plot) -> list:
 
 
 
+def _opencv_reads(model):
+    """Whether OpenCV DNN loads ``model`` (apt's OpenCV 4.5/4.6 on Humble robots cannot)."""
+    import cv2
+
+    try:
+        net = cv2.dnn.readNetFromONNX(str(model))
+        net.setInput(np.zeros((1, 3, 64, 64), np.float32))
+        net.forward(['boxes', 'scores'])
+    except cv2.error:
+        return False
+    return True
+
+
 def test_bench_prints_stages_ratios_and_json(planted_model, tmp_path, capsys):
     model = planted_model
     out = tmp_path / 'bench.json'
@@ -30,12 +44,16 @@ def test_bench_prints_stages_ratios_and_json(planted_model, tmp_path, capsys):
                  *_plot_args(plot)]) == 0
     text = capsys.readouterr().out
     assert 'preprocess' in text and 'paired ratios' in text and 'bare session.run' in text
-    assert 'baseline detections agree with ours: yes' in text and 'load average' in text
+    assert 'load average' in text
     rows = json.loads(out.read_text())
     assert [(r['batch'], r['precision'], r['width']) for r in rows] == [(1, 'fp32', 64),
                                                                       (2, 'fp32', 64)]
     assert set(rows[0]['stages_ms']) >= {'preprocess', 'infer', 'postprocess', 'bare_run'}
-    assert 'baseline_ms' in rows[0] and rows[0]['fps'] > 0
+    assert rows[0]['fps'] > 0
+    if not _opencv_reads(model):  # the OpenCV DNN baseline needs OpenCV >= 4.7 for this model
+        assert set(rows[0]['ratios']) == {'infer_vs_bare_run'}
+        return
+    assert 'baseline detections agree with ours: yes' in text and 'baseline_ms' in rows[0]
     assert set(rows[0]['ratios']) == {'preprocess', 'postprocess', 'pre+post', 'end_to_end',
                                       'infer_vs_bare_run'}
     assert rows[0]['baseline_detections_agree'] is True
