@@ -25,12 +25,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     'inference': frozenset({'base', 'model', 'inference'}),
     'io': frozenset({'base', 'model', 'inference', 'io'}),
     'optimize': frozenset({'base', 'model', 'inference', 'io', 'optimize'}),
-    'ros': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'ros'}),
+    # tracking: above inference (boxes, scores, classes), below ros; no io, no ROS messages
+    'tracking': frozenset({'base', 'model', 'inference', 'tracking'}),
+    'ros': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'tracking', 'ros'}),
     'training': frozenset({'base', 'model', 'inference', 'io', 'training'}),
-    'tools': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'ros', 'training',
-                        'tools'}),
-    'cli': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'ros', 'training',
-                      'tools', 'cli'}),
+    'tools': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'tracking', 'ros',
+                        'training', 'tools'}),
+    'cli': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'tracking', 'ros',
+                      'training', 'tools', 'cli'}),
 }
 
 #: Third-party packages confined to a few modules (prefixes of the importing module).
@@ -45,6 +47,7 @@ CONFINED: dict[str, tuple[str, ...]] = {
     'pycuda': ('darknet53_ros.inference.backends.cuda_pycuda',),
     'cuda': ('darknet53_ros.inference.backends.cuda_python',),
     'torch': ('darknet53_ros.training.',),
+    'scipy': ('darknet53_ros.tracking.assignment',),
 }
 
 

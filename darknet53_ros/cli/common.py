@@ -86,7 +86,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 # Optional module -> the extra that installs it (setup.py EXTRAS).
 _EXTRA_OF = {'cv2': 'cpu', 'onnxruntime': 'cpu', 'rosbags': 'bags', 'torch': 'train',
-             'pycocotools': 'eval', 'matplotlib': 'eval'}
+             'pycocotools': 'eval', 'matplotlib': 'eval', 'scipy': 'track',
+             'trackeval': 'track-eval'}
 
 
 def _is_bag(args: argparse.Namespace) -> bool:
@@ -107,6 +108,9 @@ _NEEDS: dict[str, tuple[tuple[str, Callable[[argparse.Namespace], bool]], ...]] 
              ('matplotlib', lambda a: True)),
     'train': (('torch', lambda a: True), ('cv2', lambda a: True)),
     'bench': (('matplotlib', lambda a: a.plot is not None),),
+    'track': (('cv2', lambda a: True), ('scipy', lambda a: not _installed('lap')),
+              ('rosbags', _is_bag)),
+    'track-eval': (('trackeval', lambda a: True),),
 }
 
 
