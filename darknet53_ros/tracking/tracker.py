@@ -202,7 +202,7 @@ class Tracker:
         self.frames += 1
         t = self.tracks
         t.mean, t.cov = self.kalman.predict(t.mean, t.cov, dt)
-        t.keep((t.state != LOST) | (stamp - t.last_seen <= cfg.max_lost_s))
+        t.keep(stamp - t.last_seen <= cfg.max_lost_s)  # in time: also after a gap in frames
         out = np.zeros(len(boxes), np.int64)
         det_track = np.full(len(boxes), -1, np.int64)
         free_det = ok.copy()
