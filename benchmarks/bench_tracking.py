@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from functools import partial
 import json
 from pathlib import Path
 import sys
@@ -151,7 +152,8 @@ def trackers(images: bool) -> dict[str, Callable[[SeqInfo], Step]]:
         ('BoxMOT OC-SORT', lambda: _boxmot('ocsort')),
     ]
     if images:
-        makers.append(('ultralytics BoT-SORT+GMC', lambda: _ultralytics('botsort', 'sparseOptFlow')))
+        makers.append(('ultralytics BoT-SORT+GMC',
+                       lambda: _ultralytics('botsort', 'sparseOptFlow')))
     for name, maker in makers:
         try:
             found[name] = maker()
@@ -161,8 +163,9 @@ def trackers(images: bool) -> dict[str, Callable[[SeqInfo], Step]]:
 
 
 # -- run ---------------------------------------------------------------------------------------
-def _run_set(folder: Path, make: Callable[[SeqInfo], Step],
-             sequences: list[tuple[SeqInfo, list[FrameDetections], list[Any]]]) -> dict[str, list[Row]]:
+def _run_set(make: Callable[[SeqInfo], Step],
+             sequences: list[tuple[SeqInfo, list[FrameDetections], list[Any]]],
+             ) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     for info, frames, images in sequences:
         step = make(info)
@@ -188,12 +191,13 @@ def run(data: Path, sets: list[str], rounds: int, warmup: int, images: bool,
             pictures: list[Any] = []
             if images and name in ('eval', 'n1'):
                 import cv2
-                pictures = [cv2.imread(str(info.image_path(k))) for k in range(1, info.length + 1)]
+                pictures = [cv2.imread(str(info.image_path(k)))
+                            for k in range(1, info.length + 1)]
             sequences.append((info, frames, pictures))
         total = sum(len(f) for _, f, _ in sequences)
         dets = sum(len(x.scores) for _, f, _ in sequences for x in f)
         chosen = {k: v for k, v in trackers(images and name in ('eval', 'n1')).items()}
-        funcs = {k: (lambda m=m: _run_set(folder, m, sequences)) for k, m in chosen.items()}
+        funcs = {k: partial(_run_set, m, sequences) for k, m in chosen.items()}
         paired = paired_timing(funcs, rounds, warmup)
         print(f'\n== {name}: {len(sequences)} sequences, {total} frames, '
               f'{dets / max(total, 1):.1f} detections per frame; {paired.load_text()}')

@@ -32,6 +32,7 @@ GRID: dict[str, list[Any]] = {
     'min_hits': [1, 2, 3],
     'lost_growth': [0.0, 0.3, 1.0],
     'max_growth': [0.0, 0.3, 0.6],
+    'growth': [{'lost_growth': g, 'max_growth': m} for g in (0.3, 1.0) for m in (0.3, 0.6)],
     'score_fusion': [False, True],
     'class_aware': [False, True],
     're_update': [False, True],
@@ -62,10 +63,11 @@ def main() -> None:
         changed = False
         for name, values in GRID.items():
             for value in values:
-                if getattr(best, name) == value:
+                change = value if isinstance(value, dict) else {name: value}
+                if all(getattr(best, k) == v for k, v in change.items()):
                     continue
                 try:
-                    candidate = replace(best, **{name: value})
+                    candidate = replace(best, **change)
                 except Exception:
                     continue
                 h, i = score(folder, sequences, candidate)

@@ -70,11 +70,11 @@ class TrackerConfig:
         solver: assignment solver (:data:`~darknet53_ros.tracking.assignment.SOLVERS`).
     """
 
-    high_score: float = 0.5
+    high_score: float = 0.4
     low_score: float = 0.1
-    new_score: float = 0.6
-    match_iou: float = 0.2
-    low_match_iou: float = 0.5
+    new_score: float = 0.4
+    match_iou: float = 0.1
+    low_match_iou: float = 0.3
     tentative_iou: float = 0.3
     recovery_iou: float = 0.5
     max_lost_s: float = 1.0
