@@ -44,6 +44,7 @@ SETS: dict[str, tuple[int, int, int, int, int, int]] = {
     'n1': (300, 4, 150, 320, 256, 1),
     'n20': (400, 2, 120, 640, 480, 20),
     'n100': (500, 1, 80, 1280, 736, 100),
+    'smoke': (900, 1, 12, 160, 128, 3),  # test/test_benchmarks.py: that the script runs
 }
 Row = tuple[int, int, float, float, float, float, float]
 Step = Callable[[FrameDetections, Any], list[tuple[int, list[float], float]]]
@@ -109,9 +110,13 @@ def _ultralytics(kind: str, gmc: str = 'none') -> Callable[[SeqInfo], Step]:
     return make
 
 
-def _supervision(info: SeqInfo) -> Step:
+def _supervision() -> Callable[[SeqInfo], Step]:
     import supervision as sv
 
+    return partial(_supervision_step, sv)
+
+
+def _supervision_step(sv: Any, info: SeqInfo) -> Step:
     tracker = sv.ByteTrack(frame_rate=int(round(info.frame_rate)))
 
     def step(f: FrameDetections, image: Any) -> list[tuple[int, list[float], float]]:
@@ -147,7 +152,7 @@ def trackers(images: bool) -> dict[str, Callable[[SeqInfo], Step]]:
     makers: list[tuple[str, Callable[[], Callable[[SeqInfo], Step]]]] = [
         ('ultralytics ByteTrack', lambda: _ultralytics('bytetrack')),
         ('ultralytics BoT-SORT', lambda: _ultralytics('botsort')),
-        ('supervision ByteTrack', lambda: _supervision),
+        ('supervision ByteTrack', _supervision),
         ('BoxMOT ByteTrack', lambda: _boxmot('bytetrack')),
         ('BoxMOT OC-SORT', lambda: _boxmot('ocsort')),
     ]
@@ -231,22 +236,57 @@ def run(data: Path, sets: list[str], rounds: int, warmup: int, images: bool,
         print(f'\nwrote {report}')
 
 
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """HOTA, IDF1 and time per frame of every tracker per set (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    sets = list(summary)
+    names = list(summary[sets[0]]['trackers'])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        x = np.arange(len(sets)) + (k - (len(names) - 1) / 2) * width
+        for axis, key, scale in ((axes[0], 'HOTA', 100), (axes[1], 'IDF1', 100),
+                                 (axes[2], 'ms_per_frame', 1)):
+            values = [summary[s]['trackers'].get(name, {}).get(key, np.nan) * scale
+                      for s in sets]
+            axis.bar(x, values, width, label=name)
+    for axis, title in zip(axes, ('HOTA (%)', 'IDF1 (%)', 'time per frame (ms, log)')):
+        axis.set_xticks(np.arange(len(sets)))
+        axis.set_xticklabels([f'{s}\n{summary[s]["detections_per_frame"]:.0f} det/frame'
+                              for s in sets])
+        axis.set_title(title)
+        axis.grid(axis='y', alpha=0.3)
+    axes[2].set_yscale('log')
+    axes[0].legend(fontsize=7, loc='lower left')
+    fig.suptitle('Trackers on identical demo-model detections, held-out synthetic sequences')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('step', choices=('prepare', 'run'))
     parser.add_argument('--data', type=Path, required=True, help='sequences and detections')
-    parser.add_argument('--sets', nargs='+', default=[s for s in SETS if s != 'tune'],
+    parser.add_argument('--sets', nargs='+', default=[s for s in SETS
+                                                      if s not in ('tune', 'smoke')],
                         choices=list(SETS))
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--images', action='store_true',
                         help='also BoT-SORT with camera motion compensation (reads the images)')
     parser.add_argument('--report', type=Path, help='write the figures as JSON here')
+    parser.add_argument('--plot', type=Path, help='plot the --report JSON into this image')
     args = parser.parse_args()
     if args.step == 'prepare':
         prepare(args.data, args.sets)
     else:
         run(args.data, args.sets, args.rounds, args.warmup, args.images, args.report)
+    if args.plot is not None and args.report is not None:
+        plot(json.loads(args.report.read_text()), args.plot)
 
 
 if __name__ == '__main__':

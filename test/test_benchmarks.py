@@ -33,3 +33,11 @@ def test_bench_peers_runs() -> None:
 @requires('cv2')
 def test_bench_nms_runs() -> None:
     assert _run('bench_nms.py', '--repeat', '2').strip()
+
+
+@requires('cv2', 'onnxruntime', 'onnx', 'trackeval')
+def test_bench_tracking_runs(tmp_path: Path) -> None:
+    _run('bench_tracking.py', 'prepare', '--data', str(tmp_path), '--sets', 'smoke')
+    out = _run('bench_tracking.py', 'run', '--data', str(tmp_path), '--sets', 'smoke',
+               '--rounds', '1', '--warmup', '0')
+    assert 'ours' in out and 'HOTA' in out and 'load average' in out

@@ -85,11 +85,11 @@ def match(cost: np.ndarray, max_cost: float,
     rows, cols = np.nonzero(useful)
     lone = (row_n[rows] == 1) & (col_n[cols] == 1)
     fixed_rows, fixed_cols = rows[lone], cols[lone]
-    rest_rows = np.flatnonzero(row_n > 0)
-    rest_rows = rest_rows[~np.isin(rest_rows, fixed_rows)]
-    if len(rest_rows):
-        rest_cols = np.flatnonzero(col_n > 0)
-        rest_cols = rest_cols[~np.isin(rest_cols, fixed_cols)]
+    open_rows, open_cols = row_n > 0, col_n > 0
+    open_rows[fixed_rows] = False
+    if open_rows.any():
+        open_cols[fixed_cols] = False
+        rest_rows, rest_cols = np.flatnonzero(open_rows), np.flatnonzero(open_cols)
         sub = gain[np.ix_(rest_rows, rest_cols)]
         r, c = (solve or solver())(sub)
         keep = sub[r, c] < 0

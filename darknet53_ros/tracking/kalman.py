@@ -50,25 +50,20 @@ class BoxKalman:
         """Predict every track ``dt`` seconds ahead (``dt`` >= 0)."""
         if not len(mean) or dt <= 0:
             return mean, cov
-        steps = dt / REFERENCE_DT
-        size = np.concatenate([mean[:, 2:4], mean[:, 2:4]], axis=1)[:, [0, 2, 1, 3]]
-        size = np.abs(size)
-        var = np.concatenate([(self.position_noise * size) ** 2,
-                              (self.velocity_noise * size / REFERENCE_DT) ** 2], axis=1)
-        var *= steps
-        mean = mean.copy()
-        mean[:, :4] += mean[:, 4:] * dt
-        # F P F^T for F = [[I, dt I], [0, I]], written out blockwise
-        p11, p12 = cov[:, :4, :4], cov[:, :4, 4:]
-        p21, p22 = cov[:, 4:, :4], cov[:, 4:, 4:]
-        new = np.empty_like(cov)
-        new[:, :4, :4] = p11 + dt * (p12 + p21) + dt * dt * p22
-        new[:, :4, 4:] = p12 + dt * p22
-        new[:, 4:, :4] = p21 + dt * p22
-        new[:, 4:, 4:] = p22
-        idx = np.arange(8)
-        new[:, idx, idx] += var
-        return mean, new
+        w, h = np.abs(mean[:, 2]), np.abs(mean[:, 3])
+        size = np.stack([w, h, w, h, w, h, w, h], axis=1)
+        size *= self._predict_weights(dt)
+        transition = _transition(dt)
+        mean = mean @ transition.T
+        cov = transition @ cov @ transition.T
+        cov[:, _DIAG8, _DIAG8] += size * size
+        return mean, cov
+
+    def _predict_weights(self, dt: float) -> np.ndarray:
+        """Process noise std per box size over ``dt`` (variance linear in time)."""
+        root = (dt / REFERENCE_DT) ** 0.5
+        return np.array([self.position_noise] * 4
+                        + [self.velocity_noise / REFERENCE_DT] * 4) * root
 
     def update(self, mean: np.ndarray, cov: np.ndarray, xywh: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -76,15 +71,23 @@ class BoxKalman:
         if not len(mean):
             return mean, cov
         xywh = np.asarray(xywh, np.float64).reshape(-1, 4)
-        size = np.abs(np.stack([mean[:, 2], mean[:, 3], mean[:, 2], mean[:, 3]], axis=1))
-        r = (self.measurement_noise * size) ** 2
-        s = cov[:, :4, :4].copy()
-        idx = np.arange(4)
-        s[:, idx, idx] += r
-        ph = cov[:, :, :4]  # P H^T
-        gain = np.linalg.solve(s, np.transpose(ph, (0, 2, 1)))  # S^-1 H P  -> K^T
-        gain = np.transpose(gain, (0, 2, 1))  # K [n, 8, 4]
+        w, h = np.abs(mean[:, 2]), np.abs(mean[:, 3])
+        r = self.measurement_noise * np.stack([w, h, w, h], axis=1)
+        s = cov[:, :4, :4] + 0.0
+        s[:, _DIAG4, _DIAG4] += r * r
+        gain = cov[:, :, :4] @ np.linalg.inv(s)  # K = P H^T S^-1, [n, 8, 4]
         innovation = xywh - mean[:, :4]
-        mean = mean + np.einsum('nij,nj->ni', gain, innovation)
-        cov = cov - np.einsum('nij,njk->nik', gain, cov[:, :4, :])
+        mean = mean + (gain @ innovation[:, :, None])[:, :, 0]
+        cov = cov - gain @ cov[:, :4, :]
         return mean, cov
+
+
+_DIAG8 = np.arange(8)
+_DIAG4 = np.arange(4)
+
+
+def _transition(dt: float) -> np.ndarray:
+    """Constant-velocity transition over ``dt`` seconds."""
+    transition = np.eye(8)
+    transition[_DIAG4, _DIAG4 + 4] = dt
+    return transition

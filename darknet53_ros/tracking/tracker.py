@@ -208,20 +208,31 @@ class Tracker:
         free_det = ok.copy()
         free_track = np.ones(len(t), bool)
 
+        predicted = xywh_to_xyxy(t.mean[:, :4])
+        if cfg.lost_growth > 0 and len(t):
+            lost_s = np.where(t.state == LOST, stamp - t.last_seen, 0.0)
+            predicted = scale_boxes(predicted, 1.0 + np.minimum(cfg.lost_growth * lost_s,
+                                                                cfg.max_growth))
+        similarity = iou_matrix(predicted, boxes)
+        if cfg.class_aware:
+            similarity *= t.cls[:, None] == classes[None, :]
         high = free_det & (scores >= cfg.high_score)
         confirmed = t.state != TENTATIVE
-        self._associate(boxes, scores, classes, confirmed, high, free_track, free_det,
-                        det_track, cfg.match_iou, predicted=True, fuse=cfg.score_fusion)
+        self._associate(similarity, scores, confirmed, high, free_track, free_det, det_track,
+                        cfg.match_iou, cfg.score_fusion)
         low = free_det & (scores < cfg.high_score)
-        self._associate(boxes, scores, classes, t.state == TRACKED, low, free_track,
-                        free_det, det_track, cfg.low_match_iou, predicted=True)
+        self._associate(similarity, scores, t.state == TRACKED, low, free_track, free_det,
+                        det_track, cfg.low_match_iou)
         high = free_det & (scores >= cfg.high_score)
-        self._associate(boxes, scores, classes, t.state == TENTATIVE, high, free_track,
-                        free_det, det_track, cfg.tentative_iou, predicted=True)
-        if cfg.recovery_iou < 1.0:
-            high = free_det & (scores >= cfg.high_score)
-            self._associate(boxes, scores, classes, confirmed, high, free_track, free_det,
-                            det_track, cfg.recovery_iou, predicted=False)
+        self._associate(similarity, scores, t.state == TENTATIVE, high, free_track, free_det,
+                        det_track, cfg.tentative_iou)
+        high = free_det & (scores >= cfg.high_score)
+        if cfg.recovery_iou < 1.0 and high.any() and (confirmed & free_track).any():
+            observed = iou_matrix(t.last_box, boxes)
+            if cfg.class_aware:
+                observed *= t.cls[:, None] == classes[None, :]
+            self._associate(observed, scores, confirmed, high, free_track, free_det,
+                            det_track, cfg.recovery_iou)
 
         self._apply(boxes, det_track, stamp)
         t = self.tracks
@@ -237,35 +248,24 @@ class Tracker:
         return out
 
     # -- steps ---------------------------------------------------------------------------------
-    def _associate(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                   track_mask: np.ndarray, det_mask: np.ndarray, free_track: np.ndarray,
-                   free_det: np.ndarray, det_track: np.ndarray, min_iou: float,
-                   predicted: bool, fuse: bool = False) -> None:
-        cfg, t = self.config, self.tracks
+    def _associate(self, similarity: np.ndarray, scores: np.ndarray, track_mask: np.ndarray,
+                   det_mask: np.ndarray, free_track: np.ndarray, free_det: np.ndarray,
+                   det_track: np.ndarray, min_iou: float, fuse: bool = False) -> None:
+        """Optimal pairs of the free tracks and detections selected, IoU >= ``min_iou``
+        (``similarity``: IoU of every track with every detection, 0 across classes)."""
         ti = np.flatnonzero(track_mask & free_track)
-        di = np.flatnonzero(det_mask & free_det)
-        if not len(ti) or not len(di):
+        if not len(ti):
             return
-        if predicted:
-            track_boxes = xywh_to_xyxy(t.mean[ti, :4])
-            if cfg.lost_growth > 0:
-                lost_s = np.where(t.state[ti] == LOST, self.stamp - t.last_seen[ti], 0.0)
-                growth = np.minimum(cfg.lost_growth * lost_s, cfg.max_growth)
-                track_boxes = scale_boxes(track_boxes, 1.0 + growth)
-        else:
-            track_boxes = t.last_box[ti]
-        similarity = iou_matrix(track_boxes, boxes[di])
-        if fuse:
-            cost = 1.0 - similarity * scores[di][None, :]
-            gate = similarity >= min_iou
-        else:
-            cost = 1.0 - similarity
-            gate = similarity >= min_iou
-        if cfg.class_aware:
-            gate &= t.cls[ti][:, None] == classes[di][None, :]
-        cost = np.where(gate, cost, np.inf)
-        rows, cols = match(cost, 1.0 - min_iou + 1e-9 if not fuse else 1.0, self._solve)
-        rows, cols = rows[gate[rows, cols]], cols[gate[rows, cols]]
+        di = np.flatnonzero(det_mask & free_det)
+        if not len(di):
+            return
+        sim = similarity[np.ix_(ti, di)]
+        gate = sim >= max(min_iou, 1e-9)
+        if not gate.any():
+            return
+        cost = 1.0 - (sim * scores[di][None, :] if fuse else sim)
+        cost[~gate] = np.inf
+        rows, cols = match(cost, 1.0 + 1e-9 if fuse else 1.0 - min_iou + 1e-9, self._solve)
         det_track[di[cols]] = ti[rows]
         free_track[ti[rows]] = False
         free_det[di[cols]] = False
