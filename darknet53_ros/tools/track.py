@@ -91,7 +91,7 @@ def track_frames(frames: Sequence[FrameDetections], config: TrackerConfig | None
         for ident, box, score in zip(ids.tolist(), item.boxes.tolist(), item.scores.tolist()):
             if ident > 0:
                 rows.append((item.frame, int(ident), *box, float(score)))
-    return rows  # type: ignore[return-value]
+    return rows
 
 
 def format_detections(frames: Sequence[FrameDetections]) -> str:
@@ -230,7 +230,7 @@ def _track_stream(source: Path, output: Path, detector: Any, config: TrackerConf
     run = runner.run(source)
     for name in sorted(frames):
         target = output / f'{_topic_file(name) if name.startswith("/") else name}.txt'
-        write_results(target, rows[name])  # type: ignore[arg-type]
+        write_results(target, rows[name])
         summary.results.append(str(target))
         summary.tracks += len({r[1] for r in rows[name]})
     summary.frames = run.processed

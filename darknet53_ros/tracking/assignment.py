@@ -50,7 +50,7 @@ def solver(name: str = 'auto') -> Callable[[np.ndarray], Pairs]:
     if name not in SOLVERS:
         raise ConfigError(f'assignment solver {name!r}: one of {", ".join(SOLVERS)}')
     if name in _cache:
-        return _cache[name]  # type: ignore[no-any-return]
+        return _cache[name]
     found: Callable[[np.ndarray], Pairs] | None = None
     if name in ('auto', 'lap'):
         try:

@@ -66,6 +66,8 @@ class TrackerConfig:
         score_fusion: first-stage cost is ``1 - IoU * score`` instead of ``1 - IoU``.
         class_aware: match only detections and tracks of the same class.
         re_update: re-update a track through a gap (observation-centric re-update).
+        camera_motion: estimate the camera's motion from the first-stage matches and move
+            the unmatched tracks with it.
         max_dt_s: a jump in time larger than this (or backwards) clears the tracks.
         solver: assignment solver (:data:`~darknet53_ros.tracking.assignment.SOLVERS`).
     """
@@ -84,6 +86,7 @@ class TrackerConfig:
     score_fusion: bool = False
     class_aware: bool = True
     re_update: bool = True
+    camera_motion: bool = False
     max_dt_s: float = 10.0
     solver: str = 'auto'
 
@@ -220,6 +223,8 @@ class Tracker:
         confirmed = t.state != TENTATIVE
         self._associate(similarity, scores, confirmed, high, free_track, free_det, det_track,
                         cfg.match_iou, cfg.score_fusion)
+        if cfg.camera_motion and free_track.any():
+            similarity = self._compensate(boxes, classes, det_track, free_track, similarity)
         low = free_det & (scores < cfg.high_score)
         self._associate(similarity, scores, t.state == TRACKED, low, free_track, free_det,
                         det_track, cfg.low_match_iou)
@@ -248,6 +253,33 @@ class Tracker:
         return out
 
     # -- steps ---------------------------------------------------------------------------------
+    def _compensate(self, boxes: np.ndarray, classes: np.ndarray, det_track: np.ndarray,
+                    free_track: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+        """Camera motion from the detections alone: the median offset of the first-stage
+        matches from their predictions (what the tracks' own velocities do not explain: a pan
+        starting or stopping) moves the unmatched tracks too; their IoUs are recomputed."""
+        t, cfg = self.tracks, self.config
+        dets = np.flatnonzero(det_track >= 0)
+        if len(dets) < 3:
+            return similarity
+        ti = det_track[dets]
+        centres = (boxes[dets, :2] + boxes[dets, 2:]) / 2
+        offsets = centres - t.mean[ti, :2]
+        shift = np.median(offsets, axis=0)
+        spread = np.median(np.abs(offsets - shift), axis=0)
+        size = np.median(t.mean[ti, 2:4], axis=0)
+        if (np.abs(shift) <= 0.05 * size).all() or (spread > np.abs(shift)).any():
+            return similarity  # no common motion worth the name
+        moved = np.flatnonzero(free_track)
+        t.mean[moved, :2] += shift
+        predicted = xywh_to_xyxy(t.mean[moved, :4])
+        rows = iou_matrix(predicted, boxes)
+        if cfg.class_aware:
+            rows *= t.cls[moved, None] == classes[None, :]
+        similarity = similarity.copy()
+        similarity[moved] = rows
+        return similarity
+
     def _associate(self, similarity: np.ndarray, scores: np.ndarray, track_mask: np.ndarray,
                    det_mask: np.ndarray, free_track: np.ndarray, free_det: np.ndarray,
                    det_track: np.ndarray, min_iou: float, fuse: bool = False) -> None:
@@ -298,7 +330,8 @@ class Tracker:
         t.state[ti[confirm]] = TRACKED
 
     def _re_update(self, mean: np.ndarray, cov: np.ndarray, regained: np.ndarray,
-                   last_box: np.ndarray, z: np.ndarray, gap: np.ndarray):  # type: ignore[no-untyped-def]
+                   last_box: np.ndarray, z: np.ndarray, gap: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """OC-SORT's re-update: restart the regained tracks at their last observation with
         the velocity of the straight line to the new one (the filter then corrects at z)."""
         idx = np.flatnonzero(regained)
