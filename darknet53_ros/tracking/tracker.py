@@ -80,9 +80,9 @@ class TrackerConfig:
     tentative_iou: float = 0.3
     recovery_iou: float = 0.5
     max_lost_s: float = 1.0
-    min_hits: int = 2
-    lost_growth: float = 0.0
-    max_growth: float = 0.0
+    min_hits: int = 3
+    lost_growth: float = 1.0
+    max_growth: float = 0.3
     score_fusion: bool = False
     class_aware: bool = True
     re_update: bool = True

@@ -43,9 +43,10 @@ def test_ids_survive_a_short_occlusion_and_expire_after_max_lost_s() -> None:
         assert tracker.update([_box(100 + 5 * k)], [0.9], [0], k * 0.1)[0] == 1
     # unseen for 0.5 s (behind an occluder), seen again where it would be
     assert tracker.update([_box(100 + 5 * 15)], [0.9], [0], 1.5)[0] == 1
-    # unseen for 2 s: a new track (tentative first, then id 2)
+    # unseen for 2 s: a new track (tentative for min_hits detections, then id 2)
     assert tracker.update([_box(100 + 5 * 35)], [0.9], [0], 3.5)[0] == 0
-    assert tracker.update([_box(100 + 5 * 36)], [0.9], [0], 3.6)[0] == 2
+    assert tracker.update([_box(100 + 5 * 36)], [0.9], [0], 3.6)[0] == 0
+    assert tracker.update([_box(100 + 5 * 37)], [0.9], [0], 3.7)[0] == 2
 
 
 def test_same_motion_at_other_frame_rates_gives_the_same_ids() -> None:

@@ -8,7 +8,8 @@ view) seen by a camera that may pan, with objects of :data:`CLASS_NAMES` moving 
   a random walk (noise), occasional acceleration phases (stop, turn, speed up; time constant
   0.3-1.2 s), depth kept in the class's range by reflection. People walk, balls roll fast,
   boxes are pushed or stand still, cones and signs (on poles) stand still: they move only with
-  the camera's pan (an Ornstein-Uhlenbeck pan rate, half of the sequences static);
+  the camera's pan (an Ornstein-Uhlenbeck pan rate turned back by a spring near the ends of
+  the panorama; half of the sequences static);
 * **enter and leave**: objects enter from the sides while fewer than ``objects`` are near the
   view, and leave when they walk out of the panorama; objects panned out of view keep their id
   when they come back;
@@ -196,14 +197,21 @@ class _World:
     def step(self, dt: float) -> None:
         """Move the camera and every object by ``dt`` seconds; spawn and retire objects."""
         rng = self.rng
-        # camera pan: Ornstein-Uhlenbeck rate, reflected at the panorama ends
+        # camera pan: Ornstein-Uhlenbeck rate; a spring in the outer quarters of the panorama
+        # slows it down and turns it back smoothly (no sudden reversal at the ends)
         if self.pan_rate != 0.0:
-            self.pan_rate += (-0.2 * self.pan_rate * dt
+            margin = 0.25 * self.pan_range
+            low, high = margin, self.pan_range - margin
+            spring = (low - self.pan if self.pan < low else high - self.pan if self.pan > high
+                      else 0.0)
+            self.pan_rate += (-0.2 * self.pan_rate * dt + 6.0 * spring * dt
                               + 0.1 * self.w * math.sqrt(dt) * float(rng.normal()))
+            if spring:
+                self.pan_rate *= math.exp(-1.5 * dt)  # damped near the ends
             self.pan += self.pan_rate * dt
             if not 0.0 <= self.pan <= self.pan_range:
                 self.pan = min(max(self.pan, 0.0), float(self.pan_range))
-                self.pan_rate = -self.pan_rate
+                self.pan_rate = 1e-9 * (self.w if self.pan == 0.0 else -self.w)
         keep = []
         for obj in self.alive:
             moving = obj.noise > 0.0
