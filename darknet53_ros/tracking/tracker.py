@@ -72,17 +72,17 @@ class TrackerConfig:
         solver: assignment solver (:data:`~darknet53_ros.tracking.assignment.SOLVERS`).
     """
 
-    high_score: float = 0.4
+    high_score: float = 0.2
     low_score: float = 0.1
-    new_score: float = 0.4
+    new_score: float = 0.3
     match_iou: float = 0.1
     low_match_iou: float = 0.3
     tentative_iou: float = 0.3
-    recovery_iou: float = 0.5
-    max_lost_s: float = 1.0
-    min_hits: int = 3
+    recovery_iou: float = 0.3
+    max_lost_s: float = 3.0
+    min_hits: int = 2
     lost_growth: float = 1.0
-    max_growth: float = 0.3
+    max_growth: float = 0.6
     score_fusion: bool = False
     class_aware: bool = True
     re_update: bool = True
