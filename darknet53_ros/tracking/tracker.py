@@ -74,11 +74,11 @@ class TrackerConfig:
 
     high_score: float = 0.2
     low_score: float = 0.1
-    new_score: float = 0.3
+    new_score: float = 0.4
     match_iou: float = 0.1
     low_match_iou: float = 0.3
     tentative_iou: float = 0.3
-    recovery_iou: float = 0.3
+    recovery_iou: float = 0.5
     max_lost_s: float = 3.0
     min_hits: int = 2
     lost_growth: float = 1.0
