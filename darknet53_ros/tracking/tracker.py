@@ -135,6 +135,8 @@ class _Tracks:
         return len(self.state)
 
     def keep(self, mask: np.ndarray) -> None:
+        if mask.all():
+            return
         for name in vars(self):
             setattr(self, name, getattr(self, name)[mask])
 
@@ -212,10 +214,10 @@ class Tracker:
         free_track = np.ones(len(t), bool)
 
         predicted = xywh_to_xyxy(t.mean[:, :4])
-        if cfg.lost_growth > 0 and len(t):
-            lost_s = np.where(t.state == LOST, stamp - t.last_seen, 0.0)
-            predicted = scale_boxes(predicted, 1.0 + np.minimum(cfg.lost_growth * lost_s,
-                                                                cfg.max_growth))
+        lost = np.flatnonzero(t.state == LOST) if cfg.lost_growth > 0 else ()
+        if len(lost):
+            growth = np.minimum(cfg.lost_growth * (stamp - t.last_seen[lost]), cfg.max_growth)
+            predicted[lost] = scale_boxes(predicted[lost], 1.0 + growth)
         similarity = iou_matrix(predicted, boxes)
         if cfg.class_aware:
             similarity *= t.cls[:, None] == classes[None, :]
@@ -291,7 +293,7 @@ class Tracker:
         di = np.flatnonzero(det_mask & free_det)
         if not len(di):
             return
-        sim = similarity[np.ix_(ti, di)]
+        sim = similarity[ti][:, di]
         gate = sim >= max(min_iou, 1e-9)
         if not gate.any():
             return
