@@ -45,6 +45,13 @@ EXTRAS = {
     # NVIDIA's cuda-python instead of pycuda (--cuda-runtime cuda-python): install the release
     # matching the CUDA major version (JetPack 5: <12, JetPack 6: 12.x, JetPack 7: 13.x).
     'cuda-python': ['cuda-python>=11.8'],
+    # Tracking (darknet53_ros.tracking, darknet53 track, the node's `tracking` parameter): the
+    # assignment solver. On a robot python3-scipy (rosdep key in package.xml) serves; lapx is an
+    # optional alternative solver (same results).
+    'track': ['scipy>=1.3'],
+    # darknet53 track-eval: TrackEval's HOTA/CLEAR/Identity (its wheel pulls OpenCV 5: use a
+    # venv, or pip install --no-deps trackeval tabulate beside OpenCV 4).
+    'track-eval': ['trackeval>=1.3', 'scipy>=1.3'],
     'test': [
         'pytest>=7', 'hypothesis>=6.80', 'pytest-benchmark>=4', 'ruff>=0.5', 'mypy>=1.8',
         'colcon-core>=0.15', 'colcon-ros>=0.4', 'pyyaml>=6',
@@ -52,7 +59,7 @@ EXTRAS = {
     # Type stubs for the TensorRT glue: install with `pip install --no-deps tensorrt-stubs`
     # (its dependency, the tensorrt wheel, is served only from NVIDIA's index).
 }
-EXTRAS['all'] = sorted({dep for name in ('cpu', 'bags', 'train', 'test', 'fleet')
+EXTRAS['all'] = sorted({dep for name in ('cpu', 'bags', 'train', 'track', 'test', 'fleet')
                        for dep in EXTRAS[name]})
 
 
@@ -104,6 +111,7 @@ setup(
         'console_scripts': [
             'darknet53 = darknet53_ros.cli.main:main',
             'detector_node = darknet53_ros.ros.node:main',
+            'tracker_node = darknet53_ros.ros.tracker_node:main',
         ],
     },
 )

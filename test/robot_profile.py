@@ -21,6 +21,7 @@ ROSDEP_PIP = {
     'python3-numpy': 'numpy',
     'python3-opencv': 'opencv-python-headless<5',
     'python3-yaml': 'pyyaml',
+    'python3-scipy': 'scipy',
     'python3-onnxruntime-pip': 'onnxruntime',
     'python3-pytest': 'pytest',
 }

@@ -41,3 +41,11 @@ def test_bench_fleet_runs() -> None:
                '--warmup', '0', '--variants', 'detect,fleet-1w')
     assert 'fleet and detect find the same' in out
     assert 'fleet-1w' in out and 'x' in out.split('against detect')[-1]
+
+
+@requires('cv2', 'onnxruntime', 'onnx', 'trackeval')
+def test_bench_tracking_runs(tmp_path: Path) -> None:
+    _run('bench_tracking.py', 'prepare', '--data', str(tmp_path), '--sets', 'smoke')
+    out = _run('bench_tracking.py', 'run', '--data', str(tmp_path), '--sets', 'smoke',
+               '--rounds', '1', '--warmup', '0')
+    assert 'ours' in out and 'HOTA' in out and 'load average' in out

@@ -25,12 +25,14 @@ ALLOWED: dict[str, frozenset[str]] = {
     'inference': frozenset({'base', 'model', 'inference'}),
     'io': frozenset({'base', 'model', 'inference', 'io'}),
     'optimize': frozenset({'base', 'model', 'inference', 'io', 'optimize'}),
-    'ros': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'ros'}),
+    # tracking: above inference (boxes, scores, classes), below ros; no io, no ROS messages
+    'tracking': frozenset({'base', 'model', 'inference', 'tracking'}),
+    'ros': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'tracking', 'ros'}),
     'training': frozenset({'base', 'model', 'inference', 'io', 'training'}),
-    'tools': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'ros', 'training',
-                        'tools'}),
-    'cli': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'ros', 'training',
-                      'tools', 'cli'}),
+    'tools': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'tracking', 'ros',
+                        'training', 'tools'}),
+    'cli': frozenset({'base', 'model', 'inference', 'io', 'optimize', 'tracking', 'ros',
+                      'training', 'tools', 'cli'}),
 }
 
 #: Third-party packages confined to a few modules (prefixes of the importing module).
@@ -48,6 +50,7 @@ CONFINED: dict[str, tuple[str, ...]] = {
     # Ray (and the Arrow tables it moves) only in the fleet tool: darknet53_ros/tools/fleet*.py
     'ray': ('darknet53_ros.tools.fleet',),
     'pyarrow': ('darknet53_ros.tools.fleet',),
+    'scipy': ('darknet53_ros.tracking.assignment',),
 }
 
 

@@ -89,7 +89,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 # and onnx has none: the hint names the package itself.
 _EXTRA_OF = {'cv2': 'cpu', 'onnxruntime': 'cpu', 'rosbags': 'bags', 'torch': 'train',
              'pycocotools': 'eval', 'matplotlib': 'eval', 'ray': 'fleet',
-             'pyarrow': 'fleet'}
+             'pyarrow': 'fleet', 'scipy': 'track', 'trackeval': 'track-eval'}
 _PACKAGE_OF = {'onnx': 'onnx'}
 _ALWAYS: Callable[[argparse.Namespace], bool] = lambda a: True  # noqa: E731
 
@@ -124,6 +124,9 @@ _NEEDS: dict[str, tuple[tuple[str, Callable[[argparse.Namespace], bool]], ...]] 
              ('matplotlib', lambda a: True)),
     'train': (('torch', lambda a: True), ('cv2', lambda a: True)),
     'bench': (('matplotlib', lambda a: a.plot is not None),),
+    'track': (('cv2', lambda a: True), ('scipy', lambda a: not _installed('lap')),
+              ('rosbags', _is_bag)),
+    'track-eval': (('trackeval', lambda a: True),),
 }
 
 

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     'darknet53_ros.cli.engine',
     'darknet53_ros.cli.replay',
     'darknet53_ros.cli.dataset',
+    'darknet53_ros.cli.track',
 )
 
 _LOG = logging.getLogger('darknet53')

@@ -35,8 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--format', default='jpg', choices=('jpg', 'png'), help='image format')
     parser.add_argument('--bag', type=Path, help='also write a multi-camera rosbag2 (MCAP) here')
     parser.add_argument('--cameras', type=int, default=2, metavar='K', help='bag cameras')
-    parser.add_argument('--frames', type=int, default=20, metavar='F', help='frames per camera')
-    parser.add_argument('--fps', type=float, default=10.0, help='bag frame rate')
+    parser.add_argument('--frames', type=int, default=20, metavar='F',
+                        help='frames per camera (bag) or per sequence (--sequences)')
+    parser.add_argument('--fps', type=float, default=None,
+                        help='frame rate (default: bag 10; sequences: drawn per sequence from '
+                        '5, 10, 15, 25, 30)')
+    parser.add_argument('--sequences', type=int, default=0, metavar='N',
+                        help='write N tracking sequences with ground-truth identities into '
+                        '--out (MOTChallenge layout: seqinfo.ini, img1/, gt/gt.txt)')
+    parser.add_argument('--objects', type=int, default=6, metavar='K',
+                        help='sequences: objects kept near the view')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing bag')
     parser.add_argument('--no-progress', action='store_true', help='no progress bars')
     parser.set_defaults(func=run)
@@ -49,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from darknet53_ros.training import synthetic
 
     width, height = parse_size(args.size)
+    if args.sequences:
+        return _run_sequences(args, width, height)
     if args.out is None and args.bag is None:
         raise ConfigError('synth: give --out DIR (with --train/--val) and/or --bag PATH')
     if args.out is not None and args.train <= 0 and args.val <= 0:
@@ -66,9 +76,28 @@ def run(args: argparse.Namespace) -> int:
         _LOG.info('dataset description: %s', args.out / DATASET_FILE)
     if args.bag is not None:
         counts = write_camera_bag(args.bag, cameras=args.cameras, frames=args.frames,
-                                  seed=args.seed, width=width, height=height, fps=args.fps,
+                                  seed=args.seed, width=width, height=height,
+                                  fps=10.0 if args.fps is None else args.fps,
                                   overwrite=args.overwrite, progress=progress)
         for topic, count in counts.items():
             _LOG.info('%s: %d messages', topic, count)
         _LOG.info('bag: %s', args.bag)
+    return 0
+
+
+def _run_sequences(args: argparse.Namespace, width: int, height: int) -> int:
+    """``--sequences N``: MOTChallenge sequences with ground-truth identities into ``--out``."""
+    from darknet53_ros.training.synthetic.sequences import write_sequences
+
+    if args.out is None or args.train or args.val or args.bag is not None:
+        raise ConfigError('synth --sequences: give --out DIR, without --train, --val or --bag')
+    if args.frames < 1 or args.objects < 0:
+        raise ConfigError(f'synth --sequences: --frames {args.frames} must be >= 1 and '
+                          f'--objects {args.objects} >= 0')
+    done = write_sequences(args.out, args.sequences, args.seed, args.frames, width, height,
+                           args.objects, args.fps, progress=not args.no_progress)
+    for entry in done:
+        _LOG.info('%s: %d frames at %g fps, %d identities, %d boxes', entry['name'],
+                  entry['frames'], entry['fps'], entry['ids'], entry['boxes'])
+    _LOG.info('sequences (MOTChallenge layout) and seqmaps/SYNTH-all.txt in %s', args.out)
     return 0

@@ -9,7 +9,8 @@ the classes themselves, since rclpy uses ``bytes`` and rosbags ``int`` for them.
 Detection2DArray layout (vision_msgs 4.x, Humble/Jazzy), see :func:`detections_to_msg`:
 
 - ``header``: the source image header (stamp and frame_id unchanged).
-- ``detections[i].header``: the source header; ``detections[i].id``: empty.
+- ``detections[i].header``: the source header; ``detections[i].id``: empty, or with tracking
+  the track id (a decimal string, unique per camera; empty for detections without a track).
 - ``detections[i].bbox.center.position.x/y``: box centre in source-image pixels,
   ``bbox.center.theta`` = 0, ``bbox.size_x/size_y``: box width/height in pixels.
 - ``detections[i].results``: one ``ObjectHypothesisWithPose``: ``hypothesis.class_id`` = class
@@ -223,7 +224,7 @@ def _identity_pose(types: MessageTypes) -> Any:
 
 def detections_to_msg(types: MessageTypes, header: Any, boxes: Any, scores: Any,
                       class_ids: Any, names: Sequence[str] | None = None,
-                      class_id_format: str = 'name') -> Any:
+                      class_id_format: str = 'name', ids: Sequence[str] | None = None) -> Any:
     """Build a ``vision_msgs/Detection2DArray`` (always; empty when there are no boxes).
 
     Args:
@@ -234,6 +235,7 @@ def detections_to_msg(types: MessageTypes, header: Any, boxes: Any, scores: Any,
         class_ids: [n] integer class indices.
         names: class names by index (optional).
         class_id_format: ``'name'`` (name when known, else ``str(index)``) or ``'index'``.
+        ids: [n] ``Detection2D.id`` strings (track ids; default empty).
 
     Rows with non-finite coordinates or scores are skipped.
 
@@ -250,11 +252,15 @@ def detections_to_msg(types: MessageTypes, header: Any, boxes: Any, scores: Any,
     if not len(boxes) == len(scores) == len(class_ids):
         raise ValueError(f'detections: {len(boxes)} boxes, {len(scores)} scores and '
                          f'{len(class_ids)} class ids')
+    if ids is not None and len(ids) != len(boxes):
+        raise ValueError(f'detections: {len(ids)} ids for {len(boxes)} boxes')
+    id_texts = [''] * len(boxes) if ids is None else [str(i) for i in ids]
     labels = list(names) if class_id_format == 'name' and names is not None else []
     detections = []
     finite = np.isfinite(boxes).all(axis=1) & np.isfinite(scores)
-    for (x1, y1, x2, y2), score, cls, ok in zip(boxes.tolist(), scores.tolist(),
-                                                class_ids.tolist(), finite.tolist()):
+    for (x1, y1, x2, y2), score, cls, ok, ident in zip(boxes.tolist(), scores.tolist(),
+                                                       class_ids.tolist(), finite.tolist(),
+                                                       id_texts):
         if not ok:
             continue
         label = labels[cls] if 0 <= cls < len(labels) else str(cls)
@@ -265,7 +271,8 @@ def detections_to_msg(types: MessageTypes, header: Any, boxes: Any, scores: Any,
         result = types.ObjectHypothesisWithPose(
             hypothesis=types.ObjectHypothesis(class_id=str(label), score=float(score)),
             pose=_identity_pose(types))
-        detections.append(types.Detection2D(header=header, results=[result], bbox=bbox, id=''))
+        detections.append(types.Detection2D(header=header, results=[result], bbox=bbox,
+                                            id=ident))
     return types.Detection2DArray(header=header, detections=detections)
 
 

@@ -64,6 +64,7 @@ from darknet53_ros.ros.params import (
     validate_parameter,
 )
 from darknet53_ros.ros.scheduler import FrameScheduler, InferenceWorker, QueuedFrame
+from darknet53_ros.tracking.cameras import CameraTrackers
 
 __all__ = ['IMAGE_DECODER', 'NodeCore', 'Outputs']
 
@@ -157,6 +158,8 @@ class NodeCore:
         self._started_at = self.clock()
         self._last_report_at = self._started_at
         self._backend_info: dict[str, Any] | None = None
+        self.trackers = CameraTrackers() if params.tracking else None
+        """Per-camera track ids (``tracking``); a new core (configure) starts them afresh."""
         self.backend_info()  # read now, while the backend is open
 
     # -- input ---------------------------------------------------------------------------------
@@ -233,8 +236,13 @@ class NodeCore:
               names: Sequence[str] | None, params: NodeParams) -> int:
         header = queued.header if queued.header is not None else header_msg(
             self.types, self.now_ns(), '')
+        ids = None
+        if self.trackers is not None:
+            stamp_ns = _stamp_ns(header)
+            ids = self.trackers.assign(camera.name, det.boxes, det.scores, det.class_ids,
+                                       stamp_ns if stamp_ns else self.now_ns())
         msg = detections_to_msg(self.types, header, det.boxes, det.scores, det.class_ids,
-                                names, params.class_id_format)
+                                names, params.class_id_format, ids=ids)
         now = self.now_ns()
         self.outputs.detections(camera, msg, now)
         stamp = _stamp_ns(header)

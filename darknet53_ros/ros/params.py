@@ -203,6 +203,12 @@ class NodeParams:
         'name',
         "results[].hypothesis.class_id: 'name' (class name) or 'index' (class index "
         'as text). Changeable at runtime.', runtime=True, choices=('name', 'index'))
+    tracking: bool = param(
+        False,
+        'Fill Detection2D.id with a track id per camera (ByteTrack-class tracker, tracks age '
+        'in header-stamp time): a decimal string unique per camera for the node lifetime, '
+        "reset on lifecycle cleanup; '' for detections without a confirmed track. Lower "
+        'conf_threshold (e.g. 0.1) to let weak detections continue tracks.')
     qos_reliability: str = param(
         'best_effort',
         'Reliability of the image subscriptions (keep last 1): best_effort (sensor '

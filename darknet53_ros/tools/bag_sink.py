@@ -82,16 +82,18 @@ class BagSink(Outputs):
         self.write(absolute_topic(camera.annotated_topic), stamp_ns, msg)
 
     # -- offline runner frames ---------------------------------------------------------------
-    def add_frame(self, frame: Frame, det: Any, annotated: np.ndarray | None) -> None:
-        """Detections of a bag frame (and its annotated image, when given) under the frame's
-        topic (:func:`~darknet53_ros.io.bags.detections_topic`,
+    def add_frame(self, frame: Frame, det: Any, annotated: np.ndarray | None,
+                  ids: Sequence[str] | None = None) -> None:
+        """Detections of a bag frame (with ``ids`` as ``Detection2D.id``, and its annotated
+        image, when given) under the frame's topic
+        (:func:`~darknet53_ros.io.bags.detections_topic`,
         :func:`~darknet53_ros.io.bags.annotated_topic`)."""
         assert frame.topic is not None
         header = frame.header if frame.header is not None else header_msg(
             self.types, frame.stamp_ns or 0)
         when = frame.log_time_ns if frame.log_time_ns is not None else (frame.stamp_ns or 0)
         msg = detections_to_msg(self.types, header, det.boxes, det.scores, det.class_ids,
-                                self.names)
+                                self.names, ids=ids)
         self.write(detections_topic(frame.topic), when, msg)
         if annotated is None or self.annotated_format == 'none':
             return

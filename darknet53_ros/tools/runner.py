@@ -22,7 +22,7 @@ folder that is not empty is only replaced with ``overwrite``. The annotated vide
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 import json
 import logging
@@ -241,7 +241,8 @@ class OfflineRunner:
                  annotate: bool = True, annotated_format: str = 'compressed',
                  save_images: int | None = None, progress: bool = True,
                  overwrite: bool = False,
-                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+                 track: Callable[[Frame, Any], Sequence[str]] | None = None) -> None:
         if batch < 1:
             raise SourceError(f'--batch must be >= 1, got {batch}')
         if annotated_format not in ANNOTATED_FORMATS:
@@ -255,6 +256,9 @@ class OfflineRunner:
         self.progress = progress
         self.overwrite = overwrite
         self.max_pixels = max_image_pixels
+        self.track = track
+        """Called with each frame and its detections, returns their ``Detection2D.id`` strings
+        (``darknet53 track``: track ids); the ids go into the bag's detections."""
 
     def run(self, source: str | os.PathLike, topics: Sequence[str] | None = None
             ) -> RunSummary:
@@ -336,6 +340,8 @@ class OfflineRunner:
 
         def sink(frame: Frame, det: Any) -> None:
             coco.add(frame, det)
+            if self.track is not None:
+                self.track(frame, det)
             target = video if video is not None else images
             if target is not None:
                 target.add(frame, self._annotated(frame, det))
@@ -373,9 +379,10 @@ class OfflineRunner:
 
             def sink(frame: Frame, det: Any) -> None:
                 coco.add(frame, det)
+                ids = self.track(frame, det) if self.track is not None else None
                 want = self.annotate and (bag.annotated_format != 'none' or images is not None)
                 annotated = self._annotated(frame, det) if want else None
-                bag.add_frame(frame, det, annotated)
+                bag.add_frame(frame, det, annotated, ids)
                 if images is not None and annotated is not None:
                     images.add(frame, annotated)
 

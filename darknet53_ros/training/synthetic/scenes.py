@@ -217,6 +217,15 @@ def composite(canvas: np.ndarray, layers: Iterable[Layer], min_visible: float = 
     Each object's visible fraction is computed from the painted masks (see module docstring);
     objects below ``min_visible`` or with a visible box thinner than ``min_side`` are dropped.
     """
+    return [Annotation(int(cls or 0), *box, fraction) for _, cls, box, fraction
+            in visible_objects(canvas, layers, min_visible, min_side)]
+
+
+def visible_objects(canvas: np.ndarray, layers: Iterable[Layer],
+                    min_visible: float = MIN_VISIBLE, min_side: int = MIN_BOX_SIDE,
+                    ) -> list[tuple[int, int | None, tuple[int, int, int, int], float]]:
+    """:func:`composite` telling which layer each object is: ``(layer index (0-based),
+    class_id, (x1, y1, x2, y2), visible fraction)`` per visible object, far to near."""
     h, w = canvas.shape[:2]
     owner = np.zeros((h, w), np.int32)
     objects: list[tuple[int, Layer, int, tuple[int, int, int, int]]] = []
@@ -248,7 +257,7 @@ def composite(canvas: np.ndarray, layers: Iterable[Layer], min_visible: float = 
                y0 + int(ys.max()) + 1)
         if box[2] - box[0] < min_side or box[3] - box[1] < min_side:
             continue
-        result.append(Annotation(int(layer.class_id or 0), *box, float(fraction)))
+        result.append((number - 1, layer.class_id, box, float(fraction)))
     return result
 
 
