@@ -142,6 +142,9 @@ def subcommands(parser: argparse.ArgumentParser, name: str = 'darknet53',
                 yield from subcommands(sub, f'{name} {sub_name}')
 
 
+_USAGE_WIDTH = 92  # fixed, not the terminal's: the page must not depend on who generates it
+
+
 def _anchor(name: str) -> str:
     return name.replace(' ', '-')
 
@@ -174,11 +177,12 @@ def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
         summary = summaries.get(name) or (sub.description or '').split('. ')[0]
         lines.append(f'| [{name}](#{_anchor(name)}) | {_cell(summary)} |')
     for name, sub in commands:
-        formatter = sub._get_formatter()
+        formatter = sub.formatter_class(prog=sub.prog, width=_USAGE_WIDTH)
         lines += ['', f'## `{name}`', '']
         if sub.description:
             lines += [' '.join(sub.description.split()), '']
-        usage = sub.format_usage().strip()
+        formatter.add_usage(sub.usage, sub._actions, sub._mutually_exclusive_groups)
+        usage = formatter.format_help().strip()
         lines += ['```text', usage, '```', '']
         rows = []
         for action in sub._actions:

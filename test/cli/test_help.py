@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterator
+import re
 
 from darknet53_ros.cli.main import build_parser
 
