@@ -139,6 +139,11 @@ class StandIns:
             'export', '--cfg', str(MODELS / 'demo.cfg'), '--weights', str(MODELS / 'demo.weights'),
             '--names', str(MODELS / 'demo.names'), '-o', str(p)]))
 
+    def int8(self) -> Path:
+        return self._cached('demo_int8.onnx', lambda p: _ok([
+            'quantize', '--model', str(self.onnx()), '--calib', str(self.synth() / 'train' / 'images'),
+            '--calib-count', '4', '--held-out', '0', '-o', str(p)]))
+
     def bag(self) -> Path:
         pytest.importorskip('rosbags', reason='rosbags not installed (bag examples)')
         return self._cached('recording', lambda p: _ok([
@@ -184,6 +189,7 @@ def stand_ins_for(s: StandIns) -> dict[str, Callable[[Path], None]]:
         'yolov3.weights': _copy(lambda: MODELS / 'demo.weights'),
         'coco.names': _copy(lambda: MODELS / 'demo.names'),
         'yolov3.onnx': _copy(s.onnx),
+        'yolov3_int8.onnx': _copy(s.int8),
         'dog.jpg': _copy(lambda: s.image(0)),
         'front.png': _copy(lambda: s.image(1)),
         'left.jpg': _copy(lambda: s.image(2)),
@@ -209,7 +215,7 @@ STAND_INS = {
                              'my_robot.yaml'],
     'doc/tensorrt.md': ['yolov3.cfg', 'yolov3.weights', 'coco.names', 'calib_images',
                         'recording'],
-    'doc/benchmarks.md': ['yolov3.cfg', 'yolov3.weights'],
+    'doc/benchmarks.md': ['yolov3.cfg', 'yolov3.weights', 'yolov3.onnx', 'yolov3_int8.onnx'],
     'doc/training.md': ['data/mine', 'runs/mine.cfg', 'runs/mine.onnx'],
 }
 
