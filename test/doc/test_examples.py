@@ -141,8 +141,9 @@ class StandIns:
 
     def int8(self) -> Path:
         return self._cached('demo_int8.onnx', lambda p: _ok([
-            'quantize', '--model', str(self.onnx()), '--calib', str(self.synth() / 'train' / 'images'),
-            '--calib-count', '4', '--held-out', '0', '-o', str(p)]))
+            'quantize', '--model', str(self.onnx()), '--calib',
+            str(self.synth() / 'train' / 'images'), '--calib-count', '4', '--held-out', '0',
+            '-o', str(p)]))
 
     def bag(self) -> Path:
         pytest.importorskip('rosbags', reason='rosbags not installed (bag examples)')
