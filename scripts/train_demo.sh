@@ -26,7 +26,7 @@ darknet53 cfg --classes 5 --width 320 --height 256 --width-multiplier 0.125 \
 # 4. Training: 7 epochs, batch 16, AdamW lr 1e-3 (300 warm-up iterations, cosine decay),
 #    multi-scale, EMA weights, seed 0; then 5 more epochs from those weights at lr 5e-4.
 #    The shipped model was trained with the squared-error box loss (--box-loss mse, the
-#    default then); the default is now Darknet's (--box-loss darknet, README).
+#    default then); the default is now Darknet's (--box-loss darknet, doc/training.md).
 darknet53 train --cfg "$WORK/demo.cfg" --data "$WORK/data" --epochs 7 --batch 16 \
     --multi-scale --lr 1e-3 --box-loss mse --threads 2 --seed 0 --no-progress \
     -o "$WORK/stage1.weights"

@@ -17,13 +17,14 @@ from darknet53_ros.io.sources import source_kind
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each option's default appended as ``(default: X)``; options without a
-    default (``None``) and on/off flags are left as written."""
+    default (``None``, empty) and on/off flags are left as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ''
         default = action.default
         if ('%(default)' in text or default is None or default is argparse.SUPPRESS
-                or isinstance(default, bool) or not action.option_strings):
+                or isinstance(default, bool) or default in ('', [])
+                or not action.option_strings):
             return text
         return f'{text} (default: %(default)s)'
 
@@ -40,7 +41,7 @@ class CommandParser(argparse.ArgumentParser):
 def add_detector_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by commands that build a Detector."""
     parser.add_argument('--backend', choices=backend_choices(),
-                        default='auto', help='inference backend (default: by file type)')
+                        default='auto', help='inference backend; auto: by the model file type')
     parser.add_argument('--conf', type=float, default=0.25,
                         help='confidence threshold')
     parser.add_argument('--nms', type=float, default=0.45,

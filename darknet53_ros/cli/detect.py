@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='replace an output folder that is not empty (whole, atomically)')
     p.add_argument('--max-image-pixels', type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                    metavar='N', help='skip (count as failed) larger images, checked on the '
-                   f'header before decoding (default {DEFAULT_MAX_IMAGE_PIXELS}: 8K)')
+                   'header before decoding; the default is 8K DCI, 8192x4320')
     add_detector_options(p)
     add_fleet_options(p)
     p.set_defaults(func=run_detect)

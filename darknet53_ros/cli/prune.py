@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='fraction of prunable filters to remove, in [0, 1)')
     p.add_argument('--method', choices=('l1', 'bn-gamma'), default='l1',
                    help='l1: kernel L1 norm per layer; bn-gamma: |BN gamma| with a global '
-                   'threshold (after sparsity training). Default l1')
+                   'threshold (after sparsity training)')
     p.add_argument('--min-keep', type=float, default=0.1,
                    help="keep at least this fraction of each layer's filters")
     p.add_argument('--channel-multiple', type=int, default=8,

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='only re-time the models of the study already in --output (no '
                         'pruning, training or evaluation) and rewrite its table and plot')
     p.add_argument('--eval-limit', type=int, help='evaluate on the first N val images only')
-    p.add_argument('-o', '--output', type=Path, default=Path('docs/study'),
+    p.add_argument('-o', '--output', type=Path, default=Path('doc/study'),
                    help='output folder')
     p.set_defaults(func=run)
 

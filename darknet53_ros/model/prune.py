@@ -10,7 +10,7 @@ the conv that reads it; the result equals the unpruned model with those filters'
 masked to zero.
 
 Methods: ``l1`` ranks filters by the L1 norm of their kernel, per layer, at a uniform ratio;
-``bn-gamma`` ranks by |batch-norm gamma| with one global threshold (network slimming, best
+``bn-gamma`` ranks by ``|batch-norm gamma|`` with one global threshold (network slimming, best
 after sparsity training). Every pruned layer keeps at least ``min_keep_fraction`` of its
 filters (and ``min_filters``), and kept counts are rounded up to a multiple of
 ``channel_multiple`` (8 suits TensorRT's INT8/FP16 kernels).

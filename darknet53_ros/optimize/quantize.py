@@ -198,8 +198,9 @@ def quantize_model(model_path: str | Path | Any, calib_images: Iterable[Any] | s
 
     Args:
         model_path: a contract ONNX model (path or ``onnx.ModelProto``).
-        calib_images: BGR ``uint8`` images, :class:`~darknet53_ros.optimize.calibration.
-            CalibrationImage` items, image paths, already preprocessed ``[3, H, W]`` float32
+        calib_images: BGR ``uint8`` images,
+            :class:`~darknet53_ros.optimize.calibration.CalibrationImage` items, image paths,
+            already preprocessed ``[3, H, W]`` float32
             arrays, or a source (folder, video, rosbag2) given to
             :func:`darknet53_ros.optimize.calibration.calibration_images`.
         out_path: where to write the quantised model (atomically); ``None`` writes nothing.

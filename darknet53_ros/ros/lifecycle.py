@@ -10,8 +10,9 @@ without ROS.
 transition              effect
 ======================  ==========================================================================
 ``configure``           read and validate the parameters, load the model / TensorRT engine
-                        (the CUDA context), build the :class:`~darknet53_ros.ros.node_core.
-                        NodeCore`, create publishers, the diagnostics timer and the
+                        (the CUDA context), build the
+                        :class:`~darknet53_ros.ros.node_core.NodeCore`, create publishers, the
+                        diagnostics timer and the
                         parameter callback (:meth:`Ports.open`); a failure leaves the node
                         unconfigured with nothing loaded
 ``activate``            start the inference thread, then subscribe to the cameras

@@ -6,8 +6,9 @@ is tested without ROS. Parameters live in :mod:`darknet53_ros.ros.params`, camer
 :mod:`darknet53_ros.ros.cameras`, model loading in :mod:`darknet53_ros.ros.model_files` and
 status building in :mod:`darknet53_ros.ros.diagnostics`.
 
-- **Processing** (:meth:`NodeCore.process_batch`): the :class:`~darknet53_ros.ros.scheduler.
-  FrameScheduler` hands the newest frame of up to ``max_batch`` cameras to one
+- **Processing** (:meth:`NodeCore.process_batch`): the
+  :class:`~darknet53_ros.ros.scheduler.FrameScheduler` hands the newest frame of up to
+  ``max_batch`` cameras to one
   :class:`~darknet53_ros.ros.scheduler.InferenceWorker` thread; frames are decoded there (so image
   callbacks never block) with :func:`~darknet53_ros.io.encodings.msg_to_bgr`, run through the one
   shared :class:`~darknet53_ros.inference.detector.Detector`

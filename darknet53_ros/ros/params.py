@@ -97,7 +97,8 @@ class ParamSpec:
 
     @property
     def default_text(self) -> str:
-        """The default as written in YAML and the README (``true``, ``''``, ``['camera']``)."""
+        """The default as written in YAML and the parameter reference (``true``, ``''``,
+        ``['camera']``)."""
         if isinstance(self.default, bool):
             return 'true' if self.default else 'false'
         if self.default == '':

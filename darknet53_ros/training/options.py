@@ -9,7 +9,7 @@ from darknet53_ros.errors import ConfigError
 
 BOX_LOSSES = ('darknet', 'mse', 'giou', 'ciou')
 """``--box-loss`` choices (:mod:`darknet53_ros.training.loss`); the first is the default
-(measured against ``mse`` in the README)."""
+(measured against ``mse`` in doc/training.md)."""
 DEFAULT_WARMUP = 300
 """Warm-up iterations when none are given, capped by one epoch (:func:`warmup_iterations`)."""
 

@@ -12,8 +12,9 @@ Batch norm. Darknet normalises with ``gamma * (x - mean) / (sqrt(var) + 1e-6) + 
 ``rolling_mean``/``rolling_var``, copied verbatim to and from ``.weights`` files (so a round
 trip is byte-identical). In training mode it is the ordinary PyTorch batch norm (batch
 statistics, ``eps=1e-5`` inside the square root, the usual running-average update); in eval
-mode it applies Darknet's formula above, exactly what :func:`darknet53_ros.model.weights.
-fold_batchnorm` folds into the ONNX export, so the PyTorch model in eval mode, the saved
+mode it applies Darknet's formula above, exactly what
+:func:`darknet53_ros.model.weights.fold_batchnorm` folds into the ONNX export, so the PyTorch
+model in eval mode, the saved
 ``.weights`` and the exported ONNX model compute the same function.
 
 Head decoding (:meth:`DarknetModel.decode`) matches the ONNX contract of

@@ -1,5 +1,6 @@
-"""Launch files, config files and the README: arguments described, parameters match the schema
-(darknet53_ros.ros.params)."""
+"""Launch files and config files: arguments described, parameters match the schema
+(darknet53_ros.ros.params). The parameter reference is generated from the schema
+(test/doc/test_reference.py)."""
 import ast
 import importlib.util
 from pathlib import Path
@@ -15,7 +16,6 @@ from darknet53_ros.ros.params import PARAMETERS, NodeParams, load_params_file
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / 'launch'
 CONFIG = ROOT / 'config'
-README = ROOT / 'README.md'
 PARAM_NAMES = {spec.name for spec in PARAMETERS}
 
 COMMON_ARGS = {'lifecycle', 'autostart', 'use_sim_time', 'log_level'}
@@ -104,31 +104,6 @@ def test_detector_yaml_documents_every_parameter():
         assert len(comments[spec.name]) > 10, f'detector.yaml: {spec.name} has no comment'
         assert ('(runtime)' in comments[spec.name]) == (not spec.read_only), \
             f'detector.yaml: (runtime) mark of {spec.name}'
-
-
-def _readme_parameter_table():
-    """{parameter: (default, meaning)} of the README's node parameter table."""
-    text = README.read_text(encoding='utf-8')
-    section = text[text.index('<!-- section:node -->'):text.index('<!-- /section:node -->')]
-    lines = section[section.index('| parameter | default | meaning |'):].splitlines()
-    rows = {}
-    for line in lines[2:]:
-        if not line.startswith('|'):
-            break
-        match = re.match(r'^\| `([^`]+)` \| `([^`]*)` \| (.+) \|$', line)
-        assert match, f'README parameter table row: {line}'
-        rows[match[1]] = (match[2], match[3])
-    return rows
-
-
-def test_readme_parameter_table_matches_the_schema():
-    rows = _readme_parameter_table()
-    assert list(rows) == [spec.name for spec in PARAMETERS]
-    for spec in PARAMETERS:
-        default, meaning = rows[spec.name]
-        assert default == spec.default_text, f'README: default of {spec.name}'
-        assert meaning.startswith('runtime;') == (not spec.read_only), \
-            f'README: runtime mark of {spec.name}'
 
 
 def test_multi_camera_yaml():

@@ -4,8 +4,9 @@ pycuda is imported when a driver is made (never ``pycuda.autoinit``). Two pycuda
 shape this module: a pycuda ``Stream`` is destroyed only when its last Python reference goes
 (so :class:`~darknet53_ros.inference.backends.cuda_runtime.CudaContext` drops it inside the
 context scope), and ``Context.detach()`` of a primary context that is not current pushes it,
-releases it and leaves it on the calling thread's stack (so :meth:`PycudaDriver.
-release_primary` pops it afterwards). CUDA 13 (JetPack 7) needs pycuda >= 2025.1.2.
+releases it and leaves it on the calling thread's stack (so
+:meth:`PycudaDriver.release_primary` pops it afterwards). CUDA 13 (JetPack 7) needs pycuda >=
+2025.1.2.
 """
 from __future__ import annotations
 

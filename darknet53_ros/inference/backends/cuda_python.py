@@ -1,5 +1,5 @@
-"""NVIDIA's cuda-python (``cuda.bindings.driver``) behind :class:`~darknet53_ros.inference.
-backends.cuda_driver.CudaDriver`.
+"""NVIDIA's cuda-python (``cuda.bindings.driver``) behind
+:class:`~darknet53_ros.inference.backends.cuda_driver.CudaDriver`.
 
 cuda-python is what NVIDIA's TensorRT samples use from 10.13 on: ``pip install
 'cuda-python>=12,<13'`` for CUDA 12 (JetPack 6), ``'cuda-python>=13,<14'`` for CUDA 13

@@ -1,7 +1,8 @@
 """The backend registry: every inference backend, its name, file extensions and loader.
 
-Adding a backend is one module implementing :class:`~darknet53_ros.inference.backends.base.
-Backend` plus one :class:`BackendSpec` line in :data:`BACKENDS`. The factory, the node's
+Adding a backend is one module implementing
+:class:`~darknet53_ros.inference.backends.base.Backend` plus one :class:`BackendSpec` line in
+:data:`BACKENDS`. The factory, the node's
 ``backend`` parameter, the CLI's ``--backend`` choices and diagnostics all read this table.
 """
 from __future__ import annotations

@@ -89,9 +89,9 @@ class TensorRTBackend(Backend):
         engine_path: the ``.engine`` file; its ``.engine.json`` metadata is checked against
             the running TensorRT and GPU (and ``expected``) unless ``check_metadata`` is off.
         device: CUDA device index.
-        check_metadata: validate the metadata (see :func:`darknet53_ros.inference.backends.
-            engine_file.check_engine_metadata`); mismatches raise :class:`EngineError` with
-            the rebuild command.
+        check_metadata: validate the metadata (see
+            :func:`darknet53_ros.inference.backends.engine_file.check_engine_metadata`);
+            mismatches raise :class:`EngineError` with the rebuild command.
         expected: metadata fields the caller requires (class names, ONNX sha256, ...).
         cuda_runtime: ``auto`` (pycuda if installed, else cuda-python), ``pycuda`` or
             ``cuda-python``.
