@@ -84,7 +84,8 @@ darknet53_mock_imports = [
     'rosbags', 'mcap', 'tqdm', 'matplotlib', 'pycocotools', 'rclpy', 'rcl_interfaces',
     'ament_index_python', 'builtin_interfaces', 'std_msgs', 'geometry_msgs', 'sensor_msgs',
     'vision_msgs', 'diagnostic_msgs', 'lifecycle_msgs', 'launch', 'launch_ros',
-    'launch_testing',
+    'launch_testing', 'launch_testing_ros', 'ray', 'pyarrow', 'scipy', 'lap', 'trackeval',
+    'bondpy',
 ]
 autodoc_mock_imports = list(darknet53_mock_imports)
 
