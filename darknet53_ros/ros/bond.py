@@ -1,0 +1,94 @@
+"""The bond of the lifecycle node to a lifecycle manager (Nav2's ``lifecycle_manager``).
+
+Nav2's lifecycle manager, after activating a node, forms a bond with it (``bond`` topic,
+id = the node's name) and waits ``bond_timeout / 2`` for it (``bond_timeout`` 4 s by default);
+without one, bring-up fails. :class:`ManagerBond` forms that bond with ``bondpy`` (ros/bond_core)
+at ``activate`` and breaks it at ``deactivate``, as nav2_util's ``LifecycleNode`` does
+(heartbeat every ``bond_heartbeat_period``, 0.1 s by default; heartbeat timeout 4 s). Where
+``bondpy`` is not installed it says once how to configure the manager instead
+(:data:`NO_BONDPY`). ``bondpy`` is imported where used, so this module imports without ROS.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ['BOND_TOPIC', 'HEARTBEAT_TIMEOUT', 'NO_BONDPY', 'ManagerBond', 'bond_class']
+
+BOND_TOPIC = 'bond'
+"""The bond topic (relative: the node's namespace, as Nav2's)."""
+
+HEARTBEAT_TIMEOUT = 4.0
+"""Seconds without the manager's heartbeat before the bond breaks (nav2_util's value)."""
+
+NO_BONDPY = ('bondpy is not installed: no bond to a lifecycle manager; install bondpy '
+             '(ros-$ROS_DISTRO-bondpy) or give the lifecycle manager bond_timeout: 0.0')
+"""Logged once when the bond cannot be formed for want of bondpy."""
+
+
+def bond_class() -> Any:
+    """``bondpy.bondpy.Bond``, or None when bondpy (or its messages) is not installed."""
+    try:
+        from bondpy.bondpy import Bond
+    except ImportError:
+        return None
+    return Bond
+
+
+class ManagerBond:
+    """Forms and breaks the bond of ``node`` to its lifecycle manager.
+
+    Args:
+        node: the rclpy (lifecycle) node.
+        factory: returns the bond class (default :func:`bond_class`; tests pass a fake).
+    """
+
+    def __init__(self, node: Any, factory: Callable[[], Any] = bond_class) -> None:
+        """Nothing is formed yet."""
+        self.node = node
+        self.factory = factory
+        self.bond: Any = None
+        self._told = False
+
+    @property
+    def formed(self) -> bool:
+        """True while a bond exists (between :meth:`form` and :meth:`break_bond`)."""
+        return self.bond is not None
+
+    def form(self, heartbeat_period: float) -> bool:
+        """Start the bond (heartbeat every ``heartbeat_period`` s; ``<= 0``: no bond).
+        Returns True when a bond was started."""
+        if heartbeat_period <= 0 or self.bond is not None:
+            return False
+        cls = self.factory()
+        if cls is None:
+            if not self._told:
+                self._told = True
+                self.node.get_logger().info(NO_BONDPY)
+            return False
+        name = self.node.get_name()
+        bond = cls(BOND_TOPIC, name, self.node)
+        bond.heartbeat_period = float(heartbeat_period)
+        bond.heartbeat_timeout = HEARTBEAT_TIMEOUT
+        bond.start()
+        self.bond = bond
+        self.node.get_logger().info(f'bond ({name}) to the lifecycle manager formed')
+        return True
+
+    def break_bond(self) -> None:
+        """Break the bond (the manager sees it at once) and drop its publisher and
+        subscription. Idempotent."""
+        bond, self.bond = self.bond, None
+        if bond is None:
+            return
+        try:
+            bond.shutdown()  # breaks the bond, stops the heartbeat thread
+        except Exception as exc:
+            self.node.get_logger().warning(f'breaking the bond: {type(exc).__name__}: {exc}')
+        for kind, entity in (('subscription', getattr(bond, 'sub', None)),
+                             ('publisher', getattr(bond, 'pub', None))):
+            if entity is not None:
+                try:
+                    getattr(self.node, f'destroy_{kind}')(entity)
+                except Exception:  # already destroyed by bondpy
+                    pass
