@@ -27,7 +27,7 @@ from darknet53_ros.errors import ConfigError
 from darknet53_ros.ros.schema import NAME_PLACEHOLDER, ParamSpec, check_value, param, specs_of
 
 __all__ = ['CAMERA_PARAMETERS', 'INHERIT', 'RELIABILITIES', 'TRANSPORTS', 'CameraSpec',
-           'camera_key', 'check_camera_name', 'parse_cameras', 'resolve_topics']
+           'applies_to', 'camera_key', 'check_camera_name', 'parse_cameras', 'resolve_topics']
 
 _NAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
 _TOPIC_RE = re.compile(r'^(~/|/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
@@ -137,6 +137,13 @@ def camera_key(name: str) -> tuple[str, str] | None:
     if not dot or key not in _CAMERA_SPECS or not _NAME_RE.match(camera):
         return None
     return camera, key
+
+
+def applies_to(name: str, cameras: Collection[str]) -> bool:
+    """Whether the parameter ``name`` concerns a node serving ``cameras`` (True unless it is
+    another camera's ``NAME.<key>``)."""
+    parts = camera_key(name)
+    return parts is None or parts[0] in cameras
 
 
 def _migration(entry: str) -> str:

@@ -170,8 +170,9 @@ class NodeParams:
         Args:
             values: parameter name -> value.
             source: where the values come from (a file name), for unknown-name errors.
-            ignore_unknown: skip names that are not node parameters (rclpy's own
-                ``use_sim_time``, another camera's ``NAME.topic`` ...) instead of raising.
+            ignore_unknown: skip names that are not node parameters (another camera's
+                ``NAME.topic`` ...) instead of raising; rclpy's own (``use_sim_time``,
+                ``qos_overrides.*``) are always skipped.
 
         Raises:
             ConfigError: naming the parameter at fault.
@@ -179,11 +180,12 @@ class NodeParams:
         checked = {spec.name: check_value(spec, values.get(spec.name, spec.default))
                    for spec in PARAMETERS}
         names = checked['cameras']
-        unknown = sorted(n for n in values if n not in _SPECS and not _is_camera_param(n, names))
-        if unknown and not ignore_unknown:
-            raise ConfigError(f'{source}: {_unknown_text(unknown, names)}')
         checked['cameras'] = parse_cameras(names, values, checked['prefix_camera_name'],
                                            reserved=_RESERVED)
+        unknown = sorted(n for n in values if n not in _SPECS and not _is_camera_param(n, names)
+                         and not _ros_own(n))
+        if unknown and not ignore_unknown:
+            raise ConfigError(f'{source}: {_unknown_text(unknown, names)}')
         return cls(**checked)
 
     def as_dict(self) -> dict[str, Any]:
@@ -251,6 +253,12 @@ at ``configure``); per camera, :func:`is_runtime` tells."""
 DETECTOR_FIELDS: dict[str, str] = {spec.name: spec.detector_field for spec in PARAMETERS
                                    if spec.detector_field is not None}
 """Parameter name -> the ``DetectorConfig`` field it sets."""
+
+
+def _ros_own(name: str) -> bool:
+    """rclpy's own parameters (``use_sim_time``, ``qos_overrides.*`` ...): never misspellings
+    of the node's."""
+    return name in _ROS_OWN or name.startswith('qos_overrides.')
 
 
 def _is_camera_param(name: str, cameras: Iterable[str]) -> bool:
@@ -322,7 +330,7 @@ def override_warning(names: Iterable[str], cameras: Iterable[str] = ()) -> str:
     (:func:`darknet53_ros.ros.qos.unmatched_qos_overrides`)."""
     cameras = list(cameras)
     unknown = sorted(n for n in names if n not in _SPECS and not _is_camera_param(n, cameras)
-                     and n not in _ROS_OWN and not n.startswith('qos_overrides.'))
+                     and not _ros_own(n))
     if not unknown:
         return ''
     return ('ignored parameter override(s) matching no parameter of this node: '

@@ -35,7 +35,7 @@ from darknet53_ros.errors import ConfigError, SourceError
 from darknet53_ros.io.bag_writer import BagWriter, bag_storage
 from darknet53_ros.io.bags import BagReader, base_image_topic
 from darknet53_ros.io.messages import MessageTypes
-from darknet53_ros.ros.cameras import camera_key
+from darknet53_ros.ros.cameras import applies_to
 from darknet53_ros.ros.model_files import load_detector
 from darknet53_ros.ros.node_core import NodeCore
 from darknet53_ros.ros.params import NodeParams, load_params_file
@@ -80,13 +80,6 @@ def _cli_camera(item: str, image_topics: dict[str, str]) -> tuple[str, str, str]
     if topic.rstrip('/').endswith('/compressed'):
         topic, transport = base_image_topic(topic), transport or 'compressed'
     return name, topic, transport or 'raw'
-
-
-def _applies(name: str, cameras: list[str]) -> bool:
-    """Whether the parameter ``name`` applies with these cameras (another camera's
-    ``NAME.<key>`` does not)."""
-    parts = camera_key(name)
-    return parts is None or parts[0] in cameras
 
 
 def _camera_values(cameras: list[str] | None, values: dict[str, Any],
@@ -169,7 +162,7 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
         image_topics = {t.name: t.msgtype for t in reader.image_topics()}
         chosen = _camera_values(cameras, values, image_topics)
         if chosen:  # other cameras' NAME.* settings of the params file do not apply
-            values = {k: v for k, v in values.items() if _applies(k, chosen['cameras'])}
+            values = {k: v for k, v in values.items() if applies_to(k, chosen['cameras'])}
             values.update(chosen)
         if not realtime:
             values['max_frame_age'] = 0.0
