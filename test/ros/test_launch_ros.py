@@ -47,10 +47,9 @@ WIDTH, HEIGHT = 320, 256
 
 def _cameras_file() -> str:
     lines = ['/**:', '  ros__parameters:', f'    cameras: [{", ".join(CAMERAS)}]']
-    lines += [f'    {name}: {{topic: {topic}, transport: {transport}}}'
+    lines += [f'    {name}: {{topic: {topic}, transport: {transport}, reliability: reliable}}'
               for name, (topic, transport) in CAMERAS.items()]
     lines += ['    max_frame_age: 2.0']
-    lines += [f'    {name}.reliability: reliable' for name in CAMERAS]
     fd, path = tempfile.mkstemp(prefix='darknet53_cameras_', suffix='.yaml')
     with os.fdopen(fd, 'w') as stream:
         stream.write('\n'.join(lines) + '\n')
