@@ -102,6 +102,7 @@ class RosPorts:
         self.node = node
         self.managed = managed
         self.core: NodeCore | None = None
+        self.types: MessageTypes | None = None  # default: rclpy's (tests pass others)
         self.outputs = _RosOutputs()
         self._subscriptions: list[Any] = []
         self._publishers: list[Any] = []
@@ -162,7 +163,8 @@ class RosPorts:
         clock = self.node.get_clock()
         params = replace(params, cameras=resolve_topics(params.cameras,
                                                         self.node.resolve_topic_name))
-        return NodeCore(params, detector, MessageTypes.from_rclpy(), self.outputs,
+        types = self.types or MessageTypes.from_rclpy()
+        return NodeCore(params, detector, types, self.outputs,
                         logger=self.node.get_logger(), now_ns=lambda: clock.now().nanoseconds,
                         frame_clock=lambda: clock.now().nanoseconds * 1e-9,
                         model_path=model_path, node_name=self.node.get_name())
