@@ -202,6 +202,9 @@ def _camera(name: str, values: Mapping[str, Any]) -> CameraSpec:
         checked[spec.name] = check_value(spec, values.get(key, spec.default_for(name)), key)
     checked['topic'] = checked['topic'].strip()
     _check_topic(name, checked['topic'])
+    if INHERIT < checked['conf_threshold'] < 0:
+        raise ConfigError(f'parameter {name}.conf_threshold: {checked["conf_threshold"]!r} '
+                          "is neither in [0, 1] nor -1.0 (the node's conf_threshold)")
     return CameraSpec(name, **checked)
 
 

@@ -62,6 +62,8 @@ def test_per_camera_values():
     ({'left.reliability': 'sometimes'}, 'parameter left.reliability: .* not one of'),
     ({'left.conf_threshold': 1.5}, r'parameter left.conf_threshold: 1.5 is outside \[-1, 1\]'),
     ({'left.conf_threshold': 'high'}, 'parameter left.conf_threshold: expected double'),
+    ({'left.conf_threshold': -0.5}, r'parameter left.conf_threshold: -0.5 is neither in \[0, 1\] '
+                                    r'nor -1.0'),
     ({'left.tracking': 'yes'}, 'parameter left.tracking: expected bool'),
     ({'left.topic': '/x y'}, "parameter left.topic: '/x y' is not a valid ROS topic name"),
     ({'left.topic': ''}, 'parameter left.topic: must not be empty'),
