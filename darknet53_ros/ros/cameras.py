@@ -29,7 +29,7 @@ from darknet53_ros.ros.schema import NAME_PLACEHOLDER, ParamSpec, check_value, p
 __all__ = ['CAMERA_PARAMETERS', 'INHERIT', 'RELIABILITIES', 'TRANSPORTS', 'CameraSpec',
            'applies_to', 'camera_key', 'check_camera_name', 'parse_cameras', 'resolve_topics']
 
-_NAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
+_NAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
 _TOPIC_RE = re.compile(r'^(~/|/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
@@ -42,8 +42,8 @@ class CameraSpec:
     """One camera: its name, input and the per-camera settings (fields = ``NAME.<key>``).
 
     Attributes:
-        name: relative ROS name (``front``, ``arm/wrist``): output prefix, parameter prefix and
-            diagnostics name.
+        name: a ROS name token (``front``, ``arm_wrist``): parameter prefix, output namespace
+            and diagnostics name.
         topic: the base image topic, as image_transport names it (never ``.../compressed``).
         transport: ``raw`` (``sensor_msgs/Image`` on ``topic``) or ``compressed``
             (``sensor_msgs/CompressedImage`` on ``<resolved topic>/compressed``).
@@ -176,8 +176,9 @@ def check_camera_name(name: Any, where: str = 'cameras',
     if ':' in name:
         raise ConfigError(f'parameter {where}: {_migration(name)}')
     if not _NAME_RE.match(name) or '__' in name:
-        raise ConfigError(f'parameter {where}: camera name {name!r} is not a relative ROS name '
-                          '(letters, digits, _ and /, not starting with a digit or /)')
+        raise ConfigError(f'parameter {where}: camera name {name!r} is not a ROS name token '
+                          '(letters, digits and _, not starting with a digit; it prefixes the '
+                          'parameters NAME.topic ..., which -p cannot set for NAME with /)')
     if name in reserved:
         raise ConfigError(f'parameter {where}: camera name {name!r} is a node parameter; '
                           'choose another name')

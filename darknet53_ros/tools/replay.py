@@ -18,13 +18,14 @@ Two modes:
 
 Cameras: ``--cameras`` entries (``NAME:TOPIC[:TRANSPORT]``, short for the ``cameras``
 parameter plus ``NAME.topic`` and ``NAME.transport``, or just a bag topic), else the
-``cameras`` (and ``NAME.*``) of ``--params``, else every image topic of the bag, named after its
-topic (``/front/image_raw/compressed`` -> ``front/image_raw``, outputs
-``/front/image_raw/detections``, as :func:`~darknet53_ros.io.bags.detections_topic`).
+``cameras`` (and ``NAME.*``) of ``--params``, else every image topic of the bag. A camera given
+as a bag topic is named after it (``/front/image_raw/compressed`` -> ``front_image_raw``) and
+publishes under the topic (``/front/image_raw/detections``, as
+:func:`~darknet53_ros.io.bags.detections_topic`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import logging
 import os
 from pathlib import Path
@@ -60,7 +61,8 @@ class ReplaySummary:
 
 
 def _auto_name(topic: str) -> str:
-    return base_image_topic(topic).strip('/')
+    """The camera name of a bag topic (a name token: ``front_image_raw``)."""
+    return base_image_topic(topic).strip('/').replace('/', '_')
 
 
 def _cli_camera(item: str, image_topics: dict[str, str]) -> tuple[str, str, str]:
@@ -82,24 +84,36 @@ def _cli_camera(item: str, image_topics: dict[str, str]) -> tuple[str, str, str]
     return name, topic, transport or 'raw'
 
 
+def _output_prefixes(params: NodeParams, named_after_topic: set[str]) -> NodeParams:
+    """Cameras named after a bag topic publish under that topic (``front_image_raw`` reading
+    ``/front/image_raw`` -> ``/front/image_raw/detections``)."""
+    return replace(params, cameras=tuple(
+        replace(c, prefix=c.topic.strip('/')) if c.name in named_after_topic else c
+        for c in params.cameras))
+
+
 def _camera_values(cameras: list[str] | None, values: dict[str, Any],
-                   image_topics: dict[str, str]) -> dict[str, Any]:
+                   image_topics: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
     """The ``cameras`` parameter and ``NAME.topic``/``NAME.transport`` for the replay (see the
-    module doc)."""
+    module doc; ``{}`` when the params' own cameras apply), and the cameras named after their
+    bag topic."""
     if not cameras and 'cameras' in values:
-        return {}
+        return {}, set()
     if cameras:
         entries = [_cli_camera(item, image_topics) for item in cameras]
+        named = {e[0] for item, e in zip(cameras, entries)
+                 if ':' not in item and item.startswith('/')}
     elif image_topics:
         entries = [(_auto_name(t), base_image_topic(t),
                     'compressed' if m.endswith('CompressedImage') else 'raw')
                    for t, m in sorted(image_topics.items())]
+        named = {e[0] for e in entries}
     else:
         raise SourceError('bag: no sensor_msgs/Image or CompressedImage topics to replay')
     out: dict[str, Any] = {'cameras': [name for name, _, _ in entries]}
     for name, topic, transport in entries:
         out.update({f'{name}.topic': topic, f'{name}.transport': transport})
-    return out
+    return out, named
 
 
 class _BagClock:
@@ -160,13 +174,13 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
     reader.open()
     try:
         image_topics = {t.name: t.msgtype for t in reader.image_topics()}
-        chosen = _camera_values(cameras, values, image_topics)
+        chosen, named = _camera_values(cameras, values, image_topics)
         if chosen:  # other cameras' NAME.* settings of the params file do not apply
             values = {k: v for k, v in values.items() if applies_to(k, chosen['cameras'])}
             values.update(chosen)
         if not realtime:
             values['max_frame_age'] = 0.0
-        node_params = NodeParams.from_dict(values, source)
+        node_params = _output_prefixes(NodeParams.from_dict(values, source), named)
         by_topic: dict[str, str] = {}
         for cam in node_params.cameras:
             topic = absolute_topic(cam.input_topic)
@@ -182,7 +196,7 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
                 model_file = candidate.resolve() if candidate.is_file() else None
                 if model_file is None:
                     values['model'] = str(model)
-                    node_params = NodeParams.from_dict(values, source)
+                    node_params = _output_prefixes(NodeParams.from_dict(values, source), named)
             detector, model_path = load_detector(node_params, model_path=model_file)
         with BagWriter(output, storage=storage, types=types, overwrite=overwrite) as writer:
             wanted = annotated and node_params.publish_annotated

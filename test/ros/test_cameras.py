@@ -81,8 +81,9 @@ def test_errors_name_the_camera_and_key(values, message):
     ('front', r"expected a list of camera names, got the string 'front' \(write \[front\]\)"),
     ([], 'at least one camera'),
     (['a', 'a'], 'duplicate camera name'),
-    (['1cam'], "camera name '1cam' is not a relative ROS name"),
+    (['1cam'], "camera name '1cam' is not a ROS name token"),
     (['/abs'], 'camera name'),
+    (['arm/wrist'], "camera name 'arm/wrist' is not a ROS name token"),
     (['a__b'], 'camera name'),
     ([3], 'expected a camera name, got 3'),
 ])
@@ -123,8 +124,8 @@ def test_prefix_camera_name_false_needs_one_camera():
 
 def test_camera_key_and_applies_to():
     assert camera_key('front.topic') == ('front', 'topic')
-    assert camera_key('arm/wrist.conf_threshold') == ('arm/wrist', 'conf_threshold')
-    for name in ('front', 'front.size', 'conf_threshold',
+    assert camera_key('arm_wrist.conf_threshold') == ('arm_wrist', 'conf_threshold')
+    for name in ('front', 'front.size', 'conf_threshold', 'arm/wrist.topic',
                  'qos_overrides./front/image_raw.subscription.reliability'):
         assert camera_key(name) is None, name
     assert applies_to('front.topic', ['front']) and not applies_to('rear.topic', ['front'])
@@ -340,7 +341,7 @@ def test_keep_above_filters_in_float32():
 
 
 def test_camera_spec_is_hashable_and_formats_its_default_topic():
-    assert CameraSpec('arm/wrist').topic == 'arm/wrist/image_raw'
+    assert CameraSpec('arm_wrist').topic == 'arm_wrist/image_raw'
     assert len({CameraSpec('a'), CameraSpec('a')}) == 1
 
 

@@ -233,11 +233,11 @@ def test_camera_node_parameters():
 def test_rviz_config_for_the_launched_cameras(tmp_path):
     """rviz:=true: one Image display per launched camera, in the launch namespace, subscribing
     best effort (matches any publisher)."""
-    data = yaml.safe_load(rviz_config_text(['front', 'arm/wrist'], 'robot1'))
+    data = yaml.safe_load(rviz_config_text(['front', 'arm_wrist'], 'robot1'))
     assert {'Panels', 'Visualization Manager', 'Window Geometry'} <= set(data)
     displays = data['Visualization Manager']['Displays']
     assert [d['Topic']['Value'] for d in displays] == [
-        '/robot1/front/detections/image', '/robot1/arm/wrist/detections/image']
+        '/robot1/front/detections/image', '/robot1/arm_wrist/detections/image']
     assert {d['Class'] for d in displays} == {'rviz_default_plugins/Image'}
     assert {d['Topic']['Reliability Policy'] for d in displays} == {'Best Effort'}
     path = write_rviz_config(['cam'], '', tmp_path / 'x.rviz')

@@ -117,11 +117,11 @@ def test_deterministic_replay_cli(bag, model_path, tmp_path):
     diagnostics = [m for tp, _, m in messages if tp == '/diagnostics']
     assert diagnostics
     final = {s.name: {kv.key: kv.value for kv in s.values} for s in diagnostics[-1].status}
-    rear = final['darknet53_detector: rear/image_raw']
+    rear = final['darknet53_detector: rear_image_raw']
     assert rear['dropped_bad_image'] == '1' and rear['published'] == str(FRAMES)
     assert rear['received'] == str(FRAMES + 1)
     for topic, *_ in CAMERAS:
-        name = topic.replace('/compressed', '').strip('/')
+        name = topic.replace('/compressed', '').strip('/').replace('/', '_')
         stats = final[f'darknet53_detector: {name}']
         assert stats['dropped_superseded'] == '0' and stats['dropped_stale'] == '0'
     assert final['darknet53_detector: detector']['backend'] == 'onnxruntime'
@@ -168,15 +168,15 @@ def test_realtime_replay_accounts_for_every_frame(bag, model_path, tmp_path):
     topics, _ = _read(tmp_path / 'rt')
     assert '/front/image_raw/label_info' in topics and '/diagnostics' in topics
     for topic, *_ in CAMERAS:
-        name = topic.replace('/compressed', '').strip('/')
-        stats = summary.cameras[name]
+        base = topic.replace('/compressed', '').strip('/')
+        stats = summary.cameras[base.replace('/', '_')]
         expected = FRAMES + (1 if topic == CORRUPT_TOPIC else 0)
         assert stats['received'] == expected
         assert stats['published'] + stats['dropped_total'] == expected
-        written = topics.get(f'/{name}/detections')  # absent when every frame was dropped
+        written = topics.get(f'/{base}/detections')  # absent when every frame was dropped
         assert (written.count if written else 0) == stats['published']
     # The corrupt frame is either decoded and dropped or superseded before the worker sees it.
-    assert summary.cameras['rear/image_raw']['dropped']['bad_image'] <= 1
+    assert summary.cameras['rear_image_raw']['dropped']['bad_image'] <= 1
 
 
 def test_replay_errors(bag, model_path, tmp_path):
@@ -200,11 +200,14 @@ def test_cameras_given_as_one_string_are_rejected(bag, model_path, tmp_path):
 
     with pytest.raises(ConfigError, match='parameter cameras: expected string_array, got str'):
         replay_bag(bag, tmp_path / 'x', model=model_path, params={'cameras': 'front'})
-    assert _camera_values(None, {'cameras': ['front']}, {}) == {}  # the params' own cameras
-    assert _camera_values(['front:/f/image_raw/compressed', 'rear'], {}, {}) == {
-        'cameras': ['front', 'rear'], 'front.topic': '/f/image_raw',
+    assert _camera_values(None, {'cameras': ['front']}, {}) == ({}, set())  # the params'
+    assert _camera_values(['front:/f/image_raw/compressed', 'rear',
+                           '/left/image_raw/compressed'], {},
+                          {'/left/image_raw/compressed': 'sensor_msgs/msg/CompressedImage'}) == ({
+        'cameras': ['front', 'rear', 'left_image_raw'], 'front.topic': '/f/image_raw',
         'front.transport': 'compressed', 'rear.topic': 'rear/image_raw',
-        'rear.transport': 'raw'}
+        'rear.transport': 'raw', 'left_image_raw.topic': '/left/image_raw',
+        'left_image_raw.transport': 'compressed'}, {'left_image_raw'})
 
 
 def test_params_file_cameras_with_per_camera_settings(bag, model_path, tmp_path):
