@@ -88,6 +88,16 @@ def _have_opencv() -> bool:
     return _HAVE_OPENCV
 
 
+def _have_opencv_nms() -> bool:
+    """OpenCV with ``cv2.dnn.NMSBoxesBatched`` (4.7+; Ubuntu 22.04's python3-opencv is 4.5.4,
+    Debian 12's 4.6.0)."""
+    if not _have_opencv():
+        return False
+    import cv2
+
+    return hasattr(cv2.dnn, 'NMSBoxesBatched')
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None = None,
         iou_threshold: float = 0.45, max_det: int | None = None,
         method: str = 'auto') -> np.ndarray:
@@ -107,7 +117,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | None = No
         Indices into ``boxes`` of the kept boxes, by descending score (ties: lower index).
     """
     if check_nms_method(method) == 'auto':
-        use_opencv = len(scores) <= AUTO_OPENCV_MAX_CANDIDATES and _have_opencv()
+        use_opencv = len(scores) <= AUTO_OPENCV_MAX_CANDIDATES and _have_opencv_nms()
         method = 'opencv' if use_opencv else 'numpy'
     if method == 'opencv':
         return nms_opencv(boxes, scores, class_ids, iou_threshold, max_det)
@@ -128,7 +138,8 @@ def nms_opencv(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray | No
     # Where OpenCV differs from ONNX's NonMaxSuppression, numpy takes over: OpenCV keeps only
     # scores > 0, and counts two empty boxes (zero width or height, e.g. clipped at the image
     # border) as overlapping fully wherever they are, so it would drop all but one per class.
-    if scores.min() <= 0 or xywh[:, 2:].min() <= 0:
+    if scores.min() <= 0 or xywh[:, 2:].min() <= 0 or \
+            class_ids is not None and not _have_opencv_nms():  # OpenCV < 4.7: identical
         return nms_numpy(boxes, scores, class_ids, iou_threshold, max_det)
     # Python lists convert to std::vector<Rect2d> faster than numpy arrays do (measured).
     rects = xywh.tolist()

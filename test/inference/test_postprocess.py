@@ -232,3 +232,21 @@ def test_detections_empty_and_labels() -> None:
     det = Detections(np.zeros((2, 4), np.float32), np.ones(2, np.float32),
                      np.array([0, 5]), ['x'])
     assert det.labels == ['x', '5']
+
+
+def test_opencv_without_batched_nms_falls_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV < 4.7 (Ubuntu 22.04's python3-opencv 4.5.4) has no cv2.dnn.NMSBoxesBatched: auto
+    and explicit 'opencv' NMS give numpy's (identical) result instead of failing every batch."""
+    import types
+
+    cv2 = pytest.importorskip('cv2')
+    rng = np.random.default_rng(3)
+    xy = rng.random((40, 2), dtype=np.float32) * 50
+    boxes = np.concatenate([xy, xy + 5 + rng.random((40, 2), dtype=np.float32) * 20], 1)
+    scores = rng.random(40, dtype=np.float32) + 0.01
+    classes = rng.integers(0, 3, 40)
+    expected = nms(boxes, scores, classes, 0.4, method='numpy')
+    old_dnn = types.SimpleNamespace(NMSBoxes=cv2.dnn.NMSBoxes)
+    monkeypatch.setattr(cv2, 'dnn', old_dnn)
+    for method in METHODS:
+        np.testing.assert_array_equal(nms(boxes, scores, classes, 0.4, method=method), expected)
