@@ -144,9 +144,16 @@ def test_lifecycle_parameters_reload_while_unconfigured(context, models):
 
 
 # -- QoS overrides -----------------------------------------------------------------------------
-def _reliability_of_subscriptions(node, topic):
-    return {info.qos_profile.reliability.name.lower()
-            for info in node.get_subscriptions_info_by_topic(topic)}
+def _reliability_of_subscriptions(node, topic, expected, timeout=10.0):
+    """The reliabilities of the subscriptions on ``topic`` in the graph, once they are
+    ``expected`` (discovery is asynchronous) or after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {info.qos_profile.reliability.name.lower()
+                 for info in node.get_subscriptions_info_by_topic(topic)}
+        if found == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def test_qos_override_changes_the_subscription_reliability(context, models):
@@ -159,7 +166,7 @@ def test_qos_override_changes_the_subscription_reliability(context, models):
                          parameter_overrides=_parameters(values))
     helper = rclpy.create_node('qos_probe', context=context)
     try:
-        assert _reliability_of_subscriptions(helper, topic) == {'best_effort'}
+        assert _reliability_of_subscriptions(helper, topic, {'best_effort'}) == {'best_effort'}
     finally:
         plain.destroy()
     override = f'qos_overrides.{topic}.subscription.reliability'
@@ -167,7 +174,7 @@ def test_qos_override_changes_the_subscription_reliability(context, models):
                             parameter_overrides=_parameters({**values, override: 'reliable'}))
     try:
         assert detector.node.get_parameter(override).value == 'reliable'
-        assert _reliability_of_subscriptions(helper, topic) == {'reliable'}
+        assert _reliability_of_subscriptions(helper, topic, {'reliable'}) == {'reliable'}
         if shutil.which('ros2'):  # as a user sees it
             out = subprocess.run(['ros2', 'topic', 'info', '-v', topic], capture_output=True,
                                  text=True, timeout=60).stdout
