@@ -371,7 +371,7 @@ def test_nav2_lifecycle_manager_bring_up_reset_and_new_model(context, models, tm
         _stop(manager)
         _stop(node_proc)
     log = manager_log.read_text()
-    assert 'unable to be reached' not in log and 'heartbeat' not in log.lower(), log
+    assert 'unable to be reached' not in log and 'Have not received a heartbeat' not in log, log
     if bond_class() is not None:
         assert 'connected with bond' in log, log
     assert 'Traceback' not in node_log.read_text(), node_log.read_text()
