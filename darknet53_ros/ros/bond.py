@@ -11,9 +11,11 @@ at ``activate`` and breaks it at ``deactivate``, as nav2_util's ``LifecycleNode`
 from __future__ import annotations
 
 from collections.abc import Callable
+import inspect
 from typing import Any
 
-__all__ = ['BOND_TOPIC', 'HEARTBEAT_TIMEOUT', 'NO_BONDPY', 'ManagerBond', 'bond_class']
+__all__ = ['BOND_TOPIC', 'HEARTBEAT_TIMEOUT', 'NO_BONDPY', 'ManagerBond', 'bond_class',
+           'make_bond']
 
 BOND_TOPIC = 'bond'
 """The bond topic (relative: the node's namespace, as Nav2's)."""
@@ -33,6 +35,20 @@ def bond_class() -> Any:
     except ImportError:
         return None
     return Bond
+
+
+def make_bond(cls: Any, node: Any, topic: str, bond_id: str) -> Any:
+    """A ``bondpy`` bond, whichever constructor this bondpy has: ``Bond(node, topic, bond_id)``
+    (the humble branch) or ``Bond(topic, id, node)`` (later branches)."""
+    try:
+        names = list(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        names = []
+    if 'bond_id' in names:
+        return cls(node=node, topic=topic, bond_id=bond_id)
+    if 'id' in names:
+        return cls(topic=topic, id=bond_id, node=node)
+    return cls(topic, bond_id, node)
 
 
 class ManagerBond:
@@ -67,7 +83,7 @@ class ManagerBond:
                 self.node.get_logger().info(NO_BONDPY)
             return False
         name = self.node.get_name()
-        bond = cls(BOND_TOPIC, name, self.node)
+        bond = make_bond(cls, self.node, BOND_TOPIC, name)
         bond.heartbeat_period = float(heartbeat_period)
         bond.heartbeat_timeout = HEARTBEAT_TIMEOUT
         bond.start()

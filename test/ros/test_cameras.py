@@ -268,11 +268,12 @@ class _Node:
 
 
 class _FakeBond:
-    """bondpy.bondpy.Bond's interface as ManagerBond uses it."""
+    """bondpy.bondpy.Bond's interface as ManagerBond uses it (the humble branch's
+    constructor; later branches take ``(topic, id, node)``)."""
 
     made = []
 
-    def __init__(self, topic, bond_id, node):
+    def __init__(self, node, topic, bond_id):
         self.topic, self.id, self.node = topic, bond_id, node
         self.started = self.shut = False
         self.heartbeat_period = self.heartbeat_timeout = None
@@ -298,6 +299,21 @@ def test_bond_formed_and_broken_as_nav2_nodes_do():
     assert made.shut and not bond.formed and node.destroyed == ['sub:bond', 'pub:bond']
     bond.break_bond()  # idempotent
     assert not bond.form(0.0) and not bond.formed  # bond_heartbeat_period 0: no bond
+
+
+def test_both_bondpy_constructors():
+    from darknet53_ros.ros.bond import make_bond
+
+    class Later:
+        def __init__(self, topic, id, node, on_broken=None, on_formed=None):
+            self.args = (topic, id, node)
+
+    class Humble:
+        def __init__(self, node, topic, bond_id, on_broken=None, on_formed=None):
+            self.args = (topic, bond_id, node)
+
+    for cls in (Later, Humble):
+        assert make_bond(cls, 'node', 'bond', 'det').args == ('bond', 'det', 'node')
 
 
 def test_without_bondpy_the_node_says_how_to_configure_the_manager():

@@ -266,6 +266,70 @@ def test_label_info_per_camera_in_both_designs(context, models, design):
             node.destroy()
 
 
+# -- the bond a lifecycle manager waits for ----------------------------------------------------
+class _Spinner:
+    """Spins an executor in a background thread while the test waits on a bond."""
+
+    def __init__(self, executor):
+        import threading
+
+        self.executor, self.stop = executor, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5.0)
+
+
+def test_bond_formed_at_activate_and_broken_at_deactivate(context, models):
+    """The manager side of Nav2's bond (bondpy with the manager's settings: heartbeat timeout
+    4 s, period 0.1 s) forms within bond_timeout / 2 after activate, holds past the timeout and
+    sees the node break it at deactivate."""
+    from rclpy.duration import Duration
+
+    from darknet53_ros.ros.bond import bond_class, make_bond
+    from darknet53_ros.ros.lifecycle_node import LifecycleDetectorNode
+
+    cls = bond_class()
+    if cls is None:
+        pytest.skip('bondpy not installed: needs bond_core built')
+    detector = LifecycleDetectorNode(
+        context=context, namespace='/rostest_bond', share_dir=False,
+        parameter_overrides=_parameters({'model': str(models[0]), 'cameras': ['front']}))
+    manager = rclpy.create_node('lifecycle_manager_test', namespace='/rostest_bond',
+                                context=context)
+    executor = _executor(context, detector.node, manager)
+    try:
+        assert detector.node.trigger_configure().to_label() == 'transition_success'
+        assert detector.node.trigger_activate().to_label() == 'transition_success'
+        assert detector.bond.formed
+        bond = make_bond(cls, manager, 'bond', 'darknet53_detector')
+        bond.heartbeat_timeout = 4.0
+        bond.heartbeat_period = 0.1
+        bond.start()
+        with _Spinner(executor):
+            assert bond.wait_until_formed(Duration(seconds=2.0))
+            time.sleep(5.0)
+            assert not bond.is_broken()
+        assert detector.node.trigger_deactivate().to_label() == 'transition_success'
+        assert not detector.bond.formed
+        with _Spinner(executor):
+            assert bond.wait_until_broken(Duration(seconds=2.0))
+        bond.shutdown()
+    finally:
+        executor.shutdown()
+        manager.destroy_node()
+        detector.destroy()
+
+
 # -- Nav2's lifecycle manager ------------------------------------------------------------------
 def _nav2_not_ready():
     missing = missing_modules('nav2_msgs.srv', 'lifecycle_msgs.srv')
