@@ -14,14 +14,17 @@ from collections.abc import Callable
 import inspect
 from typing import Any
 
-__all__ = ['BOND_TOPIC', 'HEARTBEAT_TIMEOUT', 'NO_BONDPY', 'ManagerBond', 'bond_class',
-           'make_bond']
+__all__ = ['BOND_TOPIC', 'BREAK_GRACE', 'HEARTBEAT_TIMEOUT', 'NO_BONDPY', 'ManagerBond',
+           'bond_class', 'make_bond']
 
 BOND_TOPIC = 'bond'
 """The bond topic (relative: the node's namespace, as Nav2's)."""
 
 HEARTBEAT_TIMEOUT = 4.0
 """Seconds without the manager's heartbeat before the bond breaks (nav2_util's value)."""
+
+BREAK_GRACE = 1.0
+"""Seconds a broken bond keeps publishing "dead" for the manager before it is released."""
 
 NO_BONDPY = ('bondpy is not installed: no bond to a lifecycle manager; install bondpy '
              '(ros-$ROS_DISTRO-bondpy) or give the lifecycle manager bond_timeout: 0.0')
@@ -64,6 +67,7 @@ class ManagerBond:
         self.node = node
         self.factory = factory
         self.bond: Any = None
+        self._dying: list[tuple[Any, list[Any]]] = []
         self._told = False
 
     @property
@@ -91,16 +95,50 @@ class ManagerBond:
         self.node.get_logger().info(f'bond ({name}) to the lifecycle manager formed')
         return True
 
-    def break_bond(self) -> None:
-        """Break the bond (the manager sees it at once) and drop its publisher and
-        subscription. Idempotent."""
+    def break_bond(self, grace: float = BREAK_GRACE) -> None:
+        """Break the bond: the manager is told at once (bondpy publishes "dead" until the
+        manager acknowledges, as bondcpp's destructor waits for it); the bond's publisher,
+        subscription and timers go ``grace`` seconds later (0: now). Idempotent."""
         bond, self.bond = self.bond, None
         if bond is None:
             return
         try:
-            bond.shutdown()  # breaks the bond, stops the heartbeat thread
+            bond.break_bond()
         except Exception as exc:
             self.node.get_logger().warning(f'breaking the bond: {type(exc).__name__}: {exc}')
+        if grace <= 0:
+            self._dispose(bond)
+            return
+        timers: list[Any] = []
+
+        def dispose() -> None:
+            for timer in timers:
+                self.node.destroy_timer(timer)
+            self._dispose(bond)
+
+        timers.append(self.node.create_timer(grace, dispose))
+        self._dying.append((bond, timers))
+
+    def close(self) -> None:
+        """Break the bond and release every bond at once (before the node is destroyed)."""
+        self.break_bond(grace=0.0)
+        dying, self._dying = self._dying, []
+        for bond, timers in dying:
+            for timer in timers:
+                self.node.destroy_timer(timer)
+            self._dispose(bond)
+
+    def _dispose(self, bond: Any) -> None:
+        """Shut ``bond`` down: its thread, timers, publisher and subscription."""
+        self._dying = [item for item in self._dying if item[0] is not bond]
+        try:
+            bond.shutdown()
+        except Exception as exc:
+            self.node.get_logger().warning(f'closing the bond: {type(exc).__name__}: {exc}')
+        for name in ('heartbeat_timer', 'disconnect_timer', 'connect_timer'):
+            timer = getattr(bond, name, None)  # bondpy's shutdown leaves some running
+            if timer is not None:
+                timer.cancel()
         for kind, entity in (('subscription', getattr(bond, 'sub', None)),
                              ('publisher', getattr(bond, 'pub', None))):
             if entity is not None:

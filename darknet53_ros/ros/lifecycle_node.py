@@ -134,7 +134,7 @@ class LifecycleDetectorNode:
         self._get().cleanup()
 
     def _shutdown(self) -> None:
-        self.bond.break_bond()
+        self.bond.close()
         self._get().shutdown()
 
     def _reset(self) -> None:
@@ -170,7 +170,10 @@ class LifecycleDetectorNode:
         finally:
             self.managed = None
             self.node = None
-            node.destroy_node()
+            try:
+                self.bond.close()
+            finally:
+                node.destroy_node()
 
     def destroy_node(self) -> None:
         """Alias of :meth:`destroy` (rclpy naming)."""

@@ -253,9 +253,22 @@ class _Node:
     def __init__(self):
         self.logger = _Logger()
         self.destroyed = []
+        self.timers = []
 
     def get_name(self):
         return 'darknet53_detector'
+
+    def create_timer(self, period, callback):
+        timer = [period, callback]
+        self.timers.append(timer)
+        return timer
+
+    def destroy_timer(self, timer):
+        self.timers.remove(timer)
+
+    def fire_timers(self):
+        for _, callback in list(self.timers):
+            callback()
 
     def get_logger(self):
         return self.logger
@@ -275,13 +288,16 @@ class _FakeBond:
 
     def __init__(self, node, topic, bond_id):
         self.topic, self.id, self.node = topic, bond_id, node
-        self.started = self.shut = False
+        self.started = self.shut = self.broken = False
         self.heartbeat_period = self.heartbeat_timeout = None
         self.sub, self.pub = f'sub:{topic}', f'pub:{topic}'
         _FakeBond.made.append(self)
 
     def start(self):
         self.started = True
+
+    def break_bond(self):
+        self.broken = True
 
     def shutdown(self):
         self.shut = True
@@ -295,10 +311,17 @@ def test_bond_formed_and_broken_as_nav2_nodes_do():
     assert (made.topic, made.id, made.started) == ('bond', 'darknet53_detector', True)
     assert (made.heartbeat_period, made.heartbeat_timeout) == (0.1, HEARTBEAT_TIMEOUT)
     assert not bond.form(0.1)  # one bond at a time
-    bond.break_bond()
-    assert made.shut and not bond.formed and node.destroyed == ['sub:bond', 'pub:bond']
+    bond.break_bond()  # the manager is told at once, the bond released a little later
+    assert made.broken and not made.shut and not bond.formed and len(node.timers) == 1
+    node.fire_timers()
+    assert made.shut and node.destroyed == ['sub:bond', 'pub:bond'] and not node.timers
     bond.break_bond()  # idempotent
     assert not bond.form(0.0) and not bond.formed  # bond_heartbeat_period 0: no bond
+    assert bond.form(0.1)
+    second = bond.bond
+    bond.break_bond()
+    bond.close()  # node going away: everything released now
+    assert second.shut and not node.timers
 
 
 def test_both_bondpy_constructors():

@@ -364,19 +364,21 @@ def _wait_state(executor, client, label, timeout=60.0):
 
 
 def _stop(proc):
+    """SIGINT to the process group (``ros2 run`` does not pass it on), then SIGKILL."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.stdout.read() if proc.stdout else ''
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
-def test_nav2_lifecycle_manager_bring_up_reset_and_new_model(context, models, tmp_path):
-    """bring-up with the manager's default bond_timeout (the node forms the bond with bondpy;
-    where bondpy is absent, bond_timeout: 0.0 as the README says), reset, ros2 param set of
-    model, bring-up again: the node serves the new model."""
+@pytest.mark.parametrize('bond', [True, False], ids=['bond', 'no_bond'])
+def test_nav2_lifecycle_manager_bring_up_reset_and_new_model(context, models, tmp_path, bond):
+    """bring-up with the manager's default bond_timeout (the node forms the bond with bondpy),
+    or without a bond (bond_timeout: 0.0 as the README says for a node without bondpy), reset,
+    ros2 param set of model, bring-up again: the node serves the new model."""
     reason = _nav2_not_ready()
     if reason:
         pytest.skip(reason)
@@ -391,17 +393,20 @@ def test_nav2_lifecycle_manager_bring_up_reset_and_new_model(context, models, tm
     env = dict(os.environ, PYTHONUNBUFFERED='1',
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
     node_log, manager_log = tmp_path / 'node.log', tmp_path / 'manager.log'
+    bond = bond and bond_class() is not None
     node_proc = subprocess.Popen(
         [sys.executable, '-m', 'darknet53_ros.ros.node', '--lifecycle', '--ros-args',
-         '-r', f'__ns:={namespace}', '-p', f'model:={three}', '-p', 'cameras:=[front]'],
-        stdout=node_log.open('w'), stderr=subprocess.STDOUT, env=env)
+         '-r', f'__ns:={namespace}', '-p', f'model:={three}', '-p', 'cameras:=[front]',
+         '-p', f'bond_heartbeat_period:={0.1 if bond else 0.0}'],
+        stdout=node_log.open('w'), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     manager_args = ['-p', 'node_names:=[darknet53_detector]', '-p', 'autostart:=true']
-    if bond_class() is None:
+    if not bond:
         manager_args += ['-p', 'bond_timeout:=0.0']  # the README's setting without bondpy
     manager = subprocess.Popen(
         ['ros2', 'run', 'nav2_lifecycle_manager', 'lifecycle_manager', '--ros-args',
          '-r', f'__ns:={namespace}', '-r', '__node:=lifecycle_manager_detector',
-         *manager_args], stdout=manager_log.open('w'), stderr=subprocess.STDOUT, env=env)
+         *manager_args], stdout=manager_log.open('w'), stderr=subprocess.STDOUT, env=env,
+        start_new_session=True)
     helper = rclpy.create_node('nav2_probe', context=context)
     labels = []
     helper.create_subscription(vision.LabelInfo, f'{namespace}/front/label_info',
@@ -432,10 +437,9 @@ def test_nav2_lifecycle_manager_bring_up_reset_and_new_model(context, models, tm
     finally:
         executor.shutdown()
         helper.destroy_node()
+        log = manager_log.read_text()  # before the teardown (which breaks the bond)
         _stop(manager)
         _stop(node_proc)
-    log = manager_log.read_text()
     assert 'unable to be reached' not in log and 'Have not received a heartbeat' not in log, log
-    if bond_class() is not None:
-        assert 'connected with bond' in log, log
+    assert ('connected with bond' in log) == bond, log
     assert 'Traceback' not in node_log.read_text(), node_log.read_text()
