@@ -1,13 +1,17 @@
 """Launch the darknet53_ros detector for one camera.
 
     ros2 launch darknet53_ros detector.launch.py image_topic:=/camera/image_raw
-    ros2 launch darknet53_ros detector.launch.py namespace:=robot1 \
+    ros2 launch darknet53_ros detector.launch.py namespace:=robot1 camera_name:=front \
         image_topic:=/front/image_raw compressed:=true model:=/opt/engines/yolov3.engine
 
-Outputs: ``<namespace>/<camera_name>/detections`` (vision_msgs/Detection2DArray) and
-``<namespace>/<camera_name>/detections/image`` (annotated, only while subscribed).
-``lifecycle:=true`` runs the managed node (``autostart:=false``: for a lifecycle manager);
-``use_sim_time:=true`` times everything on /clock.
+The node gets ``cameras: [<camera_name>]``, ``<camera_name>.topic: <image_topic>`` and
+``<camera_name>.transport`` (compressed:=true: ``CompressedImage`` on
+``<image_topic resolved>/compressed``, as image_transport names it). Outputs:
+``<namespace>/<camera_name>/detections`` (vision_msgs/Detection2DArray),
+``<namespace>/<camera_name>/detections/image`` (annotated, only while subscribed) and
+``<namespace>/<camera_name>/label_info``. ``lifecycle:=true`` runs the managed node
+(``autostart:=false``: for a lifecycle manager); ``use_sim_time:=true`` times everything on
+/clock; ``rviz:=true`` opens RViz2 on the annotated image.
 ``ros2 launch darknet53_ros detector.launch.py --show-args`` lists the arguments.
 """
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -19,22 +23,26 @@ from darknet53_ros.ros.launching import node_launch_arguments
 
 
 def _detector(context, *args, **kwargs):
-    from darknet53_ros.ros.launching import detector_actions, is_true
+    from darknet53_ros.ros.launching import detector_actions, is_true, rviz_actions
 
     def get(name):
         return LaunchConfiguration(name).perform(context).strip()
 
-    transport = 'compressed' if is_true(get('compressed')) else 'raw'
-    overrides = {'cameras': [f"{get('camera_name')}:{get('image_topic')}:{transport}"],
+    camera = get('camera_name')
+    overrides = {'cameras': [camera], f'{camera}.topic': get('image_topic'),
+                 f'{camera}.transport': 'compressed' if is_true(get('compressed')) else 'raw',
                  'use_sim_time': is_true(get('use_sim_time'))}
     for name in ('model', 'backend'):
         if get(name):
             overrides[name] = get(name)
     parameters = [get('params_file')] if get('params_file') else []
     parameters.append(overrides)
-    return detector_actions(get('node_name'), get('namespace'), parameters,
-                            lifecycle=is_true(get('lifecycle')),
-                            autostart=is_true(get('autostart')), log_level=get('log_level'))
+    actions = detector_actions(get('node_name'), get('namespace'), parameters,
+                               lifecycle=is_true(get('lifecycle')),
+                               autostart=is_true(get('autostart')), log_level=get('log_level'))
+    if is_true(get('rviz')):
+        actions += rviz_actions([camera], get('namespace'))
+    return actions
 
 
 def generate_launch_description():
@@ -44,15 +52,17 @@ def generate_launch_description():
             description='Namespace of the node and of its relative topics (e.g. robot1).'),
         DeclareLaunchArgument(
             'image_topic', default_value='/camera/image_raw',
-            description='Image topic to detect on (relative names follow the namespace).'),
+            description='Base image topic (relative names follow the namespace); with '
+                        'compressed:=true the node subscribes <image_topic>/compressed.'),
         DeclareLaunchArgument(
             'compressed', default_value='false',
             description='true: subscribe sensor_msgs/CompressedImage on '
                         '<image_topic>/compressed; false: sensor_msgs/Image on image_topic.'),
         DeclareLaunchArgument(
             'camera_name', default_value='camera',
-            description='Camera name: outputs go to <camera_name>/detections and '
-                        '<camera_name>/detections/image.'),
+            description='Camera name: outputs go to <camera_name>/detections, '
+                        '<camera_name>/detections/image and <camera_name>/label_info; '
+                        'per-camera parameters are <camera_name>.*.'),
         DeclareLaunchArgument(
             'params_file',
             default_value=PathJoinSubstitution(
@@ -68,6 +78,10 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'node_name', default_value='darknet53_detector',
             description='Name of the detector node.'),
+        DeclareLaunchArgument(
+            'rviz', default_value='false',
+            description='true: also start RViz2 on a configuration generated for this camera '
+                        'and namespace.'),
         *node_launch_arguments(),
         OpaqueFunction(function=_detector),
     ])

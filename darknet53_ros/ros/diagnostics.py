@@ -2,7 +2,9 @@
 
 :class:`~darknet53_ros.ros.node_core.NodeCore` counts per camera (:class:`CameraStats`) and
 builds its ``diagnostic_msgs`` statuses with :func:`camera_status` and :func:`detector_level`;
-repeated warnings go through :class:`ThrottledLog`.
+repeated warnings go through :class:`ThrottledLog`. Statuses are named and identified as
+diagnostic_updater does: ``<node name>: <task>`` (the node's name, not its namespace) and a
+device id as ``hardware_id`` (:func:`hardware_id`), or ``none``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
+from darknet53_ros.inference.postprocess import Detections
 from darknet53_ros.ros.cameras import CameraSpec
 from darknet53_ros.ros.scheduler import DROP_REASONS, RateMeter
 
@@ -20,11 +25,14 @@ __all__ = [
     'ALL_DROP_REASONS',
     'CORE_DROP_REASONS',
     'LOW_RECEIVE_FRACTION',
+    'NO_HARDWARE_ID',
     'RECEIVE_HINT',
     'CameraStats',
     'ThrottledLog',
     'camera_status',
     'detector_level',
+    'hardware_id',
+    'keep_above',
 ]
 
 CORE_DROP_REASONS = ('bad_image', 'inference_error', 'publish_error')
@@ -39,6 +47,9 @@ OK, WARN, ERROR = 0, 1, 2
 LOW_RECEIVE_FRACTION = 0.6
 """A camera receiving less than this fraction of the frames its header stamps say were
 published gets a WARN with a hint (DDS receive buffer, QoS)."""
+
+NO_HARDWARE_ID = 'none'
+"""diagnostic_updater's ``hardware_id`` for statuses without a device."""
 
 RECEIVE_HINT = ('frames are lost before the node: raise the DDS socket receive buffer '
                 '(config/cyclonedds.xml via CYCLONEDDS_URI, and net.core.rmem_max), or use '
@@ -127,7 +138,7 @@ def camera_status(camera: CameraSpec, entry: Mapping[str, Any], previous: Mappin
     received_delta = entry['received'] - previous.get('received', 0)
     level, message = OK, 'ok'
     if entry['received'] == 0:
-        level, message = WARN, f'no images received on {camera.topic}'
+        level, message = WARN, f'no images received on {camera.input_topic}'
     elif received_delta == 0:
         level, message = WARN, f'no images in the last {period_s:.1f} s'
     publisher_hz, fraction = entry.get('publisher_hz'), entry.get('received_fraction')
@@ -142,7 +153,7 @@ def camera_status(camera: CameraSpec, entry: Mapping[str, Any], previous: Mappin
         level, message = ERROR, f'{delta["inference_error"] + delta["publish_error"]} ' \
                                 'frame(s) lost to inference/publish errors'
     status: dict[str, Any] = {
-        'level': level, 'message': message, 'topic': camera.topic,
+        'level': level, 'message': message, 'topic': camera.input_topic,
         'detections_topic': camera.detections_topic,
         'input_hz': entry['received_hz'], 'output_hz': entry['output_hz'],
         'publisher_hz': 'n/a' if publisher_hz is None else publisher_hz,
@@ -178,3 +189,30 @@ def detector_level(new_failures: int, started: bool, running: bool, closed: bool
     elif started and not running:
         message = 'inference thread stopped'
     return level, message
+
+
+def hardware_id(info: Mapping[str, Any]) -> str:
+    """The ``hardware_id`` of the detector status from its backend description: the device
+    (``cuda:0``; a TensorRT engine on a DLA core ``cuda:0/dla1``) or ``none`` (CPU)."""
+    device = str(info.get('device', '') or '')
+    if not device:
+        if info.get('backend') == 'tensorrt':
+            device = 'cuda:0'
+        elif 'CUDAExecutionProvider' in str(info.get('providers', '')):
+            device = 'cuda:0'
+    if not device or device == 'cpu':
+        return NO_HARDWARE_ID
+    dla = info.get('dla_core')
+    if dla not in (None, '', 'None', '-1'):
+        device = f'{device}/dla{dla}'
+    return device
+
+
+def keep_above(det: Detections, threshold: float) -> Detections:
+    """``det`` without the detections scoring below ``threshold`` (a camera threshold above the
+    detector's; the same float32 comparison as the candidate selection, so the result equals
+    detecting at ``threshold``: NMS only lets higher-scoring boxes suppress lower ones)."""
+    keep = det.scores >= np.float32(threshold)
+    if bool(keep.all()):
+        return det
+    return Detections(det.boxes[keep], det.scores[keep], det.class_ids[keep], det.names)

@@ -4,18 +4,27 @@
 ``LifecycleNode`` running ``detector_node --lifecycle``; with ``autostart`` the launch itself
 drives the managed node to active (``configure`` at once, ``activate`` the first time it
 reaches inactive), otherwise a lifecycle manager (Nav2's ``lifecycle_manager``, ``ros2 lifecycle
-set``) does. ``launch``/``launch_ros`` are imported where used, so this module imports
-without ROS (the launch-file tests read it).
+set``) does. :func:`launch_cameras` and :func:`camera_node_parameters` turn the launch
+arguments and params files into each node's parameters, :func:`rviz_actions` starts RViz2 on a
+configuration generated for the launched cameras. ``launch``/``launch_ros`` are imported where
+used, so this module imports without ROS (the launch-file tests read it).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from darknet53_ros.ros.params import PACKAGE
+import yaml
 
-__all__ = ['EXECUTABLE', 'TRUE', 'detector_actions', 'is_true', 'node_arguments',
-           'node_launch_arguments']
+from darknet53_ros.errors import ConfigError
+from darknet53_ros.ros.cameras import CAMERA_PARAMETERS, applies_to, camera_key
+from darknet53_ros.ros.params import PACKAGE, NodeParams
+from darknet53_ros.ros.qos import QOS_OVERRIDES
+from darknet53_ros.ros.rviz_config import write_rviz_config
+
+__all__ = ['EXECUTABLE', 'TRUE', 'camera_node_parameters', 'detector_actions', 'is_true',
+           'join_names', 'launch_cameras', 'node_arguments', 'node_launch_arguments',
+           'node_parameters', 'rviz_actions']
 
 EXECUTABLE = 'detector_node'
 """The node's executable (``--lifecycle`` selects the managed node)."""
@@ -97,3 +106,78 @@ def detector_actions(name: str, namespace: str, parameters: Sequence[Any],
         target_lifecycle_node=node, start_state='configuring', goal_state='inactive',
         entities=[change(Transition.TRANSITION_ACTIVATE)], handle_once=True))
     return [node, activate, change(Transition.TRANSITION_CONFIGURE)]
+
+
+def join_names(*parts: str) -> str:
+    """``('robot', 'front')`` -> ``'/robot/front'`` (empty parts skipped; ``''`` for none)."""
+    inner = '/'.join(p.strip('/') for p in parts if p and p.strip('/'))
+    return f'/{inner}' if inner else ''
+
+
+def launch_cameras(values: Mapping[str, Any], cameras_arg: str = '', source: str = 'launch'
+                   ) -> list[str]:
+    """The camera names of a launch: the ``cameras`` launch argument (``"[front, left]"`` or
+    ``front``), else the ``cameras`` of the params files (``values``); validated with the
+    files' ``NAME.<key>`` values.
+
+    Raises:
+        ConfigError: no cameras, or a bad name or camera parameter (one line naming it).
+    """
+    if cameras_arg.strip():
+        try:
+            names = yaml.safe_load(cameras_arg)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f'launch argument cameras: {cameras_arg!r} is not a list '
+                              f'({exc})') from None
+        names = [names] if isinstance(names, str) else names
+    elif 'cameras' in values:
+        names = values['cameras']
+    else:
+        raise ConfigError(f'{source}: no cameras: give cameras:="[front, left]" or a cameras '
+                          'list in the params files')
+    if not isinstance(names, list):
+        raise ConfigError(f'launch argument cameras: expected a list of names, got {names!r}')
+    NodeParams.from_dict({**values, 'cameras': names}, source, ignore_unknown=True)
+    return [str(n) for n in names]
+
+
+def node_parameters(values: Mapping[str, Any], cameras: Sequence[str]) -> dict[str, Any]:
+    """The parameters of one node serving ``cameras``: ``values`` (merged params files and
+    launch overrides) without other cameras' ``NAME.<key>``, and ``cameras``."""
+    out = {k: v for k, v in values.items() if applies_to(k, cameras)}
+    out['cameras'] = list(cameras)
+    return out
+
+
+def camera_node_parameters(values: Mapping[str, Any], camera: str, namespace: str
+                           ) -> dict[str, Any]:
+    """The parameters of ``camera``'s own node (one node per camera, in the namespace
+    ``<namespace>/<camera>``): the node parameters of ``values``, this camera's ``NAME.<key>``
+    (a relative ``NAME.topic`` made absolute in ``namespace``, where it resolves for a node
+    serving every camera), ``cameras: [camera]`` and ``prefix_camera_name: false``."""
+    topic_key = f'{camera}.topic'
+    out = {k: v for k, v in values.items() if camera_key(k) is None}
+    for spec in CAMERA_PARAMETERS:
+        key = f'{camera}.{spec.name}'
+        out[key] = values.get(key, spec.default_for(camera))
+    topic = str(out[topic_key])
+    if not topic.startswith(('/', '~')):
+        out[topic_key] = topic = join_names(namespace, topic)
+    # QoS overrides of other cameras' topics would match nothing here (and be warned about).
+    own = (topic, join_names(namespace, camera) + '/', '/diagnostics')
+    out = {k: v for k, v in out.items() if not k.startswith(QOS_OVERRIDES)
+           or k[len(QOS_OVERRIDES):].startswith(own)}
+    out.update(cameras=[camera], prefix_camera_name=False)
+    return out
+
+
+def rviz_actions(cameras: Sequence[str], namespace: str, config: str = '') -> list[Any]:
+    """RViz2 on ``config`` (default: a configuration generated for ``cameras`` in
+    ``namespace``, written to a temporary file)."""
+    from launch.actions import LogInfo
+    from launch_ros.actions import Node
+
+    path = config or str(write_rviz_config(cameras, namespace))
+    return [LogInfo(msg=f'RViz2 configuration: {path}'),
+            Node(package='rviz2', executable='rviz2', name='rviz2', output='screen',
+                 arguments=['-d', path])]

@@ -6,11 +6,18 @@ rclpy glue only: each transition callback calls the matching method of
 diagnostics are identical. The node starts unconfigured; ``ros2 lifecycle set`` (or a
 lifecycle manager, or the launch files' ``autostart:=true``) drives it:
 
-- ``configure``: validate parameters, load the model / TensorRT engine, create publishers;
-- ``activate``: start the inference thread, subscribe to the cameras;
-- ``deactivate``: unsubscribe, stop the inference thread (engine kept, GPU idle);
+- ``configure``: read and validate the parameters, load the model / TensorRT engine, create
+  publishers;
+- ``activate``: start the inference thread, subscribe to the cameras, form the bond to a
+  lifecycle manager (:mod:`darknet53_ros.ros.bond`, where bondpy is installed);
+- ``deactivate``: break the bond, unsubscribe, stop the inference thread (engine kept, GPU
+  idle);
 - ``cleanup``: release the engine (and its CUDA context), drop publishers;
 - ``shutdown`` (from any state, also on SIGINT/SIGTERM): all of the above as needed.
+
+Parameters applied at configure (``model``, ``cameras``, ``NAME.topic`` ...) are writable while
+the node is unconfigured (validated when set) and refused while it is configured, so a lifecycle
+manager's reset, ``ros2 param set`` and bring-up reload them.
 
 A transition that fails on bad parameters or a bad model returns FAILURE with the reason
 logged, leaving the node in its previous state; an unexpected error returns ERROR, and error
@@ -23,6 +30,7 @@ import functools
 from typing import Any
 
 from darknet53_ros.errors import Darknet53Error
+from darknet53_ros.ros.bond import ManagerBond
 from darknet53_ros.ros.lifecycle import FINALIZED, ManagedDetector
 from darknet53_ros.ros.node_core import NodeCore
 from darknet53_ros.ros.params import NODE_NAME
@@ -95,8 +103,9 @@ class LifecycleDetectorNode:
                     'deactivate': self._deactivate, 'cleanup': self._cleanup,
                     'shutdown': self._shutdown, 'reset': self._reset}
         self.node: Any = _node_class()(node_name, handlers, **node_kwargs)
+        self.bond = ManagerBond(self.node)
         try:
-            self.managed = managed_detector(RosPorts(self.node), share_dir)
+            self.managed = managed_detector(RosPorts(self.node, managed=True), share_dir)
         except BaseException:
             self.node.destroy_node()
             raise
@@ -110,18 +119,26 @@ class LifecycleDetectorNode:
         self._get().configure()
 
     def _activate(self) -> None:
-        self._get().activate()
+        managed = self._get()
+        managed.activate()
+        core = managed.core
+        if core is not None:
+            self.bond.form(core.params.bond_heartbeat_period)
 
     def _deactivate(self) -> None:
+        self.bond.break_bond()
         self._get().deactivate()
 
     def _cleanup(self) -> None:
+        self.bond.break_bond()
         self._get().cleanup()
 
     def _shutdown(self) -> None:
+        self.bond.close()
         self._get().shutdown()
 
     def _reset(self) -> None:
+        self.bond.break_bond()
         self._get().reset()
 
     @property
@@ -153,7 +170,10 @@ class LifecycleDetectorNode:
         finally:
             self.managed = None
             self.node = None
-            node.destroy_node()
+            try:
+                self.bond.close()
+            finally:
+                node.destroy_node()
 
     def destroy_node(self) -> None:
         """Alias of :meth:`destroy` (rclpy naming)."""

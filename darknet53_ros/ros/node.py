@@ -4,15 +4,20 @@ All behaviour lives in :mod:`darknet53_ros.ros.node_core` (tested without ROS); 
 declares the parameters of :data:`~darknet53_ros.ros.params.PARAMETERS`, wires subscriptions,
 publishers and timers to a :class:`~darknet53_ros.ros.node_core.NodeCore`, and shuts down cleanly.
 
-Topics (relative names, so ``__ns:=`` / launch namespaces apply), per camera ``NAME``:
+Topics (relative names, so ``__ns:=`` / launch namespaces apply), per camera ``NAME`` of the
+``cameras`` parameter:
 
-- subscribes ``TOPIC`` (``sensor_msgs/Image`` or ``CompressedImage``), keep last 1,
-  ``qos_reliability`` (best effort by default: matches reliable and best-effort publishers);
+- subscribes ``NAME.topic`` (``sensor_msgs/Image``), or with ``NAME.transport: compressed``
+  ``<NAME.topic resolved>/compressed`` (``CompressedImage``), keep last 1,
+  ``NAME.reliability`` (best effort by default: matches reliable and best-effort publishers);
 - publishes ``NAME/detections`` (``vision_msgs/Detection2DArray``, one per processed image,
-  also when empty) and ``NAME/detections/image`` (annotated ``sensor_msgs/Image``, drawn only
-  while it has subscribers and ``publish_annotated`` is true);
-- ``label_info`` (``vision_msgs/LabelInfo``, transient local; when vision_msgs has it) and
-  ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, every ``diagnostics_period``).
+  also when empty), ``NAME/detections/image`` (annotated ``sensor_msgs/Image``, drawn only
+  while it has subscribers and ``publish_annotated`` is true) and ``NAME/label_info``
+  (``vision_msgs/LabelInfo``, transient local; when vision_msgs has it);
+- ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``, every ``diagnostics_period``).
+
+Every publisher and subscription takes ``qos_overrides.<topic>.<entity>.<policy>`` parameters
+(:mod:`darknet53_ros.ros.qos`).
 
 Image callbacks only hand the message to the scheduler; the inference thread decodes (with the
 package's own decoder, :func:`darknet53_ros.io.encodings.msg_to_bgr`), runs the shared engine on

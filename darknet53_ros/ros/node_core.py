@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from darknet53_ros.errors import ConfigError
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.io.draw import draw_detections
 from darknet53_ros.io.encodings import msg_to_bgr
@@ -48,22 +47,17 @@ from darknet53_ros.io.messages import (
 )
 from darknet53_ros.ros.cameras import CameraSpec
 from darknet53_ros.ros.diagnostics import (
+    NO_HARDWARE_ID,
     WARN,
     CameraStats,
     ThrottledLog,
     camera_status,
     detector_level,
+    hardware_id,
+    keep_above,
 )
 from darknet53_ros.ros.model_files import DEMO_WARNING, is_bundled_demo
-from darknet53_ros.ros.params import (
-    DETECTOR_FIELDS,
-    NODE_NAME,
-    PACKAGE,
-    PARAMETERS,
-    RUNTIME_PARAMETERS,
-    NodeParams,
-    validate_parameter,
-)
+from darknet53_ros.ros.params import NODE_NAME, PACKAGE, NodeParams
 from darknet53_ros.ros.scheduler import FrameScheduler, InferenceWorker, QueuedFrame
 from darknet53_ros.tracking.cameras import CameraTrackers
 
@@ -71,8 +65,6 @@ __all__ = ['IMAGE_DECODER', 'NodeCore', 'Outputs']
 
 IMAGE_DECODER = 'darknet53_ros.io.encodings'
 """The module that decodes every image message (reported in diagnostics)."""
-
-_PARAMETER_NAMES = frozenset(spec.name for spec in PARAMETERS)
 
 
 class Outputs:
@@ -159,7 +151,7 @@ class NodeCore:
         self._started_at = self.clock()
         self._last_report_at = self._started_at
         self._backend_info: dict[str, Any] | None = None
-        self.trackers = CameraTrackers() if params.tracking else None
+        self.trackers: CameraTrackers | None = CameraTrackers()
         """Per-camera track ids (``tracking``); a new core (configure) starts them afresh."""
         self.backend_info()  # read now, while the backend is open
 
@@ -183,7 +175,8 @@ class NodeCore:
         what = {'bad_image': 'dropped a frame it cannot decode',
                 'inference_error': 'dropped a frame: inference failed',
                 'publish_error': 'could not publish'}[reason]
-        self.throttle(key or (camera, reason), f'camera {camera} ({spec.topic}): {what}: {text}',
+        self.throttle(key or (camera, reason),
+                      f'camera {camera} ({spec.input_topic}): {what}: {text}',
                       'error' if reason == 'inference_error' else 'warning')
 
     def process_batch(self, batch: Sequence[QueuedFrame]) -> int:
@@ -237,8 +230,11 @@ class NodeCore:
               names: Sequence[str] | None, params: NodeParams) -> int:
         header = queued.header if queued.header is not None else header_msg(
             self.types, self.now_ns(), '')
+        if camera.frame_id:  # NAME.frame_id overrides the driver's
+            header = header_msg(self.types, _stamp_ns(header) or 0, camera.frame_id)
+        det = keep_above(det, camera.threshold(params.conf_threshold))
         ids = None
-        if self.trackers is not None:
+        if self.trackers is not None and camera.tracking:
             stamp_ns = _stamp_ns(header)
             ids = self.trackers.assign(camera.name, det.boxes, det.scores, det.class_ids,
                                        stamp_ns if stamp_ns else self.now_ns())
@@ -326,37 +322,24 @@ class NodeCore:
     # -- runtime parameters --------------------------------------------------------------------
     def update_parameters(self, changes: Mapping[str, Any], ignore_unknown: bool = True
                           ) -> dict[str, Any]:
-        """Apply runtime parameter changes atomically (all validated first).
+        """Apply runtime parameter changes (node and ``NAME.<key>`` camera parameters)
+        atomically, all validated first (:meth:`NodeParams.updated`).
 
         Returns the applied values. Names that are not node parameters are ignored (rclpy's
         own, like ``use_sim_time``) unless ``ignore_unknown`` is false.
 
         Raises:
-            ConfigError: a value is invalid or the parameter is read-only (needs a restart).
+            ConfigError: a value is invalid or the parameter is applied at configure only.
         """
-        applied: dict[str, Any] = {}
-        for name, value in changes.items():
-            if name not in _PARAMETER_NAMES:
-                if ignore_unknown:
-                    continue
-                raise ConfigError(f'parameter {name}: unknown')
-            checked = validate_parameter(name, value)
-            if name not in RUNTIME_PARAMETERS and checked != getattr(self.params, name):
-                raise ConfigError(f'parameter {name}: read-only; restart the node to change it')
-            applied[name] = checked
-        runtime = {k: v for k, v in applied.items() if k in RUNTIME_PARAMETERS}
-        if not runtime:
+        params, applied = self.params.updated(changes, ignore_unknown)
+        if params is self.params:
             return applied
-        config = self.detector.config
-        det_fields = {DETECTOR_FIELDS[k]: v for k, v in runtime.items() if k in DETECTOR_FIELDS}
-        new_config = replace(config, **det_fields) if det_fields else config
-        self.detector.config = new_config
-        self.params = replace(self.params, **runtime)
-        if 'max_frame_age' in runtime:
-            age = runtime['max_frame_age']
-            self.scheduler.max_age_s = age if age > 0 else None
-        if 'log_throttle_period' in runtime:
-            self.throttle.period_s = runtime['log_throttle_period']
+        self.detector.config = replace(self.detector.config, **params.detector_options())
+        self.params = params
+        self.cameras = {c.name: c for c in params.cameras}
+        age = params.max_frame_age
+        self.scheduler.max_age_s = age if age > 0 else None
+        self.throttle.period_s = params.log_throttle_period
         return applied
 
     # -- statistics and diagnostics ------------------------------------------------------------
@@ -416,7 +399,8 @@ class NodeCore:
             'mean_batch_size': frames / batches if batches else 0.0,
             'inference_ms_mean': 1e3 * float(np.mean(inference)) if inference else 0.0,
             'inference_ms_max': 1e3 * max(inference) if inference else 0.0,
-            'conf_threshold': config.conf_threshold, 'nms_threshold': config.nms_threshold,
+            'conf_threshold': self.params.conf_threshold,
+            'nms_threshold': config.nms_threshold,
             'max_frame_age_s': self.params.max_frame_age, 'image_converter': IMAGE_DECODER,
             'inference_thread': 'running' if self.running else 'stopped',
         }
@@ -427,6 +411,8 @@ class NodeCore:
             status, delta = camera_status(self.cameras[name], entry, own.reported, period)
             own.reported = {**entry['dropped'], 'received': entry['received']}
             new_failures += delta['inference_error']
+            status['conf_threshold'] = self.cameras[name].threshold(self.params.conf_threshold)
+            status['hardware_id'] = NO_HARDWARE_ID
             statuses[f'{self.node_name}: {name}'] = status
         summary = (f'{detector_status["backend"]} {detector_status["precision"]}, '
                    f'{len(self.cameras)} camera(s)'
@@ -437,21 +423,26 @@ class NodeCore:
         if self.demo_model:
             level, message = max(level, WARN), f'{message}; {DEMO_WARNING}'
         detector_status.update(level=level, message=message,
-                               inference_errors_total=failed_total)
+                               inference_errors_total=failed_total,
+                               hardware_id=hardware_id(detector_status))
         return {f'{self.node_name}: detector': detector_status, **statuses}
 
-    def diagnostics_msg(self, stamp_ns: int | None = None, hardware_id: str = '') -> Any:
-        """A ``diagnostic_msgs/DiagnosticArray`` of :meth:`diagnostics`."""
+    def diagnostics_msg(self, stamp_ns: int | None = None) -> Any:
+        """A ``diagnostic_msgs/DiagnosticArray`` of :meth:`diagnostics` (named and identified
+        as diagnostic_updater does: ``<node name>: <task>``, a device id or ``none``)."""
         stamp = self.now_ns() if stamp_ns is None else stamp_ns
         return diagnostic_array_msg(self.types, header_msg(self.types, stamp, ''),
-                                    self.diagnostics(), hardware_id or self.node_name)
+                                    self.diagnostics(), NO_HARDWARE_ID)
 
-    def label_info_msg(self, stamp_ns: int | None = None) -> Any | None:
-        """``vision_msgs/LabelInfo`` (class map, conf threshold), or None when the message
-        type is unavailable or the model has no class names."""
+    def label_info_msg(self, stamp_ns: int | None = None, camera: str | None = None
+                       ) -> Any | None:
+        """``vision_msgs/LabelInfo`` of ``camera`` (class map, the camera's threshold, its
+        ``frame_id`` override; default: the first camera), or None when the message type is
+        unavailable or the model has no class names."""
         if self.types.LabelInfo is None or not self.detector.names:
             return None
+        spec = self.cameras[camera] if camera is not None else self.params.cameras[0]
         stamp = self.now_ns() if stamp_ns is None else stamp_ns
-        return label_info_msg(self.types, header_msg(self.types, stamp, ''),
-                              self.detector.names, self.detector.config.conf_threshold)
+        return label_info_msg(self.types, header_msg(self.types, stamp, spec.frame_id),
+                              self.detector.names, spec.threshold(self.params.conf_threshold))
 

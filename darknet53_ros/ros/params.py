@@ -1,37 +1,45 @@
 """The detector node's parameters: declared once, as the fields of :class:`NodeParams`.
 
-Each field of :class:`NodeParams` is declared with :func:`param`, which records the ROS
-parameter's default, description, runtime-changeability, range or choices and, for detection
-thresholds, the :class:`~darknet53_ros.inference.detector.DetectorConfig` field it sets. Everything
-else is derived from those fields:
+Each field of :class:`NodeParams` is declared with :func:`~darknet53_ros.ros.schema.param`,
+which records the ROS parameter's default, description, runtime-changeability, range or choices
+and, for detection thresholds, the :class:`~darknet53_ros.inference.detector.DetectorConfig`
+field it sets; each camera's parameters (``NAME.topic`` ...) are the fields of
+:class:`~darknet53_ros.ros.cameras.CameraSpec`, declared the same way. Everything else is
+derived from those fields:
 
-- :data:`PARAMETERS`: one :class:`ParamSpec` per ROS parameter (what ``node.py`` declares, what
-  ``replay`` and the params YAML files in ``config/`` accept; tested);
-- :func:`validate_parameter` and :meth:`NodeParams.from_dict`: validation, errors are
-  :class:`~darknet53_ros.errors.ConfigError` naming the parameter;
-- :data:`RUNTIME_PARAMETERS` (changeable while the node runs) and :data:`DETECTOR_FIELDS`
-  (parameter -> ``DetectorConfig`` field).
+- :data:`PARAMETERS`: one :class:`ParamSpec` per node parameter, and
+  :data:`~darknet53_ros.ros.cameras.CAMERA_PARAMETERS` per camera (what ``ports.py`` declares,
+  what ``replay`` and the params YAML files in ``config/`` accept; tested);
+- :func:`validate_parameter`, :meth:`NodeParams.from_dict` and :meth:`NodeParams.updated`:
+  validation, errors are :class:`~darknet53_ros.errors.ConfigError` naming the parameter;
+- :func:`is_runtime` (changeable while the node is configured; the others are applied at
+  ``configure``) and :data:`DETECTOR_FIELDS` (parameter -> ``DetectorConfig`` field).
 
 :func:`load_params_file` reads a ROS 2 params YAML file (``/**: ros__parameters: ...``).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 import difflib
-import math
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from darknet53_ros.errors import ConfigError
 from darknet53_ros.inference.backends.cuda_runtime import RUNTIMES as CUDA_RUNTIMES
 from darknet53_ros.inference.backends.registry import backend_choices
 from darknet53_ros.io.encodings import DEFAULT_MAX_IMAGE_PIXELS
-from darknet53_ros.ros.cameras import CameraSpec, parse_cameras
+from darknet53_ros.ros.cameras import (
+    CAMERA_PARAMETERS,
+    CameraSpec,
+    camera_key,
+    check_camera_name,
+    parse_cameras,
+)
+from darknet53_ros.ros.schema import PARAM_TYPES, ParamSpec, check_value, param, specs_of
 
 __all__ = [
     'DETECTOR_FIELDS',
@@ -42,6 +50,7 @@ __all__ = [
     'RUNTIME_PARAMETERS',
     'NodeParams',
     'ParamSpec',
+    'is_runtime',
     'load_params_file',
     'override_warning',
     'param',
@@ -51,86 +60,15 @@ __all__ = [
 PACKAGE = 'darknet53_ros'
 NODE_NAME = 'darknet53_detector'
 
-PARAM_TYPES = ('string', 'bool', 'integer', 'double', 'string_array')
-# ROS parameter type of a NodeParams field, by its annotation (``from __future__ import
-# annotations`` keeps annotations as source text).
-_ANNOTATION_TYPES = {'str': 'string', 'bool': 'bool', 'int': 'integer', 'float': 'double'}
-_SPEC_KEY = 'darknet53_ros.param'
+#: Retired parameters and what replaces them (named in errors and override warnings).
+RETIRED = {
+    'qos_reliability': 'per camera: NAME.reliability (or a qos_overrides./TOPIC.subscription.'
+                       'reliability parameter)',
+}
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One ROS parameter of the node (derived from a :class:`NodeParams` field).
-
-    Attributes:
-        name: parameter name.
-        type: one of ``string``, ``bool``, ``integer``, ``double``, ``string_array``.
-        default: default value (the ROS value).
-        description: text for ``ros2 param describe``.
-        read_only: a change needs a node restart (declared read-only).
-        minimum, maximum: inclusive numeric range (integer/double).
-        choices: allowed string values.
-        detector_field: the ``DetectorConfig`` field this parameter sets, if any.
-        non_empty: an empty (whitespace-only) string is rejected by
-            :meth:`NodeParams.from_dict`.
-    """
-
-    name: str
-    type: str
-    default: Any
-    description: str
-    read_only: bool = True
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] | None = None
-    detector_field: str | None = None
-    non_empty: bool = False
-
-    @property
-    def constraints(self) -> str:
-        """Human-readable constraint text (ParameterDescriptor.additional_constraints)."""
-        if self.choices:
-            return 'one of: ' + ', '.join(self.choices)
-        if self.minimum is not None and self.maximum is not None:
-            return f'in [{self.minimum:g}, {self.maximum:g}]'
-        return ''
-
-    @property
-    def default_text(self) -> str:
-        """The default as written in YAML and the parameter reference (``true``, ``''``,
-        ``['camera']``)."""
-        if isinstance(self.default, bool):
-            return 'true' if self.default else 'false'
-        if self.default == '':
-            return "''"
-        return str(self.default)
-
-
-def param(default: Any, description: str, *, runtime: bool = False,
-          minimum: float | None = None, maximum: float | None = None,
-          choices: tuple[str, ...] | None = None, detector_field: str | None = None,
-          non_empty: bool = False, ros_type: str = '',
-          convert: Callable[[Any], Any] | None = None) -> Any:
-    """Declare one node parameter as a :class:`NodeParams` field.
-
-    Args:
-        default: the ROS default value.
-        description: ``ros2 param describe`` text.
-        runtime: changeable while the node runs (else read-only).
-        minimum, maximum: inclusive numeric range.
-        choices: allowed string values.
-        detector_field: the ``DetectorConfig`` field the parameter sets.
-        non_empty: reject empty strings.
-        ros_type: the ROS type when the field's annotation does not tell it.
-        convert: turns the ROS value into the field's value (the field default is
-            ``convert(default)``).
-    """
-    spec = ParamSpec('', ros_type, default, description, not runtime, minimum, maximum,
-                     choices, detector_field, non_empty)
-    metadata = {_SPEC_KEY: spec}
-    if convert is not None:
-        return field(default_factory=lambda: convert(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
+def _cameras(names: Any) -> tuple[CameraSpec, ...]:
+    return parse_cameras(names)
 
 
 @dataclass(frozen=True)
@@ -154,11 +92,11 @@ class NodeParams:
         'model; empty: the names stored in the model.')
     cameras: tuple[CameraSpec, ...] = param(
         ['camera'],
-        "Cameras, one string each: 'NAME[:TOPIC[:TRANSPORT]]'. NAME prefixes the "
-        'output topics (NAME/detections); TOPIC defaults to NAME/image_raw (relative '
-        "names follow the node namespace); TRANSPORT is 'raw' (sensor_msgs/Image) or "
-        "'compressed' (sensor_msgs/CompressedImage on TOPIC/compressed), default raw "
-        'unless TOPIC ends with /compressed.', ros_type='string_array', convert=parse_cameras)
+        'Camera names, e.g. [front, left]. Each NAME has the parameters NAME.topic, '
+        'NAME.transport, NAME.reliability, NAME.frame_id, NAME.conf_threshold and '
+        'NAME.tracking (defaults from the name: NAME.topic is NAME/image_raw) and publishes '
+        'NAME/detections, NAME/detections/image and NAME/label_info.',
+        ros_type='string_array', convert=_cameras)
     prefix_camera_name: bool = param(
         True,
         'Publish under NAME/ (NAME/detections). false publishes detections and '
@@ -204,16 +142,6 @@ class NodeParams:
         'name',
         "results[].hypothesis.class_id: 'name' (class name) or 'index' (class index "
         'as text). Changeable at runtime.', runtime=True, choices=('name', 'index'))
-    tracking: bool = param(
-        False,
-        'Fill Detection2D.id with a track id per camera (ByteTrack-class tracker, tracks age '
-        'in header-stamp time): a decimal string unique per camera for the node lifetime, '
-        "reset on lifecycle cleanup; '' for detections without a confirmed track. Lower "
-        'conf_threshold (e.g. 0.1) to let weak detections continue tracks.')
-    qos_reliability: str = param(
-        'best_effort',
-        'Reliability of the image subscriptions (keep last 1): best_effort (sensor '
-        'data, matches any publisher) or reliable.', choices=('best_effort', 'reliable'))
     diagnostics_period: float = param(
         1.0, 'Seconds between /diagnostics messages.', minimum=0.1, maximum=60.0)
     log_throttle_period: float = param(
@@ -226,125 +154,187 @@ class NodeParams:
         'Drop (as bad_image) frames with more pixels than this, checked on the Image '
         'width*height or the PNG/JPEG header before decoding; default: 8K DCI, 8192x4320. '
         'Changeable at runtime.', runtime=True, minimum=1, maximum=1 << 30)
+    bond_heartbeat_period: float = param(
+        0.1,
+        'Lifecycle node: seconds between heartbeats of the bond to a lifecycle manager '
+        "(bondpy; Nav2's lifecycle_manager breaks bring-up without it), formed at activate "
+        'and broken at deactivate as Nav2 nodes do; 0 disables it. Ignored by the plain '
+        'node.', minimum=0.0, maximum=10.0)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = 'parameters',
                   ignore_unknown: bool = False) -> NodeParams:
-        """Validate ``values`` (missing names take their defaults).
+        """Validate ``values`` (missing names take their defaults; ``NAME.<key>`` values of the
+        cameras listed in ``cameras`` set those cameras).
 
         Args:
             values: parameter name -> value.
             source: where the values come from (a file name), for unknown-name errors.
-            ignore_unknown: skip names that are not node parameters (rclpy's own
-                ``use_sim_time`` ...) instead of raising.
+            ignore_unknown: skip names that are not node parameters (another camera's
+                ``NAME.topic`` ...) instead of raising; rclpy's own (``use_sim_time``,
+                ``qos_overrides.*``) are always skipped.
 
         Raises:
             ConfigError: naming the parameter at fault.
         """
-        unknown = sorted(set(values) - set(_SPECS))
-        if unknown and not ignore_unknown:
-            raise ConfigError(f'{source}: unknown parameter(s) {", ".join(unknown)} (known: '
-                              f'{", ".join(_SPECS)})')
-        checked = {spec.name: validate_parameter(spec.name, values.get(spec.name,
-                                                                       spec.default))
+        checked = {spec.name: check_value(spec, values.get(spec.name, spec.default))
                    for spec in PARAMETERS}
-        checked['cameras'] = parse_cameras(checked['cameras'], checked['prefix_camera_name'])
-        for spec in PARAMETERS:
-            if spec.non_empty and not checked[spec.name].strip():
-                raise ConfigError(f'parameter {spec.name}: must not be empty')
+        names = checked['cameras']
+        checked['cameras'] = parse_cameras(names, values, checked['prefix_camera_name'],
+                                           reserved=_RESERVED)
+        unknown = sorted(n for n in values if n not in _SPECS and not _is_camera_param(n, names)
+                         and not _ros_own(n))
+        if unknown and not ignore_unknown:
+            raise ConfigError(f'{source}: {_unknown_text(unknown, names)}')
         return cls(**checked)
 
     def as_dict(self) -> dict[str, Any]:
-        """Parameter name -> ROS value (cameras as their strings)."""
+        """Parameter name -> ROS value: the node's, then every camera's ``NAME.<key>``."""
         out = {spec.name: getattr(self, spec.name) for spec in PARAMETERS}
-        out['cameras'] = [c.entry() for c in self.cameras]
+        out['cameras'] = [c.name for c in self.cameras]
+        for camera in self.cameras:
+            out.update(camera.parameters())
         return out
 
     def detector_options(self) -> dict[str, Any]:
-        """``DetectorConfig`` field -> value, for the parameters that set one."""
-        return {target: getattr(self, name) for name, target in DETECTOR_FIELDS.items()}
+        """``DetectorConfig`` field -> value, for the parameters that set one; the detector's
+        ``conf_threshold`` is the lowest camera threshold (the core filters each camera's
+        detections at its own)."""
+        options = {target: getattr(self, name) for name, target in DETECTOR_FIELDS.items()}
+        options['conf_threshold'] = min(c.threshold(self.conf_threshold) for c in self.cameras)
+        return options
+
+    def updated(self, changes: Mapping[str, Any], ignore_unknown: bool = True
+                ) -> tuple[NodeParams, dict[str, Any]]:
+        """These parameters with runtime ``changes`` applied: ``(params, applied)``.
+
+        Names that are neither node nor camera parameters are skipped (rclpy's own, like
+        ``use_sim_time``) unless ``ignore_unknown`` is false. Resolved camera topics are kept.
+
+        Raises:
+            ConfigError: a value is invalid, or a parameter applied at configure differs from
+                the current value.
+        """
+        current = self.as_dict()
+        names = current['cameras']
+        applied: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name not in _SPECS and not _is_camera_param(name, names):
+                if ignore_unknown:
+                    continue
+                raise ConfigError(f'parameter {name}: {_unknown_text([name], names)}')
+            checked = validate_parameter(name, value)
+            if not is_runtime(name) and checked != current[name]:
+                raise ConfigError(f'parameter {name}: applied at configure; change it while '
+                                  'the node is unconfigured (lifecycle node: deactivate, '
+                                  'cleanup, set, configure, activate) or restart the node')
+            applied[name] = checked
+        if not applied:
+            return self, applied
+        params = NodeParams.from_dict({**current, **applied})
+        cameras = tuple(replace(c, resolved_topic=old.resolved_topic)
+                        for c, old in zip(params.cameras, self.cameras))
+        return replace(params, cameras=cameras), applied
 
 
-def _spec_of(item: Any) -> ParamSpec:
-    spec: ParamSpec = item.metadata[_SPEC_KEY]
-    return replace(spec, name=item.name, type=spec.type or _ANNOTATION_TYPES[item.type])
-
-
-PARAMETERS: tuple[ParamSpec, ...] = tuple(_spec_of(item) for item in fields(NodeParams))
+PARAMETERS: tuple[ParamSpec, ...] = specs_of(NodeParams)
 """The node's parameters, in declaration order (derived from :class:`NodeParams`)."""
 
 _SPECS = {spec.name: spec for spec in PARAMETERS}
+_CAMERA_SPECS = {spec.name: spec for spec in CAMERA_PARAMETERS}
+# rclpy's own parameters and prefixes: never camera names.
+_ROS_OWN = ('use_sim_time', 'start_type_description_service', 'qos_overrides')
+_RESERVED = frozenset(_SPECS) | frozenset(_ROS_OWN)
 
 RUNTIME_PARAMETERS = frozenset(spec.name for spec in PARAMETERS if not spec.read_only)
-"""Parameters that can be changed while the node runs (the others are read-only)."""
+"""Node parameters that can be changed while the node is configured (the others are applied
+at ``configure``); per camera, :func:`is_runtime` tells."""
 
 DETECTOR_FIELDS: dict[str, str] = {spec.name: spec.detector_field for spec in PARAMETERS
                                    if spec.detector_field is not None}
 """Parameter name -> the ``DetectorConfig`` field it sets."""
 
 
-def _type_ok(kind: str, value: Any) -> bool:
-    if kind == 'bool':
-        return isinstance(value, (bool, np.bool_))
-    if kind == 'integer':
-        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if kind == 'double':
-        return isinstance(value, (int, float, np.integer, np.floating)) \
-            and not isinstance(value, (bool, np.bool_))
-    if kind == 'string':
-        return isinstance(value, str)
-    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+def _ros_own(name: str) -> bool:
+    """rclpy's own parameters (``use_sim_time``, ``qos_overrides.*`` ...): never misspellings
+    of the node's."""
+    return name in _ROS_OWN or name.startswith('qos_overrides.')
+
+
+def _is_camera_param(name: str, cameras: Iterable[str]) -> bool:
+    parts = camera_key(name)
+    return parts is not None and parts[0] in cameras
+
+
+def _unknown_text(unknown: list[str], cameras: list[str]) -> str:
+    items = []
+    for name in unknown:
+        parts = camera_key(name)
+        if name in RETIRED:
+            items.append(f'{name} (retired: {RETIRED[name]})')
+        elif parts is not None:
+            items.append(f'{name} (no camera {parts[0]} in cameras: {", ".join(cameras)})')
+        else:
+            close = difflib.get_close_matches(name, list(_SPECS), n=1)
+            items.append(f'{name} (did you mean {close[0]}?)' if close else name)
+    return f'unknown parameter(s) {", ".join(items)} (known: {", ".join(_SPECS)}, and ' \
+           f'NAME.{{{",".join(_CAMERA_SPECS)}}} per camera NAME)'
+
+
+def is_runtime(name: str) -> bool:
+    """Whether the (node or ``NAME.<key>`` camera) parameter ``name`` can change while the node
+    is configured; the others are applied at ``configure``."""
+    if name in _SPECS:
+        return not _SPECS[name].read_only
+    parts = camera_key(name)
+    return parts is not None and not _CAMERA_SPECS[parts[1]].read_only
+
+
+def parameter_spec(name: str) -> ParamSpec | None:
+    """The :class:`ParamSpec` of a node parameter or of a camera parameter ``NAME.<key>``
+    (its ``name`` is then the key)."""
+    if name in _SPECS:
+        return _SPECS[name]
+    parts = camera_key(name)
+    return None if parts is None else _CAMERA_SPECS[parts[1]]
 
 
 def validate_parameter(name: str, value: Any) -> Any:
-    """Check one parameter value against its :class:`ParamSpec`; return it normalised.
+    """Check one parameter value (a node parameter or ``NAME.<key>``); return it normalised.
 
     Raises:
-        ConfigError: unknown parameter, wrong type, out of range or not one of the choices
-            (the message starts with ``parameter <name>``).
+        ConfigError: unknown parameter, wrong type, out of range, not one of the choices or a
+            bad camera name or topic (the message starts with ``parameter <name>``).
     """
-    spec = _SPECS.get(name)
+    if name == 'cameras':
+        value = check_value(_SPECS[name], value)
+        parse_cameras(value, reserved=_RESERVED)
+        return value
+    spec = parameter_spec(name)
     if spec is None:
-        raise ConfigError(f'parameter {name}: unknown (known: {", ".join(_SPECS)})')
-    if not _type_ok(spec.type, value):
-        raise ConfigError(f'parameter {name}: expected {spec.type}, got '
-                          f'{type(value).__name__} {value!r}')
-    if spec.type == 'double':
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f'parameter {name}: {value!r} is not a finite number')
-    elif spec.type == 'integer':
-        value = int(value)
-    elif spec.type == 'bool':
-        value = bool(value)
-    elif spec.type == 'string_array':
-        value = [str(v) for v in value]
-    if spec.minimum is not None and value < spec.minimum or \
-            spec.maximum is not None and value > spec.maximum:
-        raise ConfigError(f'parameter {name}: {value!r} is outside '
-                          f'[{spec.minimum:g}, {spec.maximum:g}]')
-    if spec.choices is not None and value not in spec.choices:
-        raise ConfigError(f'parameter {name}: {value!r} is not one of '
-                          f'{", ".join(spec.choices)}')
+        raise ConfigError(f'parameter {name}: {_unknown_text([name], [])}')
+    value = check_value(spec, value, name)
+    parts = camera_key(name)
+    if parts is not None:
+        camera, key = parts
+        check_camera_name(camera, name, _RESERVED)
+        if key == 'topic':
+            parse_cameras([camera], {name: value})
     return value
 
 
-# Parameters rclpy itself declares or reads; overrides of them are not misspellings.
-_ROS_OWN = ('use_sim_time', 'start_type_description_service', 'qos_overrides.')
-
-
-def override_warning(names: Iterable[str]) -> str:
-    """The warning for parameter overrides (a params file, ``-p``) that match no node
-    parameter, which rclpy ignores silently; ``''`` when every name is known."""
-    unknown = sorted(n for n in names if n not in _SPECS and not n.startswith(_ROS_OWN))
+def override_warning(names: Iterable[str], cameras: Iterable[str] = ()) -> str:
+    """The warning for parameter overrides (a params file, ``-p``) that match no node or
+    camera parameter, which rclpy ignores silently; ``''`` when every name is known.
+    ``qos_overrides.*`` are checked once the publishers and subscriptions exist
+    (:func:`darknet53_ros.ros.qos.unmatched_qos_overrides`)."""
+    cameras = list(cameras)
+    unknown = sorted(n for n in names if n not in _SPECS and not _is_camera_param(n, cameras)
+                     and not _ros_own(n))
     if not unknown:
         return ''
-    items = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, list(_SPECS), n=1)
-        items.append(f'{name} (did you mean {close[0]}?)' if close else name)
-    return (f'ignored parameter override(s) matching no parameter of this node: '
-            f'{", ".join(items)}')
+    return ('ignored parameter override(s) matching no parameter of this node: '
+            + _unknown_text(unknown, cameras))
 
 
 # -- params YAML files -------------------------------------------------------------------------

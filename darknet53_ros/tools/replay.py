@@ -3,8 +3,8 @@
 The same :class:`~darknet53_ros.ros.node_core.NodeCore` as the ROS node (same parameters, same
 FrameScheduler, same image conversion and messages) processes the bag's image topics; the
 output bag holds what the node would publish in the root namespace: ``/<camera>/detections``,
-``/<camera>/detections/image`` (unless ``publish_annotated`` is false), ``/label_info`` once
-and ``/diagnostics`` every ``diagnostics_period`` of bag time.
+``/<camera>/detections/image`` (unless ``publish_annotated`` is false), ``/<camera>/label_info``
+once and ``/diagnostics`` every ``diagnostics_period`` of bag time.
 
 Two modes:
 
@@ -16,14 +16,16 @@ Two modes:
   while the inference thread works as on the robot, honouring ``max_frame_age``: frames are
   superseded or go stale exactly as they would live.
 
-Cameras: ``--cameras`` entries (``NAME:TOPIC[:TRANSPORT]`` as in the ``cameras`` parameter,
-or just a bag topic), else the ``cameras`` of ``--params``, else every image topic of the bag,
-named after its topic (``/front/image_raw/compressed`` -> ``front/image_raw``, outputs
-``/front/image_raw/detections``, as :func:`~darknet53_ros.io.bags.detections_topic`).
+Cameras: ``--cameras`` entries (``NAME:TOPIC[:TRANSPORT]``, short for the ``cameras``
+parameter plus ``NAME.topic`` and ``NAME.transport``, or just a bag topic), else the
+``cameras`` (and ``NAME.*``) of ``--params``, else every image topic of the bag. A camera given
+as a bag topic is named after it (``/front/image_raw/compressed`` -> ``front_image_raw``) and
+publishes under the topic (``/front/image_raw/detections``, as
+:func:`~darknet53_ros.io.bags.detections_topic`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import logging
 import os
 from pathlib import Path
@@ -34,14 +36,14 @@ from darknet53_ros.errors import ConfigError, SourceError
 from darknet53_ros.io.bag_writer import BagWriter, bag_storage
 from darknet53_ros.io.bags import BagReader, base_image_topic
 from darknet53_ros.io.messages import MessageTypes
+from darknet53_ros.ros.cameras import applies_to
 from darknet53_ros.ros.model_files import load_detector
 from darknet53_ros.ros.node_core import NodeCore
-from darknet53_ros.ros.params import NodeParams, load_params_file, validate_parameter
+from darknet53_ros.ros.params import NodeParams, load_params_file
 from darknet53_ros.tools.bag_sink import BagSink, absolute_topic
 
 _LOG = logging.getLogger('darknet53.replay')
 
-LABEL_INFO_TOPIC = '/label_info'
 DIAGNOSTICS_TOPIC = '/diagnostics'
 
 
@@ -59,31 +61,59 @@ class ReplaySummary:
 
 
 def _auto_name(topic: str) -> str:
-    return base_image_topic(topic).strip('/')
+    """The camera name of a bag topic (a name token: ``front_image_raw``)."""
+    return base_image_topic(topic).strip('/').replace('/', '_')
 
 
-def _camera_entries(cameras: list[str] | None, values: dict[str, Any],
-                    image_topics: dict[str, str]) -> list[str]:
-    """The ``cameras`` parameter for the replay (see the module doc)."""
+def _cli_camera(item: str, image_topics: dict[str, str]) -> tuple[str, str, str]:
+    """``(name, base topic, transport)`` of one ``--cameras`` entry."""
+    if ':' not in item and item.startswith('/'):
+        if item not in image_topics:
+            raise SourceError(f'--cameras: no image topic {item} in the bag (have: '
+                              f'{", ".join(sorted(image_topics))})')
+        compressed = image_topics[item].endswith('CompressedImage')
+        return _auto_name(item), base_image_topic(item), 'compressed' if compressed else 'raw'
+    parts = [p.strip() for p in item.split(':')]
+    if len(parts) > 3:
+        raise ConfigError(f"--cameras: {item!r} is not 'NAME[:TOPIC[:TRANSPORT]]'")
+    name = parts[0]
+    topic = parts[1] if len(parts) > 1 and parts[1] else f'{name}/image_raw'
+    transport = parts[2] if len(parts) > 2 and parts[2] else ''
+    if topic.rstrip('/').endswith('/compressed'):
+        topic, transport = base_image_topic(topic), transport or 'compressed'
+    return name, topic, transport or 'raw'
+
+
+def _output_prefixes(params: NodeParams, named_after_topic: set[str]) -> NodeParams:
+    """Cameras named after a bag topic publish under that topic (``front_image_raw`` reading
+    ``/front/image_raw`` -> ``/front/image_raw/detections``)."""
+    return replace(params, cameras=tuple(
+        replace(c, prefix=c.topic.strip('/')) if c.name in named_after_topic else c
+        for c in params.cameras))
+
+
+def _camera_values(cameras: list[str] | None, values: dict[str, Any],
+                   image_topics: dict[str, str]) -> tuple[dict[str, Any], set[str]]:
+    """The ``cameras`` parameter and ``NAME.topic``/``NAME.transport`` for the replay (see the
+    module doc; ``{}`` when the params' own cameras apply), and the cameras named after their
+    bag topic."""
+    if not cameras and 'cameras' in values:
+        return {}, set()
     if cameras:
-        entries = []
-        for item in cameras:
-            if ':' not in item and item.startswith('/'):
-                if item not in image_topics:
-                    raise SourceError(f'--cameras: no image topic {item} in the bag (have: '
-                                      f'{", ".join(sorted(image_topics))})')
-                compressed = image_topics[item].endswith('CompressedImage')
-                entries.append(f'{_auto_name(item)}:{item}:'
-                               f'{"compressed" if compressed else "raw"}')
-            else:
-                entries.append(item)
-        return entries
-    if 'cameras' in values:
-        return list(validate_parameter('cameras', values['cameras']))
-    if not image_topics:
+        entries = [_cli_camera(item, image_topics) for item in cameras]
+        named = {e[0] for item, e in zip(cameras, entries)
+                 if ':' not in item and item.startswith('/')}
+    elif image_topics:
+        entries = [(_auto_name(t), base_image_topic(t),
+                    'compressed' if m.endswith('CompressedImage') else 'raw')
+                   for t, m in sorted(image_topics.items())]
+        named = {e[0] for e in entries}
+    else:
         raise SourceError('bag: no sensor_msgs/Image or CompressedImage topics to replay')
-    return [f'{_auto_name(t)}:{t}:{"compressed" if m.endswith("CompressedImage") else "raw"}'
-            for t, m in sorted(image_topics.items())]
+    out: dict[str, Any] = {'cameras': [name for name, _, _ in entries]}
+    for name, topic, transport in entries:
+        out.update({f'{name}.topic': topic, f'{name}.transport': transport})
+    return out, named
 
 
 class _BagClock:
@@ -144,13 +174,16 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
     reader.open()
     try:
         image_topics = {t.name: t.msgtype for t in reader.image_topics()}
-        values['cameras'] = _camera_entries(cameras, values, image_topics)
+        chosen, named = _camera_values(cameras, values, image_topics)
+        if chosen:  # other cameras' NAME.* settings of the params file do not apply
+            values = {k: v for k, v in values.items() if applies_to(k, chosen['cameras'])}
+            values.update(chosen)
         if not realtime:
             values['max_frame_age'] = 0.0
-        node_params = NodeParams.from_dict(values, source)
+        node_params = _output_prefixes(NodeParams.from_dict(values, source), named)
         by_topic: dict[str, str] = {}
         for cam in node_params.cameras:
-            topic = absolute_topic(cam.topic)
+            topic = absolute_topic(cam.input_topic)
             if topic not in reader.topics:
                 raise SourceError(f'rosbag2 {bag}: camera {cam.name} topic {topic} is not in '
                                   f'the bag (image topics: {", ".join(sorted(image_topics))})')
@@ -163,7 +196,7 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
                 model_file = candidate.resolve() if candidate.is_file() else None
                 if model_file is None:
                     values['model'] = str(model)
-                    node_params = NodeParams.from_dict(values, source)
+                    node_params = _output_prefixes(NodeParams.from_dict(values, source), named)
             detector, model_path = load_detector(node_params, model_path=model_file)
         with BagWriter(output, storage=storage, types=types, overwrite=overwrite) as writer:
             wanted = annotated and node_params.publish_annotated
@@ -188,9 +221,10 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
 
 
 def _start_outputs(core: Any, outputs: BagSink, stamp_ns: int) -> None:
-    label = core.label_info_msg(stamp_ns)
-    if label is not None:
-        outputs.write(LABEL_INFO_TOPIC, stamp_ns, label)
+    for camera in core.params.cameras:  # NAME/label_info beside NAME/detections
+        label = core.label_info_msg(stamp_ns, camera.name)
+        if label is not None:
+            outputs.write(absolute_topic(camera.label_info_topic), stamp_ns, label)
 
 
 def _run_deterministic(params: Any, detector: Any, types: Any, outputs: BagSink,

@@ -96,11 +96,15 @@ def _launch_default_text(node: ast.expr) -> str:
 
 
 def parameter_reference(parameters: Sequence[Any] | None = None,
-                        launch_dir: Path | None = None) -> str:
-    """The node parameter reference (Markdown) from the schema in ``ros/params.py``."""
+                        launch_dir: Path | None = None,
+                        camera_parameters: Sequence[Any] | None = None) -> str:
+    """The node parameter reference (Markdown) from the schema in ``ros/params.py`` and the
+    per-camera one in ``ros/cameras.py``."""
+    from darknet53_ros.ros import cameras
     from darknet53_ros.ros import params as schema
 
     specs = schema.PARAMETERS if parameters is None else parameters
+    per_camera = cameras.CAMERA_PARAMETERS if camera_parameters is None else camera_parameters
     lines = [
         _NOTE.format(source='darknet53_ros/ros/params.py and launch/*.launch.py'), '',
         '# Node parameters and launch arguments', '',
@@ -117,6 +121,18 @@ def parameter_reference(parameters: Sequence[Any] | None = None,
     for spec in specs:
         lines.append('| ' + ' | '.join([
             _code(spec.name), spec.type, _code(spec.default_text), _range_text(spec),
+            'no' if spec.read_only else '**yes**', _cell(spec.description)]) + ' |')
+    lines += [
+        '', '## Per-camera parameters', '',
+        'Every name `NAME` of `cameras` has these parameters (`front.topic`, `front.transport`, '
+        '...), declared once in `darknet53_ros/ros/cameras.py`; defaults derive from the name. '
+        '`config/multi_camera.yaml` spells them out for its first camera.', '',
+        '| parameter | type | default | range / choices | runtime | description |',
+        '|---|---|---|---|---|---|',
+    ]
+    for spec in per_camera:
+        lines.append('| ' + ' | '.join([
+            _code(f'NAME.{spec.name}'), spec.type, _code(spec.default_text), _range_text(spec),
             'no' if spec.read_only else '**yes**', _cell(spec.description)]) + ' |')
     arguments = launch_arguments(launch_dir or ROOT / 'launch')
     lines += [

@@ -202,8 +202,10 @@ def stand_ins_for(s: StandIns) -> dict[str, Callable[[Path], None]]:
         'runs/mine.cfg': _copy(lambda: MODELS / 'demo.cfg'),
         'runs/mine.onnx': _copy(s.onnx),
         'my_robot.yaml': lambda p: p.write_text(
-            "/**:\n  ros__parameters:\n    cameras: ['front:/front/image_raw', "
-            "'left:/left/image_raw/compressed']\n    conf_threshold: 0.3\n", encoding='utf-8'),
+            '/**:\n  ros__parameters:\n    cameras: [front, left]\n'
+            '    front: {topic: /front/image_raw}\n'
+            '    left: {topic: /left/image_raw, transport: compressed}\n'
+            '    conf_threshold: 0.3\n', encoding='utf-8'),
     }
 
 

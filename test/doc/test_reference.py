@@ -14,6 +14,7 @@ import pytest
 
 from darknet53_ros.cli.main import build_parser
 from darknet53_ros.ros import params
+from darknet53_ros.ros.cameras import CAMERA_PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,9 +44,11 @@ def _rows(text: str) -> dict[str, list[str]]:
 def test_parameter_reference_lists_the_schema() -> None:
     text = docs.parameter_reference()
     rows = _rows(text[:text.index('## Launch arguments')])
-    assert list(rows) == [spec.name for spec in params.PARAMETERS]
-    for spec in params.PARAMETERS:
-        name, kind, default, allowed, runtime, description = rows[spec.name]
+    specs = [(spec.name, spec) for spec in params.PARAMETERS]
+    specs += [(f'NAME.{spec.name}', spec) for spec in CAMERA_PARAMETERS]
+    assert list(rows) == [name for name, _ in specs]
+    for key, spec in specs:
+        name, kind, default, allowed, runtime, description = rows[key]
         assert (kind, default) == (spec.type, f'`{spec.default_text}`'), spec.name
         assert runtime == ('no' if spec.read_only else '**yes**'), spec.name
         assert ' '.join(spec.description.split())[:40] in description

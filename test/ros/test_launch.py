@@ -9,9 +9,16 @@ import re
 import pytest
 import yaml
 
-from darknet53_ros.ros.cameras import parse_cameras
-from darknet53_ros.ros.launching import NODE_LAUNCH_ARGUMENTS
+from darknet53_ros.errors import ConfigError
+from darknet53_ros.ros.cameras import CAMERA_PARAMETERS
+from darknet53_ros.ros.launching import (
+    NODE_LAUNCH_ARGUMENTS,
+    camera_node_parameters,
+    launch_cameras,
+    node_parameters,
+)
 from darknet53_ros.ros.params import PARAMETERS, NodeParams, load_params_file
+from darknet53_ros.ros.rviz_config import rviz_config_text, write_rviz_config
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / 'launch'
@@ -21,9 +28,10 @@ PARAM_NAMES = {spec.name for spec in PARAMETERS}
 COMMON_ARGS = {'lifecycle', 'autostart', 'use_sim_time', 'log_level'}
 EXPECTED_ARGS = {
     'detector.launch.py': {'namespace', 'image_topic', 'compressed', 'params_file', 'model',
-                           'backend', 'camera_name', *COMMON_ARGS},
-    'multi_camera.launch.py': {'namespace', 'cameras_file', 'params_file', 'node_per_camera',
-                               'model', 'backend', 'rviz', *COMMON_ARGS},
+                           'backend', 'camera_name', 'rviz', *COMMON_ARGS},
+    'multi_camera.launch.py': {'namespace', 'cameras', 'cameras_file', 'params_file',
+                               'node_per_camera', 'model', 'backend', 'rviz', 'rviz_config',
+                               *COMMON_ARGS},
 }
 
 
@@ -76,18 +84,20 @@ def test_detector_yaml_declares_exactly_the_node_parameters():
     for name, value in values.items():
         if name != 'cameras':
             assert value == defaults[name], f'detector.yaml {name} differs from the default'
-    assert [c.entry() for c in params.cameras] == ['camera:/camera/image_raw:raw']
+    assert [(c.name, c.topic, c.transport) for c in params.cameras] == [
+        ('camera', 'camera/image_raw', 'raw')]
     text = (CONFIG / 'detector.yaml').read_text(encoding='utf-8')
     assert text.count('    # (runtime)') == sum(not s.read_only for s in PARAMETERS)
 
 
-
-def _yaml_comments(path):
-    """{parameter: the comment lines just above it} of a params YAML file."""
+def _yaml_comments(path, indent=4):
+    """{parameter: the comment lines just above it} of a params YAML file (keys at
+    ``indent``)."""
     comments, block = {}, []
+    pad = ' ' * indent
     for line in path.read_text(encoding='utf-8').splitlines():
-        match = re.match(r'^    ([a-z_]+):', line)
-        if line.startswith('    #'):
+        match = re.match(rf'^{pad}([a-z_]+):', line)
+        if line.startswith(f'{pad}#'):
             block.append(line.strip().lstrip('#').strip())
         elif match:
             comments[match[1]] = ' '.join(block)
@@ -106,26 +116,106 @@ def test_detector_yaml_documents_every_parameter():
             f'detector.yaml: (runtime) mark of {spec.name}'
 
 
+def test_multi_camera_yaml_documents_every_camera_parameter():
+    """The first camera of config/multi_camera.yaml spells out every NAME.<key> with its
+    default (the topic aside) and a comment, (runtime) where it is."""
+    values = load_params_file(CONFIG / 'multi_camera.yaml')
+    first = values['cameras'][0]
+    block = {k.split('.', 1)[1]: v for k, v in values.items() if k.startswith(f'{first}.')}
+    assert list(block) == [spec.name for spec in CAMERA_PARAMETERS]
+    for spec in CAMERA_PARAMETERS:
+        if spec.name != 'topic':
+            assert block[spec.name] == spec.default_for(first), spec.name
+    text = (CONFIG / 'multi_camera.yaml').read_text(encoding='utf-8')
+    section = text[text.index(f'    {first}:'):]
+    section = section[:re.search(r'\n    [a-z]', section[1:]).start() + 1]
+    comments = {}
+    block_lines = []
+    for line in section.splitlines()[1:]:
+        match = re.match(r'^      ([a-z_]+):', line)
+        if line.startswith('      #'):
+            block_lines.append(line.strip().lstrip('#').strip())
+        elif match:
+            comments[match[1]] = ' '.join(block_lines)
+            block_lines = []
+    for spec in CAMERA_PARAMETERS:
+        assert len(comments[spec.name]) > 10, f'multi_camera.yaml: {spec.name} has no comment'
+        assert ('(runtime)' in comments[spec.name]) == (not spec.read_only), spec.name
+
+
 def test_multi_camera_yaml():
     values = load_params_file(CONFIG / 'multi_camera.yaml')
-    assert set(values) <= PARAM_NAMES
+    names = values['cameras']
+    assert {k.split('.')[0] if '.' in k else k for k in values} <= PARAM_NAMES | set(names)
     merged = {**load_params_file(CONFIG / 'detector.yaml'), **values}
     params = NodeParams.from_dict(merged, 'multi_camera.yaml')
-    cameras = parse_cameras(values['cameras'])
     assert [c.name for c in params.cameras] == ['front', 'left', 'right', 'rear']
-    assert {c.compressed for c in cameras} == {True, False}
-    assert params.max_batch == len(cameras)
+    assert [c.input_topic for c in params.cameras] == [
+        '/front/image_raw', '/left/image_raw/compressed', '/right/image_raw/compressed',
+        '/rear/image_raw']
+    assert params.max_batch == len(params.cameras)
 
 
-def test_rviz_config_shows_annotated_images():
-    data = yaml.safe_load((CONFIG / 'detector.rviz').read_text(encoding='utf-8'))
+# -- launch helpers (plain Python) -------------------------------------------------------------
+def test_launch_cameras_from_the_argument_or_the_files():
+    files = {**load_params_file(CONFIG / 'detector.yaml'),
+             **load_params_file(CONFIG / 'multi_camera.yaml')}
+    assert launch_cameras(files) == ['front', 'left', 'right', 'rear']
+    assert launch_cameras(files, '[front, left]') == ['front', 'left']
+    assert launch_cameras({}, 'front') == ['front']
+    with pytest.raises(ConfigError, match='no cameras'):
+        launch_cameras({})
+    with pytest.raises(ConfigError, match=r"parameter cameras: 'front:/x' is the retired"):
+        launch_cameras({}, '[front:/x]')
+    with pytest.raises(ConfigError, match="parameter left.transport: 'zip' is not one of"):
+        launch_cameras({'left.transport': 'zip'}, '[front, left]')
+
+
+def test_node_parameters_keep_only_the_launched_cameras():
+    files = load_params_file(CONFIG / 'multi_camera.yaml')
+    values = node_parameters({**files, 'model': 'm.onnx'}, ['front', 'left'])
+    assert values['cameras'] == ['front', 'left'] and values['model'] == 'm.onnx'
+    assert not any(k.startswith(('right.', 'rear.')) for k in values)
+    params = NodeParams.from_dict(values)
+    assert [c.input_topic for c in params.cameras] == ['/front/image_raw',
+                                                        '/left/image_raw/compressed']
+
+
+def test_camera_node_parameters():
+    """One node per camera in <namespace>/<NAME>: relative topics keep resolving in
+    <namespace>, outputs go to the node namespace, other cameras' settings and QoS overrides
+    stay out."""
+    values = {**load_params_file(CONFIG / 'multi_camera.yaml'), 'conf_threshold': 0.3,
+              'qos_overrides./robot/front/image_raw.subscription.reliability': 'reliable',
+              'qos_overrides./robot/left/detections.publisher.depth': 5}
+    del values['front.topic']  # default: front/image_raw, relative
+    front = camera_node_parameters(values, 'front', 'robot')
+    assert front['cameras'] == ['front'] and front['prefix_camera_name'] is False
+    assert front['front.topic'] == '/robot/front/image_raw' and front['conf_threshold'] == 0.3
+    assert 'qos_overrides./robot/front/image_raw.subscription.reliability' in front
+    assert not any(k.startswith('qos_overrides./robot/left') for k in front)
+    assert not any(k.startswith('left.') for k in front)
+    left = camera_node_parameters(values, 'left', 'robot')
+    assert left['left.topic'] == '/left/image_raw' and left['left.transport'] == 'compressed'
+    assert 'qos_overrides./robot/left/detections.publisher.depth' in left
+    (camera,) = NodeParams.from_dict(left).cameras
+    assert (camera.detections_topic, camera.label_info_topic) == ('detections', 'label_info')
+
+
+def test_rviz_config_for_the_launched_cameras(tmp_path):
+    """rviz:=true: one Image display per launched camera, in the launch namespace, subscribing
+    best effort (matches any publisher)."""
+    data = yaml.safe_load(rviz_config_text(['front', 'arm_wrist'], 'robot1'))
     assert {'Panels', 'Visualization Manager', 'Window Geometry'} <= set(data)
     displays = data['Visualization Manager']['Displays']
-    topics = {d['Topic']['Value'] for d in displays if d['Class'] ==
-              'rviz_default_plugins/Image'}
-    names = [c.name for c in parse_cameras(load_params_file(
-        CONFIG / 'multi_camera.yaml')['cameras'])]
-    assert {f'/{n}/detections/image' for n in names + ['camera']} <= topics
+    assert [d['Topic']['Value'] for d in displays] == [
+        '/robot1/front/detections/image', '/robot1/arm_wrist/detections/image']
+    assert {d['Class'] for d in displays} == {'rviz_default_plugins/Image'}
+    assert {d['Topic']['Reliability Policy'] for d in displays} == {'Best Effort'}
+    path = write_rviz_config(['cam'], '', tmp_path / 'x.rviz')
+    topics = [d['Topic']['Value'] for d in
+              yaml.safe_load(path.read_text())['Visualization Manager']['Displays']]
+    assert topics == ['/cam/detections/image']
 
 
 def _need_launch():
@@ -162,7 +252,8 @@ def _multi_camera_actions(**configs):
         'namespace': 'robot', 'cameras_file': str(CONFIG / 'multi_camera.yaml'),
         'params_file': str(CONFIG / 'detector.yaml'), 'node_per_camera': 'false',
         'model': '', 'backend': '', 'log_level': 'info', 'lifecycle': 'false',
-        'autostart': 'true', 'use_sim_time': 'false', **configs})
+        'autostart': 'true', 'use_sim_time': 'false', 'cameras': '', 'rviz': 'false',
+        'rviz_config': '', **configs})
     return module._detectors(context)
 
 
@@ -174,6 +265,24 @@ def test_multi_camera_node_per_camera():
         actions = _multi_camera_actions(node_per_camera=per_camera)
         assert len(actions) == count
         assert all(type(a) is Node for a in actions)
+    actions = _multi_camera_actions(node_per_camera='true', cameras='[front, left]')
+    assert len(actions) == 2
+
+
+@pytest.mark.parametrize('per_camera', ['false', 'true'])
+def test_rviz_generated_for_the_launched_cameras(per_camera):
+    _need_launch()
+    from launch_ros.actions import Node
+
+    actions = _multi_camera_actions(rviz='true', cameras='[front, left]',
+                                    node_per_camera=per_camera)
+    (rviz,) = [a for a in actions if isinstance(a, Node) and a.node_executable == 'rviz2']
+    words = [getattr(sub, 'text', '') for part in rviz.cmd for sub in part]
+    path = Path(words[words.index('-d') + 1])
+    displays = yaml.safe_load(path.read_text())['Visualization Manager']['Displays']
+    assert [d['Topic']['Value'] for d in displays] == ['/robot/front/detections/image',
+                                                       '/robot/left/detections/image']
+    path.unlink()
 
 
 @pytest.mark.parametrize('autostart', ['true', 'false'])

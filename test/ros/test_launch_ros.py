@@ -48,10 +48,10 @@ WIDTH, HEIGHT = 320, 256
 
 
 def _cameras_file() -> str:
-    lines = ['/**:', '  ros__parameters:', '    cameras:']
-    lines += [f"      - '{name}:{topic}:{transport}'"
+    lines = ['/**:', '  ros__parameters:', f'    cameras: [{", ".join(CAMERAS)}]']
+    lines += [f'    {name}: {{topic: {topic}, transport: {transport}, reliability: reliable}}'
               for name, (topic, transport) in CAMERAS.items()]
-    lines += ['    max_frame_age: 2.0', '    qos_reliability: reliable']
+    lines += ['    max_frame_age: 2.0']
     fd, path = tempfile.mkstemp(prefix='darknet53_cameras_', suffix='.yaml')
     with os.fdopen(fd, 'w') as stream:
         stream.write('\n'.join(lines) + '\n')

@@ -51,8 +51,8 @@ NOT_READY = _not_ready()
 
 
 def _cameras_file() -> str:
-    lines = ['/**:', '  ros__parameters:', '    cameras:']
-    lines += [f"      - '{name}:{topic}:{transport}'"
+    lines = ['/**:', '  ros__parameters:', f'    cameras: [{", ".join(CAMERAS)}]']
+    lines += [f'    {name}: {{topic: {topic}, transport: {transport}}}'
               for name, (topic, transport) in CAMERAS.items()]
     lines += ['    max_frame_age: 2.0', '    diagnostics_period: 0.5']
     fd, path = tempfile.mkstemp(prefix='darknet53_sigint_', suffix='.yaml')

@@ -11,7 +11,7 @@ import pytest
 from darknet53_ros.errors import ConfigError, ModelError
 from darknet53_ros.inference.detector import DetectorConfig
 from darknet53_ros.io.encodings import msg_to_bgr
-from darknet53_ros.ros.cameras import CameraSpec, parse_camera, parse_cameras
+from darknet53_ros.ros.cameras import CameraSpec
 from darknet53_ros.ros.diagnostics import ALL_DROP_REASONS, ThrottledLog
 from darknet53_ros.ros.model_files import load_detector, prepare_model, resolve_data_path
 from darknet53_ros.ros.node_core import IMAGE_DECODER, NodeCore, Outputs
@@ -25,7 +25,6 @@ from darknet53_ros.ros.params import (
 )
 
 from ..conftest import requires
-from ..hypo import given, settings, st
 
 pytestmark = requires('rosbags', 'onnxruntime')
 
@@ -97,9 +96,13 @@ class Collect(Outputs):
         self.images.append((camera.name, msg))
 
 
+CAMERAS = {'cameras': ['a', 'b', 'c'], 'a.topic': '/a/image_raw', 'b.topic': '/b/image_raw',
+           'b.transport': 'compressed', 'c.topic': '/c/image_raw'}
+
+
 def _params(**values):
-    values.setdefault('cameras', ['a:/a/image_raw', 'b:/b/image_raw/compressed',
-                                  'c:/c/image_raw'])
+    if 'cameras' not in values:
+        values = {**CAMERAS, **values}
     return NodeParams.from_dict(values)
 
 
@@ -143,7 +146,7 @@ def test_parameter_specs_match_params_dataclass():
         validate_parameter(spec.name, spec.default)
     runtime = {s.name for s in PARAMETERS if not s.read_only}
     assert {'conf_threshold', 'nms_threshold'} <= runtime
-    assert {'model', 'backend', 'cameras', 'max_batch', 'qos_reliability'}.isdisjoint(runtime)
+    assert {'model', 'backend', 'cameras', 'max_batch'}.isdisjoint(runtime)
     assert NodeParams.from_dict(defaults.as_dict()) == defaults
 
 
@@ -165,12 +168,13 @@ def test_parameter_schema_is_the_single_source():
     assert set(DETECTOR_FIELDS) <= RUNTIME_PARAMETERS
     assert defaults.detector_options() == {
         'conf_threshold': 0.25, 'nms_threshold': 0.45, 'max_detections': 100}
-    assert [c.entry() for c in defaults.cameras] == ['camera:camera/image_raw:raw']
+    assert [(c.name, c.topic, c.transport) for c in defaults.cameras] == [
+        ('camera', 'camera/image_raw', 'raw')]
 
 @pytest.mark.parametrize('name, value', [
     ('conf_threshold', 1.5), ('conf_threshold', -0.01), ('nms_threshold', float('nan')),
     ('nms_threshold', 'high'), ('max_batch', 0), ('max_batch', 2.0), ('max_detections', True),
-    ('backend', 'cuda'), ('class_id_format', 'label'), ('qos_reliability', 'sometimes'),
+    ('backend', 'cuda'), ('class_id_format', 'label'), ('bond_heartbeat_period', -1.0),
     ('publish_annotated', 'yes'), ('max_frame_age', -1.0), ('cameras', 'front'),
     ('cameras', []), ('cameras', ['front', 3]), ('model', ''), ('diagnostics_period', 0.0),
 ])
@@ -187,69 +191,6 @@ def test_unknown_parameter_names_the_source():
 
 def test_integers_accepted_for_doubles():
     assert NodeParams.from_dict({'conf_threshold': 1, 'max_frame_age': 0}).conf_threshold == 1.0
-
-
-# -- cameras -----------------------------------------------------------------------------------
-@pytest.mark.parametrize('entry, name, topic, compressed', [
-    ('front', 'front', 'front/image_raw', False),
-    ('front:/front/image_raw', 'front', '/front/image_raw', False),
-    ('left:/left/image_raw/compressed', 'left', '/left/image_raw/compressed', True),
-    ('left:/left/image_raw:compressed', 'left', '/left/image_raw/compressed', True),
-    ('left:/left/image_raw/compressed:compressed', 'left', '/left/image_raw/compressed', True),
-    ('arm/wrist:wrist/color/image_raw:raw', 'arm/wrist', 'wrist/color/image_raw', False),
-    (' rear : /rear/image : raw ', 'rear', '/rear/image', False),
-    ('cam::compressed', 'cam', 'cam/image_raw/compressed', True),
-    ('priv:~/image', 'priv', '~/image', False),
-])
-def test_parse_camera(entry, name, topic, compressed):
-    spec = parse_camera(entry)
-    assert (spec.name, spec.topic, spec.compressed) == (name, topic, compressed)
-    assert spec.detections_topic == f'{name}/detections'
-    assert spec.annotated_topic == f'{name}/detections/image'
-    assert parse_camera(spec.entry()) == spec
-
-
-@pytest.mark.parametrize('entry, fragment', [
-    ('', 'NAME'), ('a:b:c:d', 'NAME'), ('1cam', 'camera name'), ('/abs', 'camera name'),
-    ('a b', 'camera name'), ('cam:/x y', 'topic'), ('cam:/x//y', 'topic'),
-    ('cam:/x:zip', 'transport'), ('cam:/x/compressed:raw', 'ends with /compressed'),
-    ('cam__x', 'camera name'),
-])
-def test_parse_camera_errors_name_the_entry(entry, fragment):
-    with pytest.raises(ConfigError, match=rf'parameter cameras\[1\]: .*{fragment}'):
-        parse_cameras(['ok', entry])
-
-
-def test_parse_cameras_rejects_duplicates_and_shared_prefix():
-    with pytest.raises(ConfigError, match='parameter cameras: duplicate camera name'):
-        parse_cameras(['a:/x', 'a:/y'])
-    with pytest.raises(ConfigError, match='parameter cameras: duplicate camera topic'):
-        parse_cameras(['a:/x', 'b:/x'])
-    with pytest.raises(ConfigError, match='parameter prefix_camera_name'):
-        NodeParams.from_dict({'cameras': ['a', 'b'], 'prefix_camera_name': False})
-    (single,) = NodeParams.from_dict({'cameras': ['a'], 'prefix_camera_name': False}).cameras
-    assert (single.detections_topic, single.annotated_topic) == ('detections',
-                                                                'detections/image')
-
-
-_TOKEN = st.from_regex(r'[a-z][a-z0-9]{0,5}(_[a-z0-9]{1,3})?', fullmatch=True)
-
-
-@settings(max_examples=60, deadline=None)
-@given(name=st.lists(_TOKEN, min_size=1, max_size=3).map('/'.join),
-       topic=st.lists(_TOKEN, min_size=1, max_size=4).map('/'.join),
-       absolute=st.booleans(), transport=st.sampled_from(['', 'raw', 'compressed']))
-def test_parse_camera_round_trip(name, topic, absolute, transport):
-    topic = f'/{topic}' if absolute else topic
-    if topic.endswith('/compressed') and transport == 'raw':
-        transport = 'compressed'
-    entry = f'{name}:{topic}' + (f':{transport}' if transport else '')
-    spec = parse_camera(entry)
-    assert spec.name == name
-    assert spec.compressed == (transport == 'compressed' or topic.endswith('/compressed'))
-    assert spec.topic == (f'{topic}/compressed' if spec.compressed
-                          and not topic.endswith('/compressed') else topic)
-    assert parse_camera(spec.entry()) == spec
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -552,7 +493,7 @@ def test_runtime_parameter_updates(model_path, types):
     with pytest.raises(ConfigError, match='parameter nms_threshold'):
         core.update_parameters({'conf_threshold': 0.1, 'nms_threshold': 1.5})
     assert core.detector.config.conf_threshold == 0.6  # nothing applied
-    with pytest.raises(ConfigError, match='parameter max_batch: read-only'):
+    with pytest.raises(ConfigError, match='parameter max_batch: applied at configure'):
         core.update_parameters({'max_batch': 8})
     core.update_parameters({'class_id_format': 'index'})
     core.submit('a', _raw(types, _scene(64, 64, 3), 'a'))
@@ -669,6 +610,7 @@ def test_images_are_decoded_by_the_package_decoder(model_path, types, monkeypatc
 def test_camera_spec_defaults():
     spec = CameraSpec('front', '/front/image_raw')
     assert spec.output_prefix == 'front/' and spec.transport == 'raw'
+    assert CameraSpec('rear').topic == 'rear/image_raw'
     assert NodeParams().cameras[0].topic == 'camera/image_raw'
 
 

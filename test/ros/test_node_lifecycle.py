@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from darknet53_ros.errors import ConfigError
-from darknet53_ros.ros.cameras import parse_camera
+from darknet53_ros.ros.cameras import parse_cameras
 from darknet53_ros.ros.diagnostics import (
     ALL_DROP_REASONS,
     LOW_RECEIVE_FRACTION,
@@ -33,7 +33,8 @@ from darknet53_ros.ros.signals import ShutdownSignals
 from ..conftest import requires
 
 NAMES = ['box', 'cone', 'ball']
-CAMERAS = ['a:/a/image_raw', 'b:/b/image_raw/compressed']
+CAMERAS = {'cameras': ['a', 'b'], 'a.topic': '/a/image_raw', 'b.topic': '/b/image_raw',
+           'b.transport': 'compressed'}
 
 
 @pytest.fixture(scope='module')
@@ -77,7 +78,7 @@ class FakePorts:
 def _managed(model_path, ports=None, **values):
     from darknet53_ros.io.messages import MessageTypes
 
-    values = {'model': str(model_path), 'cameras': CAMERAS, **values}
+    values = {'model': str(model_path), **CAMERAS, **values}
     types = MessageTypes.from_rosbags('humble')
     cores = []
 
@@ -161,7 +162,7 @@ def test_transitions_not_allowed_raise(model_path):
 @requires('onnxruntime', 'rosbags')
 def test_failed_configure_leaves_nothing_loaded(model_path):
     managed, cores = _managed(model_path, cameras=['1bad'])
-    with pytest.raises(ConfigError, match=r'cameras\[0\]'):
+    with pytest.raises(ConfigError, match="parameter cameras: camera name '1bad'"):
         managed.configure()
     assert managed.state == UNCONFIGURED and not cores
     ports = FakePorts(fail={'open'})
@@ -263,8 +264,7 @@ def test_core_latency_and_age_on_the_node_clock(model_path):
 
     types = MessageTypes.from_rosbags('humble')
     sim_ns = {'now': 5_000_000_000}
-    params = NodeParams.from_dict({'model': str(model_path), 'cameras': CAMERAS,
-                                   'max_frame_age': 0.5})
+    params = NodeParams.from_dict({'model': str(model_path), **CAMERAS, 'max_frame_age': 0.5})
     detector, path = load_detector(params)
     core = NodeCore(params, detector, types, Outputs(), model_path=path,
                     now_ns=lambda: sim_ns['now'], frame_clock=lambda: sim_ns['now'] * 1e-9)
@@ -319,7 +319,7 @@ def _entry(publisher_hz, fraction, received=100):
 
 
 def test_receive_hint_when_far_below_the_publisher_rate():
-    camera = parse_camera('front:/front/image_raw')
+    (camera,) = parse_cameras(['front'], {'front.topic': '/front/image_raw'})
     status, _ = camera_status(camera, _entry(30.0, 0.4), {'received': 50}, 1.0)
     assert status['level'] == 1 and RECEIVE_HINT in status['message']
     assert '12.0 Hz of ~30.0 Hz' in status['message']

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(
 
 NAMES = ['box', 'cone', 'ball']
 NAMESPACE = '/rostest'
-CAMERAS = ['front:/rostest_cams/front/image_raw',
-           'left:/rostest_cams/left/image_raw:compressed']
+CAMERAS = {'cameras': ['front', 'left'], 'front.topic': '/rostest_cams/front/image_raw',
+           'left.topic': '/rostest_cams/left/image_raw', 'left.transport': 'compressed'}
 
 
 @pytest.fixture(scope='module')
@@ -56,7 +56,7 @@ def context():
 def _overrides(model_path, **extra):
     from rclpy.parameter import Parameter
 
-    values = {'model': str(model_path), 'cameras': CAMERAS, 'conf_threshold': 0.3,
+    values = {'model': str(model_path), **CAMERAS, 'conf_threshold': 0.3,
               'diagnostics_period': 0.2, **extra}
     return [Parameter(name, value=value) for name, value in values.items()]
 
@@ -96,7 +96,8 @@ def test_detections_on_each_camera_topic(context, model_path):
     detector = _detector(context, model_path)
     helper = rclpy.create_node('synthetic_cameras', context=context)
     types = MessageTypes.from_rclpy()
-    received = {'front': [], 'left': [], 'label_info': [], 'diagnostics': [], 'image': []}
+    received = {'front': [], 'left': [], 'label_info': [], 'left_label_info': [],
+                'diagnostics': [], 'image': []}
     helper.create_subscription(vision.Detection2DArray, f'{NAMESPACE}/front/detections',
                                received['front'].append, 10)
     helper.create_subscription(vision.Detection2DArray, f'{NAMESPACE}/left/detections',
@@ -105,11 +106,13 @@ def test_detections_on_each_camera_topic(context, model_path):
                                received['image'].append, 10)
     helper.create_subscription(DiagnosticArray, '/diagnostics', received['diagnostics'].append,
                                10)
-    if hasattr(vision, 'LabelInfo'):
-        helper.create_subscription(
-            vision.LabelInfo, f'{NAMESPACE}/label_info', received['label_info'].append,
-            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    if hasattr(vision, 'LabelInfo'):  # NAME/label_info beside NAME/detections
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        helper.create_subscription(vision.LabelInfo, f'{NAMESPACE}/front/label_info',
+                                   received['label_info'].append, latched)
+        helper.create_subscription(vision.LabelInfo, f'{NAMESPACE}/left/label_info',
+                                   received['left_label_info'].append, latched)
     raw_pub = helper.create_publisher(Image, '/rostest_cams/front/image_raw', 10)
     jpeg_pub = helper.create_publisher(CompressedImage,
                                        '/rostest_cams/left/image_raw/compressed', 10)
@@ -141,9 +144,10 @@ def test_detections_on_each_camera_topic(context, model_path):
         image = received['image'][0]
         assert (image.height, image.width) == (120, 160)
         names = {s.name for d in received['diagnostics'] for s in d.status}
-        assert any(n.endswith(': front') for n in names)
+        assert 'darknet53_detector: front' in names  # node name, as diagnostic_updater
         if hasattr(vision, 'LabelInfo'):
-            assert _spin_until(executor, lambda: received['label_info'], timeout=5.0)
+            assert _spin_until(executor, lambda: received['label_info']
+                               and received['left_label_info'], timeout=5.0)
             assert [c.class_name for c in received['label_info'][0].class_map] == NAMES
     finally:
         executor.shutdown()
@@ -166,6 +170,11 @@ def test_runtime_parameters_are_validated(context, model_path):
         assert detector.core.detector.config.nms_threshold == pytest.approx(0.3)
         (result,) = node.set_parameters([Parameter('max_batch', value=2)])
         assert not result.successful  # read-only: needs a restart
+        (result,) = node.set_parameters([Parameter('front.conf_threshold', value=0.6)])
+        assert result.successful
+        assert detector.core.cameras['front'].conf_threshold == pytest.approx(0.6)
+        assert node.get_parameter('left.topic').value == '/rostest_cams/left/image_raw'
+        assert node.describe_parameter('left.topic').read_only
         (result,) = node.set_parameters([Parameter('class_id_format', value='label')])
         assert not result.successful and 'class_id_format' in result.reason
         descriptor = node.describe_parameter('conf_threshold')
@@ -177,8 +186,10 @@ def test_runtime_parameters_are_validated(context, model_path):
 def test_bad_camera_parameter_fails_cleanly(context, model_path):
     from darknet53_ros.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r'parameter cameras\[0\]'):
+    with pytest.raises(ConfigError, match="parameter cameras: camera name '1front'"):
         _detector(context, model_path, cameras=['1front'])
+    with pytest.raises(ConfigError, match="parameter cameras: 'front:/x' is the retired"):
+        _detector(context, model_path, cameras=['front:/x'])
     assert not any(t.name == 'darknet53-inference' and t.is_alive()
                    for t in threading.enumerate())
 
@@ -279,7 +290,7 @@ def _node_process(model_path, *extra):
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     cmd = [sys.executable, '-m', 'darknet53_ros.ros.node', *extra, '--ros-args',
            '-r', f'__ns:={NAMESPACE}_sig', '-p', f'model:={model_path}',
-           '-p', 'cameras:=[front:/rostest_sig/front/image_raw]']
+           '-p', 'cameras:=[front]', '-p', 'front.topic:=/rostest_sig/front/image_raw']
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             text=True)
 

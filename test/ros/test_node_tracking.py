@@ -64,8 +64,8 @@ def test_one_object_keeps_one_id_across_100_frames_with_a_dropped_frame(tracking
     from darknet53_ros.io.messages import MessageTypes
 
     types = MessageTypes.from_rosbags('humble')
-    params = NodeParams.from_dict({'cameras': ['front', 'rear'], 'tracking': tracking,
-                                   'max_frame_age': 0.0})
+    params = NodeParams.from_dict({'cameras': ['front', 'rear'], 'front.tracking': tracking,
+                                   'rear.tracking': tracking, 'max_frame_age': 0.0})
     outputs = Collect()
     core = NodeCore(params, BrightBoxDetector(), types, outputs)  # type: ignore[arg-type]
     for k in range(100):
@@ -95,7 +95,7 @@ def test_demo_model_follows_a_cone_with_one_id(tmp_path: Any) -> None:
     from .test_tracking_ros import _cone_frames
 
     types = MessageTypes.from_rosbags('humble')
-    params = NodeParams.from_dict({'cameras': ['front'], 'tracking': True,
+    params = NodeParams.from_dict({'cameras': ['front'], 'front.tracking': True,
                                    'conf_threshold': 0.1, 'max_frame_age': 0.0})
     detector, path = load_detector(params, share_dir=False, cache_dir=tmp_path)
     outputs = Collect()

@@ -106,9 +106,10 @@ def test_detector_node_with_tracking_keeps_one_id(context):
     from darknet53_ros.ros.node import DetectorNode
 
     detector = DetectorNode(context=context, share_dir=False, parameter_overrides=[
-        Parameter('cameras', value=['front:/trk_cams/front/image_raw']),
-        Parameter('tracking', value=True), Parameter('conf_threshold', value=0.1),
-        Parameter('max_frame_age', value=0.0), Parameter('qos_reliability', value='reliable')])
+        Parameter('cameras', value=['front']),
+        Parameter('front.topic', value='/trk_cams/front/image_raw'),
+        Parameter('front.tracking', value=True), Parameter('conf_threshold', value=0.1),
+        Parameter('max_frame_age', value=0.0), Parameter('front.reliability', value='reliable')])
     helper = rclpy.create_node('moving_cone', context=context)
     types = MessageTypes.from_rclpy()
     received = []

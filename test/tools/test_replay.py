@@ -109,17 +109,19 @@ def test_deterministic_replay_cli(bag, model_path, tmp_path):
         images = [m for tp, _, m in messages if tp == image_topic]
         assert [(m.height, m.width, m.header.frame_id) for m in images] == \
             [(h, w, frame_id)] * FRAMES
-    labels = [m for tp, _, m in messages if tp == '/label_info']
-    assert len(labels) == 1
-    assert [c.class_name for c in labels[0].class_map] == NAMES
+    for topic, *_ in CAMERAS:  # NAME/label_info beside NAME/detections, once per camera
+        label_topic = detections_topic(topic)[:-len('detections')] + 'label_info'
+        labels = [m for tp, _, m in messages if tp == label_topic]
+        assert len(labels) == 1, label_topic
+        assert [c.class_name for c in labels[0].class_map] == NAMES
     diagnostics = [m for tp, _, m in messages if tp == '/diagnostics']
     assert diagnostics
     final = {s.name: {kv.key: kv.value for kv in s.values} for s in diagnostics[-1].status}
-    rear = final['darknet53_detector: rear/image_raw']
+    rear = final['darknet53_detector: rear_image_raw']
     assert rear['dropped_bad_image'] == '1' and rear['published'] == str(FRAMES)
     assert rear['received'] == str(FRAMES + 1)
     for topic, *_ in CAMERAS:
-        name = topic.replace('/compressed', '').strip('/')
+        name = topic.replace('/compressed', '').strip('/').replace('/', '_')
         stats = final[f'darknet53_detector: {name}']
         assert stats['dropped_superseded'] == '0' and stats['dropped_stale'] == '0'
     assert final['darknet53_detector: detector']['backend'] == 'onnxruntime'
@@ -164,17 +166,17 @@ def test_realtime_replay_accounts_for_every_frame(bag, model_path, tmp_path):
     summary = replay_bag(bag, tmp_path / 'rt', model=model_path, realtime=True, rate=4.0,
                          params={'max_frame_age': 0.05, 'publish_annotated': False})
     topics, _ = _read(tmp_path / 'rt')
-    assert '/label_info' in topics and '/diagnostics' in topics
+    assert '/front/image_raw/label_info' in topics and '/diagnostics' in topics
     for topic, *_ in CAMERAS:
-        name = topic.replace('/compressed', '').strip('/')
-        stats = summary.cameras[name]
+        base = topic.replace('/compressed', '').strip('/')
+        stats = summary.cameras[base.replace('/', '_')]
         expected = FRAMES + (1 if topic == CORRUPT_TOPIC else 0)
         assert stats['received'] == expected
         assert stats['published'] + stats['dropped_total'] == expected
-        written = topics.get(f'/{name}/detections')  # absent when every frame was dropped
+        written = topics.get(f'/{base}/detections')  # absent when every frame was dropped
         assert (written.count if written else 0) == stats['published']
     # The corrupt frame is either decoded and dropped or superseded before the worker sees it.
-    assert summary.cameras['rear/image_raw']['dropped']['bad_image'] <= 1
+    assert summary.cameras['rear_image_raw']['dropped']['bad_image'] <= 1
 
 
 def test_replay_errors(bag, model_path, tmp_path):
@@ -192,13 +194,41 @@ def test_replay_errors(bag, model_path, tmp_path):
     assert not (tmp_path / 'x').exists()
 
 
-def test_cameras_given_as_one_string_are_rejected():
+def test_cameras_given_as_one_string_are_rejected(bag, model_path, tmp_path):
     """Issue 13.11: ``cameras: front`` in a params file became five one-letter cameras."""
-    from darknet53_ros.tools.replay import _camera_entries
+    from darknet53_ros.tools.replay import _camera_values, replay_bag
 
     with pytest.raises(ConfigError, match='parameter cameras: expected string_array, got str'):
-        _camera_entries(None, {'cameras': 'front'}, {'/front/image_raw': 'x'})
-    assert _camera_entries(None, {'cameras': ['front']}, {}) == ['front']
+        replay_bag(bag, tmp_path / 'x', model=model_path, params={'cameras': 'front'})
+    assert _camera_values(None, {'cameras': ['front']}, {}) == ({}, set())  # the params'
+    assert _camera_values(['front:/f/image_raw/compressed', 'rear',
+                           '/left/image_raw/compressed'], {},
+                          {'/left/image_raw/compressed': 'sensor_msgs/msg/CompressedImage'}) == ({
+        'cameras': ['front', 'rear', 'left_image_raw'], 'front.topic': '/f/image_raw',
+        'front.transport': 'compressed', 'rear.topic': 'rear/image_raw',
+        'rear.transport': 'raw', 'left_image_raw.topic': '/left/image_raw',
+        'left_image_raw.transport': 'compressed'}, {'left_image_raw'})
+
+
+def test_params_file_cameras_with_per_camera_settings(bag, model_path, tmp_path):
+    """The params file's cameras and NAME.* settings drive the replay; --cameras replaces the
+    list (other cameras' settings then do not apply)."""
+    from darknet53_ros.tools.replay import replay_bag
+
+    params = tmp_path / 'params.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    cameras: [f, l]\n    publish_annotated: '
+                      'false\n    f: {topic: /front/image_raw, frame_id: f_override}\n'
+                      '    l: {topic: /left/image_raw, transport: compressed}\n')
+    replay_bag(bag, tmp_path / 'a', model=model_path, params=params)
+    topics, messages = _read(tmp_path / 'a')
+    assert {t for t in topics if t.endswith('detections')} == {'/f/detections',
+                                                                '/l/detections'}
+    assert {m.header.frame_id for tp, _, m in messages if tp == '/f/detections'} == {
+        'f_override'}
+    replay_bag(bag, tmp_path / 'b', model=model_path, params=params,
+               cameras=['f:/front/image_raw'])
+    topics, _ = _read(tmp_path / 'b')
+    assert {t for t in topics if t.endswith('detections')} == {'/f/detections'}
 
 
 def test_explicit_mcap_is_refused_before_any_work_where_rosbags_cannot_write_it(
