@@ -42,6 +42,7 @@ __all__ = [
     'CdrImage',
     'CdrTime',
     'CdrUnsupportedError',
+    'UnreadableFrame',
     'read_compressed_image',
     'read_image',
     'write_compressed_image',
@@ -96,6 +97,14 @@ class CdrCompressedImage:
     header: CdrHeader
     format: str
     data: np.ndarray
+
+
+@dataclass(frozen=True)
+class UnreadableFrame:
+    """A payload neither this reader nor the RMW could read: decoding it raises ``error``
+    (so the frame is dropped and counted like any undecodable frame)."""
+
+    error: CdrError
 
 
 class _Reader:

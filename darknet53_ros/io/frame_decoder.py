@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from darknet53_ros.inference.postprocess import Detections
+from darknet53_ros.io.cdr import UnreadableFrame
 from darknet53_ros.io.encodings import (
     DEFAULT_MAX_IMAGE_PIXELS,
     REDUCTIONS,
@@ -152,6 +153,8 @@ class FrameDecoder:
             ImageError: undecodable, unsupported or too large (see
                 :func:`~darknet53_ros.io.encodings.msg_to_bgr`).
         """
+        if isinstance(msg, UnreadableFrame):
+            raise msg.error
         if is_compressed_msg(msg):
             return self._decode_compressed(msg)
         height, width = int(msg.height), int(msg.width)

@@ -16,6 +16,7 @@ from darknet53_ros.errors import ConfigError
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.io.messages import MessageTypes
 from darknet53_ros.ros.cameras import CameraSpec
+from darknet53_ros.ros.ingest import RawIngest
 from darknet53_ros.ros.lifecycle import ManagedDetector
 from darknet53_ros.ros.model_files import load_detector
 from darknet53_ros.ros.node_core import NodeCore, Outputs
@@ -60,20 +61,35 @@ def parameter_descriptor(spec: ParamSpec) -> Any:
 
 
 class _RosOutputs(Outputs):
-    """Publishes the core's messages (called from the inference thread)."""
+    """Publishes the core's messages (detections from the inference thread, annotated images
+    as serialized CDR from the annotator thread)."""
+
+    serialized = True
 
     def __init__(self) -> None:
         self.detection_pubs: dict[str, Any] = {}
         self.image_pubs: dict[str, Any] = {}
+        self.compressed_pubs: dict[str, Any] = {}
 
     def detections(self, camera: CameraSpec, msg: Any, stamp_ns: int) -> None:
         self.detection_pubs[camera.name].publish(msg)
 
+    @staticmethod
+    def _listened(pubs: dict[str, Any], camera: CameraSpec) -> bool:
+        pub = pubs.get(camera.name)
+        return pub is not None and pub.get_subscription_count() > 0
+
     def wants_annotated(self, camera: CameraSpec) -> bool:
-        return self.image_pubs[camera.name].get_subscription_count() > 0
+        return self._listened(self.image_pubs, camera)
 
     def annotated(self, camera: CameraSpec, msg: Any, stamp_ns: int) -> None:
         self.image_pubs[camera.name].publish(msg)
+
+    def wants_annotated_compressed(self, camera: CameraSpec) -> bool:
+        return self._listened(self.compressed_pubs, camera)
+
+    def annotated_compressed(self, camera: CameraSpec, msg: Any, stamp_ns: int) -> None:
+        self.compressed_pubs[camera.name].publish(msg)
 
 
 class RosPorts:
@@ -125,16 +141,23 @@ class RosPorts:
         node, types, outputs = self.node, core.types, self.outputs
         self.core = core
 
-        def qos(depth: int, durability: Any = DurabilityPolicy.VOLATILE) -> Any:
+        def qos(depth: int, durability: Any = DurabilityPolicy.VOLATILE,
+                reliability: Any = ReliabilityPolicy.RELIABLE) -> Any:
             return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                              reliability=ReliabilityPolicy.RELIABLE, durability=durability)
+                              reliability=reliability, durability=durability)
 
+        # Annotated images are for viewers: best effort, so a slow link drops images rather
+        # than holding them (RViz: set the display's Reliability Policy to Best Effort).
+        annotated_qos = qos(1, reliability=ReliabilityPolicy.BEST_EFFORT)
         for camera in core.params.cameras:
             outputs.detection_pubs[camera.name] = node.create_publisher(
                 types.Detection2DArray, camera.detections_topic, qos(10))
             outputs.image_pubs[camera.name] = node.create_publisher(
-                types.Image, camera.annotated_topic, qos(1))
-        self._publishers = [*outputs.detection_pubs.values(), *outputs.image_pubs.values()]
+                types.Image, camera.annotated_topic, annotated_qos)
+            outputs.compressed_pubs[camera.name] = node.create_publisher(
+                types.CompressedImage, f'{camera.annotated_topic}/compressed', annotated_qos)
+        self._publishers = [*outputs.detection_pubs.values(), *outputs.image_pubs.values(),
+                            *outputs.compressed_pubs.values()]
         if types.LabelInfo is not None:
             self._label_pub = node.create_publisher(
                 types.LabelInfo, 'label_info', qos(1, DurabilityPolicy.TRANSIENT_LOCAL))
@@ -154,10 +177,16 @@ class RosPorts:
                        else ReliabilityPolicy.BEST_EFFORT)
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+        from rclpy.serialization import deserialize_message
+
         for camera in params.cameras:
             msg_type = core.types.CompressedImage if camera.compressed else core.types.Image
+            # raw=True: the payload is read by io/cdr.py (zero-copy pixels), rclpy's
+            # deserialisation only as the fallback (ros/ingest.py).
+            callback = RawIngest(core.submit, camera.name, camera.compressed,
+                                 lambda data, t=msg_type: deserialize_message(data, t))
             self._subscriptions.append(self.node.create_subscription(
-                msg_type, camera.topic, self._image_callback(core, camera.name), image_qos))
+                msg_type, camera.topic, callback, image_qos, raw=True))
         info = core.backend_info()
         self.node.get_logger().info(
             f'{info["backend"]} {info["precision"]} {info["engine_file"]} '
@@ -182,16 +211,9 @@ class RosPorts:
         self._label_pub = self._diag_pub = None
         self.outputs.detection_pubs.clear()
         self.outputs.image_pubs.clear()
+        self.outputs.compressed_pubs.clear()
 
     # -- callbacks -----------------------------------------------------------------------------
-    @staticmethod
-    def _image_callback(core: NodeCore, camera: str) -> Any:
-        def callback(msg: Any) -> None:
-            # Only enqueue: decoding and inference happen on the inference thread.
-            core.submit(camera, msg)
-
-        return callback
-
     def _on_set_parameters(self, parameters: Sequence[Any]) -> Any:
         from rcl_interfaces.msg import SetParametersResult
 
