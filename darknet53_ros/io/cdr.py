@@ -77,7 +77,7 @@ class CdrHeader:
     frame_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CdrImage:
     """``sensor_msgs/Image`` fields; ``data`` is a read-only uint8 view of the payload."""
 
@@ -90,7 +90,7 @@ class CdrImage:
     data: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CdrCompressedImage:
     """``sensor_msgs/CompressedImage`` fields; ``data`` is a uint8 view of the payload."""
 
@@ -226,8 +226,11 @@ class _Writer:
         self._put(raw, 1, len(raw))
 
     def blob(self, data: Any) -> None:
-        view = memoryview(np.ascontiguousarray(data, dtype=np.uint8)).cast('B') \
-            if not isinstance(data, (bytes, bytearray)) else memoryview(data)
+        if isinstance(data, (bytes, bytearray)):
+            view = memoryview(data)
+        else:
+            array: Any = np.ascontiguousarray(data, dtype=np.uint8)
+            view = memoryview(array).cast('B')
         self.u32(len(view))
         self._put(view, 1, len(view))
 

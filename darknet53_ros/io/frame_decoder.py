@@ -76,7 +76,8 @@ class DecodedFrame:
         sx, sy = self.scale
         if sx == 1.0 and sy == 1.0:
             return det
-        boxes = np.asarray(det.boxes, dtype=np.float32) * np.float32([sx, sy, sx, sy])
+        boxes = np.asarray(det.boxes, dtype=np.float32) * np.array([sx, sy, sx, sy],
+                                                                  np.float32)
         np.clip(boxes[:, 0::2], 0, self.source_width, out=boxes[:, 0::2])
         np.clip(boxes[:, 1::2], 0, self.source_height, out=boxes[:, 1::2])
         return Detections(boxes, det.scores, det.class_ids, det.names)

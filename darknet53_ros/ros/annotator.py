@@ -209,7 +209,7 @@ class Annotator:
             cv2.resize(image, (out_w, out_h), dst=canvas, interpolation=cv2.INTER_AREA)
         fx, fy = out_w / frame.source_width, out_h / frame.source_height
         boxes = np.asarray(job.det.boxes, np.float32).reshape(-1, 4) * \
-            np.float32([fx, fy, fx, fy])
+            np.array([fx, fy, fx, fy], np.float32)
         return canvas, boxes
 
     def _annotate(self, job: _Job) -> None:

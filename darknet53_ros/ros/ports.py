@@ -10,6 +10,7 @@ imports without ROS.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import functools
 from typing import Any
 
 from darknet53_ros.errors import ConfigError
@@ -58,6 +59,13 @@ def parameter_descriptor(spec: ParamSpec) -> Any:
             descriptor.integer_range = [IntegerRange(
                 from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)]
     return descriptor
+
+
+def _deserialize(data: bytes, msg_type: Any) -> Any:
+    """rclpy's deserialisation: the fallback of :class:`RawIngest`."""
+    from rclpy.serialization import deserialize_message
+
+    return deserialize_message(data, msg_type)
 
 
 class _RosOutputs(Outputs):
@@ -177,14 +185,12 @@ class RosPorts:
                        else ReliabilityPolicy.BEST_EFFORT)
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                reliability=reliability, durability=DurabilityPolicy.VOLATILE)
-        from rclpy.serialization import deserialize_message
-
         for camera in params.cameras:
             msg_type = core.types.CompressedImage if camera.compressed else core.types.Image
             # raw=True: the payload is read by io/cdr.py (zero-copy pixels), rclpy's
             # deserialisation only as the fallback (ros/ingest.py).
             callback = RawIngest(core.submit, camera.name, camera.compressed,
-                                 lambda data, t=msg_type: deserialize_message(data, t))
+                                 functools.partial(_deserialize, msg_type=msg_type))
             self._subscriptions.append(self.node.create_subscription(
                 msg_type, camera.topic, callback, image_qos, raw=True))
         info = core.backend_info()
