@@ -33,3 +33,10 @@ def test_bench_peers_runs() -> None:
 @requires('cv2')
 def test_bench_nms_runs() -> None:
     assert _run('bench_nms.py', '--repeat', '2').strip()
+
+
+def test_ros_throughput_quick() -> None:
+    """Without a sourced ROS 2 it says so and exits 0; with one, a short run (raw 640x480,
+    one camera: the baseline subscribers and the node, with and without a viewer)."""
+    out = _run('ros_throughput.py', '--quick')
+    assert out.startswith('skipped: ') or 'targets (paired within each round' in out, out
