@@ -41,6 +41,7 @@ from darknet53_ros.inference.detector import Detector
 from darknet53_ros.io.frame_decoder import DecodedFrame, FrameDecoder
 from darknet53_ros.io.messages import (
     MessageTypes,
+    as_header,
     detections_to_msg,
     diagnostic_array_msg,
     header_msg,
@@ -259,18 +260,9 @@ class NodeCore:
                 self._drop(queued.camera, 'publish_error', exc)
         return published
 
-    def _output_header(self, header: Any) -> Any:
-        """The source header as a message of ``types`` (a CDR-read header is rebuilt)."""
-        if header is None:
-            return header_msg(self.types, self.now_ns(), '')
-        if isinstance(header, self.types.Header):
-            return header
-        stamp = _stamp_ns(header)
-        return header_msg(self.types, stamp or 0, str(getattr(header, 'frame_id', '')))
-
     def _emit(self, camera: CameraSpec, queued: QueuedFrame, decoded: DecodedFrame, det: Any,
               names: Sequence[str] | None, params: NodeParams) -> int:
-        header = self._output_header(queued.header)
+        header = as_header(self.types, queued.header, self.now_ns)
         det = decoded.to_source(det)
         msg = detections_to_msg(self.types, header, det.boxes, det.scores, det.class_ids,
                                 names, params.class_id_format)
