@@ -318,13 +318,11 @@ class NodeCore:
         self.scheduler.close()
         if self.decode_pool is not None and not self.decode_pool.stop(timeout):
             self.logger.error(f'decode threads did not stop within {timeout:g} s')
-        self.annotator.stop(timeout)
-        if worker is None:
-            return True
-        if not worker.stop(timeout):
+        if worker is not None and not worker.stop(timeout):
             self._worker = worker
             self.logger.error(f'inference thread did not stop within {timeout:g} s')
             return False
+        self.annotator.stop(timeout)  # after the worker: it hands frames to the annotator
         return True
 
     def _on_worker_error(self, exc: BaseException, batch: list[QueuedFrame]) -> None:
