@@ -460,6 +460,10 @@ def print_row(r: dict[str, Any]) -> None:
           f"p50/p99 {_fmt(lat[0], '.0f'):>4}/{_fmt(lat[1], '.0f'):<4} ms  "
           f"cpu {r['cpu_percent']:5.0f} %  {_fmt(r['cpu_ms_per_frame'], '.1f'):>5} ms/frame  "
           f"rcvbuf {r['rcvbuf_errors']:>4}  diag {levels}", flush=True)
+    warnings = [f"{name}: {s['message']}" for name, s in sorted(r['status'].items())
+                if s['level'] and s['message']]
+    if warnings and r['subject'].startswith('node'):  # this checkout's reasons
+        print(f'      {warnings[0][:150]}', flush=True)
 
 
 def _ratio(rows: list[dict[str, Any]], num: tuple, den: tuple, key: str) -> list[float]:
@@ -523,6 +527,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         args.transports, args.sizes, args.cameras = ['raw'], ['640x480'], [1]
         args.repeats, args.warmup, args.measure = 1, 1.0, 3.0
     subjects = ['count', 'raw', 'node', 'node+annot']
+    if args.node_python_path and not (Path(args.node_python_path) / 'darknet53_ros' / 'ros' /
+                                      'node.py').is_file():
+        print(f'--node-python-path {args.node_python_path}: no darknet53_ros/ros/node.py there')
+        return 2
     if args.node_python_path:
         subjects += ['old', 'old+annot']
     if args.subjects:
