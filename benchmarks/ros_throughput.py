@@ -40,6 +40,8 @@ import time
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+VARIANTS: dict[str, list[str]] = {}
+"""``--variant NAME=ARGS`` subjects: this checkout's node with extra node arguments."""
 TICKS = os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
 NAMESPACE = '/bench'
 
@@ -394,8 +396,9 @@ def run_trial(args: argparse.Namespace, transport: str, size: str, cameras: int,
             procs.append(subject_proc)
         else:
             node_log = (folder / 'node.log').open('w')
+            extra = args.node_arg + VARIANTS.get(base, [])
             subject_proc = subprocess.Popen(
-                _node_command(cameras, transport, args.node_arg), env=_env(args, code),
+                _node_command(cameras, transport, extra), env=_env(args, code),
                 stdout=node_log, stderr=subprocess.STDOUT)
             probe = subprocess.Popen(
                 me + ['_probe', '--out', str(folder / 'result.json'), *common]
@@ -533,6 +536,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         return 2
     if args.node_python_path:
         subjects += ['old', 'old+annot']
+    for variant in args.variant:
+        name, _, extra = variant.partition('=')
+        VARIANTS[name] = extra.split()
+        subjects.append(name)
     if args.subjects:
         subjects = [s for s in subjects if s in args.subjects]
     configs = [(t, s, c) for t in args.transports for s in args.sizes for c in args.cameras]
@@ -595,6 +602,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a checkout whose node is the 'old' subject (today's baseline)")
     parser.add_argument('--node-arg', action='append', default=[],
                         help='extra node arguments, e.g. --node-arg=-p --node-arg=max_batch:=2')
+    parser.add_argument('--variant', action='append', default=[],
+                        help="NAME='-p decode_threads:=0 ...': another subject, this node with "
+                             'these arguments (NAME+annot also works in --subjects)')
     parser.add_argument('--rmw', default='', help='RMW_IMPLEMENTATION for every process')
     parser.add_argument('--dds-config', default=str(ROOT / 'config' / 'cyclonedds.xml'))
     parser.add_argument('--domain-id', type=int, default=random.randint(120, 200))

@@ -373,7 +373,7 @@ def test_empty_detections_are_published(model_path, types):
 
 def test_annotated_images_only_when_wanted(model_path, types):
     outputs = Collect(annotated=False)
-    core = _core(model_path, types, _params(conf_threshold=0.3), outputs)
+    core = _core(model_path, types, _params(conf_threshold=0.3, annotated_scale=1.0), outputs)
     image = _scene(90, 120, 5)
     core.submit('a', _raw(types, image, 'a'))
     core.process_pending()
