@@ -335,6 +335,15 @@ def _env(args: argparse.Namespace, python_path: Path) -> dict[str, str]:
     return env
 
 
+def _node_version(code: Path) -> str:
+    """The commit of the node's checkout (what a row measured)."""
+    try:
+        return subprocess.run(['git', '-C', str(code), 'log', '-1', '--format=%h %s'],
+                              capture_output=True, text=True, check=False).stdout.strip()[:60]
+    except OSError:
+        return '?'
+
+
 def _node_command(cameras: int, transport: str, extra: list[str]) -> list[str]:
     """``python -m darknet53_ros.ros.node`` with the benchmark's cameras (the camera strings
     both today's and the reworked parameter schema accept)."""
@@ -397,8 +406,8 @@ def run_trial(args: argparse.Namespace, transport: str, size: str, cameras: int,
         else:
             node_log = (folder / 'node.log').open('w')
             extra = args.node_arg + VARIANTS.get(base, [])
-            subject_proc = subprocess.Popen(
-                _node_command(cameras, transport, extra), env=_env(args, code),
+            subject_proc = subprocess.Popen(  # cwd: `python -m` puts it first on sys.path
+                _node_command(cameras, transport, extra), env=_env(args, code), cwd=str(code),
                 stdout=node_log, stderr=subprocess.STDOUT)
             probe = subprocess.Popen(
                 me + ['_probe', '--out', str(folder / 'result.json'), *common]
@@ -543,6 +552,9 @@ def orchestrate(args: argparse.Namespace) -> int:
     if args.subjects:
         subjects = [s for s in subjects if s in args.subjects]
     configs = [(t, s, c) for t in args.transports for s in args.sizes for c in args.cameras]
+    print(f'# node: {ROOT} ({_node_version(ROOT)})')
+    if args.node_python_path:
+        print(f'# old:  {args.node_python_path} ({_node_version(Path(args.node_python_path))})')
     with open('/proc/loadavg') as f:
         load = f.read().split()[:3]
     print(f'# {len(configs)} configuration(s) x {len(subjects)} subjects x {args.repeats} '
