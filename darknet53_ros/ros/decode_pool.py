@@ -7,10 +7,15 @@ and the engine waited for it. With ``decode_threads`` > 0 the node runs two stag
    feed: newest encoded frame per camera) is drained by ``threads`` decode threads, each
    :meth:`~darknet53_ros.ros.scheduler.FrameScheduler.take`-ing one camera's newest frame and
    claiming that camera while it decodes (one camera's frames are decoded in order, one at a
-   time; a frame replaced while every thread was busy is dropped ``decode_superseded``);
+   time);
 2. decoded frames go into a second scheduler (:attr:`DecodePool.output`, same newest-frame
-   and round-robin batching rules, arrival time kept) that the inference thread batches from;
-   a decoded frame replaced while inference was busy is dropped ``superseded``.
+   and round-robin batching rules, arrival time kept) that the inference thread batches from.
+
+A camera whose decoded frame still waits for inference is not decoded again (**on demand**):
+when inference is the bottleneck no decode is wasted on a frame that would be replaced, and
+the next frame is decoded while the engine runs. A replaced encoded frame is dropped
+``superseded`` when its camera's decoded frame was waiting (inference busy), else
+``decode_superseded`` (every decode thread busy).
 
 Memory stays bounded: per camera at most one encoded frame waiting, one in decoding, one
 decoded waiting and one in inference. OpenCV releases the GIL while it decodes and converts,
@@ -48,8 +53,10 @@ class DecodePool:
         self.decode = decode
         self.threads = max(1, min(int(threads), len(ingest.cameras)))
         self.on_error = on_error
-        self.output = FrameScheduler(ingest.cameras, ingest.max_batch, ingest.max_age_s,
-                                     clock=ingest.clock)
+        self.output = _OutputStage(ingest, ingest.cameras, ingest.max_batch, ingest.max_age_s,
+                                   clock=ingest.clock)
+        ingest.supersede_reason = lambda camera: (
+            'superseded' if camera in self.output.waiting() else 'decode_superseded')
         self._workers: list[threading.Thread] = []
 
     def start(self) -> DecodePool:
@@ -88,7 +95,7 @@ class DecodePool:
         mode); returns how many were taken."""
         taken = 0
         while True:
-            queued = self.ingest.take(timeout=0)
+            queued = self.ingest.take(timeout=0, busy=self.output.waiting)
             if queued is None:
                 return taken
             self._handle(queued)
@@ -97,7 +104,7 @@ class DecodePool:
     def _run(self) -> None:
         ingest = self.ingest
         while True:
-            queued = ingest.take(timeout=0.1)
+            queued = ingest.take(timeout=0.1, busy=self.output.waiting)
             if queued is None:
                 if ingest.closed:
                     return
@@ -121,11 +128,31 @@ class DecodePool:
             self.ingest.release(queued.camera)
 
 
+class _OutputStage(FrameScheduler):
+    """The decoded frames' scheduler: taking a batch wakes the decode threads (the cameras
+    taken may be decoded again)."""
+
+    def __init__(self, ingest: FrameScheduler, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ingest = ingest
+
+    def waiting(self) -> set[str]:
+        """Cameras with a decoded frame waiting (read without the lock: a stale answer only
+        delays or advances one decode)."""
+        return {name for name, state in self._state.items() if state.pending is not None}
+
+    def next_batch(self, timeout: float | None = None) -> list[QueuedFrame]:
+        batch = super().next_batch(timeout)
+        if batch:
+            self.ingest.wake()
+        return batch
+
+
 def merge_stats(ingest: Mapping[str, Mapping[str, Any]],
                 output: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
     """Per-camera scheduler counters of the node: arrivals and the publisher estimate from
     ``ingest``; with a decode stage (``output``), what reached inference from ``output`` and
-    the drops of both (``decode_superseded``: replaced before decoding)."""
+    the drops of both stages."""
     merged: dict[str, dict[str, Any]] = {}
     for name, entry in ingest.items():
         out = dict(entry)
@@ -133,8 +160,6 @@ def merge_stats(ingest: Mapping[str, Mapping[str, Any]],
             second = output[name]
             dropped = {reason: entry['dropped'].get(reason, 0) + second['dropped'].get(reason, 0)
                        for reason in entry['dropped']}
-            dropped['superseded'] = second['dropped']['superseded']
-            dropped['decode_superseded'] = entry['dropped']['superseded']
             out.update(processed=second['processed'], processed_hz=second['processed_hz'],
                        last_wait_s=second['last_wait_s'], max_wait_s=second['max_wait_s'],
                        pending=entry['pending'] or second['pending'], dropped=dropped,

@@ -163,6 +163,9 @@ class FrameScheduler:
         self._closed = False
         self._batches = 0
         self._claimed: set[str] = set()  # cameras being decoded (take/release)
+        #: camera -> the drop reason of a replaced frame (default ``superseded``); the decode
+        #: stage tells whether decoding or inference kept the frame waiting
+        self.supersede_reason: Callable[[str], str] | None = None
 
     # -- producer side -------------------------------------------------------------------------
     def submit(self, camera: str, frame: Any, stamp_s: float | None = None,
@@ -189,7 +192,9 @@ class FrameScheduler:
                 state.dropped['closed'] += 1
                 return False
             if state.pending is not None:
-                state.dropped['superseded'] += 1
+                reason = 'superseded' if self.supersede_reason is None \
+                    else self.supersede_reason(camera)
+                state.dropped[reason] += 1
             state.pending = QueuedFrame(camera, frame, stamp_s, header,
                                         now if arrival_s is None else arrival_s, state.received)
             self._cond.notify()
@@ -220,14 +225,17 @@ class FrameScheduler:
                     self._cond.wait(remaining)
 
     # -- decode-stage consumer (issue 21): one frame, one camera claimed at a time -----------
-    def take(self, timeout: float | None = None) -> QueuedFrame | None:
+    def take(self, timeout: float | None = None,
+             busy: Callable[[], set[str]] | None = None) -> QueuedFrame | None:
         """Wait for and take the newest frame of one camera no other caller has claimed, and
         claim that camera until :meth:`release` (so one camera's frames are decoded one at a
-        time, in order, by a pool of threads). None on timeout or when closed."""
+        time, in order, by a pool of threads); cameras in ``busy()`` are left waiting too.
+        None on timeout or when closed."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         with self._cond:
             while not self._closed:
-                batch = self._take_batch(limit=1, skip=self._claimed)
+                skip = self._claimed | busy() if busy is not None else self._claimed
+                batch = self._take_batch(limit=1, skip=skip)
                 if batch:
                     self._claimed.add(batch[0].camera)
                     return batch[0]

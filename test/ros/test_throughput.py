@@ -193,18 +193,22 @@ def test_decode_threads_decode_off_the_inference_thread(model_path, types, monke
     assert alive == []
 
 
-def test_decode_pool_attributes_drops_to_the_stage(model_path, types):
-    """Superseded before decoding counts as decode_superseded, after as superseded."""
+def test_decode_pool_decodes_on_demand_and_names_the_stage(model_path, types):
+    """A camera whose decoded frame still waits for inference is not decoded again; a frame
+    replaced then counts as superseded (inference busy), one replaced while no decode thread
+    was free as decode_superseded."""
     core = _core(model_path, types, decode_threads=1)
     image = read_image(_raw_payload(_white_box(32, 32, (1, 1, 9, 9))))
     core.submit('a', image)
-    core.submit('a', image)  # replaces the first before any decode
-    core.decode_pool.drain()
+    core.submit('a', image)  # replaces the first before any decode thread took it
+    assert core.decode_pool.drain() == 1
     core.submit('a', image)
-    core.decode_pool.drain()  # two decoded frames waiting: the older is superseded
+    assert core.decode_pool.drain() == 0  # its decoded frame still waits: no decode
+    core.submit('a', image)  # replaces the encoded one while inference is behind
     stats = core.stats()['a']
     assert stats['dropped']['decode_superseded'] == 1 and stats['dropped']['superseded'] == 1
-    assert core.process_pending() == 1 and core.stats()['a']['processed'] == 1
+    assert core.process_pending() == 2  # the waiting decoded frame, then the newest one
+    assert core.stats()['a']['processed'] == 2
     core.shutdown()
 
 
