@@ -142,13 +142,14 @@ def test_detections_on_each_camera_topic(context, model_path):
                 assert det.results[0].hypothesis.class_id in NAMES
                 assert det.results[0].hypothesis.score >= 0.3
         image = received['image'][0]  # drawn off the inference thread, sent as CDR bytes
-        assert (image.height, image.width, image.encoding) == (120, 160, 'bgr8')
+        # annotated_scale 0.5 by default
+        assert (image.height, image.width, image.encoding) == (60, 80, 'bgr8')
         assert image.header.frame_id == 'front_optical'
         jpeg = received['jpeg'][0]
         assert jpeg.format == 'bgr8; jpeg compressed bgr8' and jpeg.header.frame_id == \
             'left_optical'
         assert cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8),
-                            cv2.IMREAD_COLOR).shape == (96, 128, 3)
+                            cv2.IMREAD_COLOR).shape == (48, 64, 3)
         names = {s.name for d in received['diagnostics'] for s in d.status}
         assert any(n.endswith(': front') for n in names)
         if hasattr(vision, 'LabelInfo'):
