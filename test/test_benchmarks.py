@@ -49,3 +49,10 @@ def test_bench_tracking_runs(tmp_path: Path) -> None:
     out = _run('bench_tracking.py', 'run', '--data', str(tmp_path), '--sets', 'smoke',
                '--rounds', '1', '--warmup', '0')
     assert 'ours' in out and 'HOTA' in out and 'load average' in out
+
+
+def test_ros_throughput_quick() -> None:
+    """Without a sourced ROS 2 it says so and exits 0; with one, a short run (raw 640x480,
+    one camera: the baseline subscribers and the node, with and without a viewer)."""
+    out = _run('ros_throughput.py', '--quick')
+    assert out.startswith('skipped: ') or 'targets (paired within each round' in out, out

@@ -57,22 +57,23 @@ __all__ = [
 class _Encoding:
     channels: int
     itemsize: int  # bytes per channel
-    convert: Callable[[np.ndarray], np.ndarray] | None  # None: already BGR
+    # (image, dst or None) -> BGR, written into dst when it fits; None: already BGR
+    convert: Callable[[np.ndarray, np.ndarray | None], np.ndarray] | None
 
 
-def _cvt(code_name: str) -> Callable[[np.ndarray], np.ndarray]:
-    def convert(img: np.ndarray) -> np.ndarray:
+def _cvt(code_name: str) -> Callable[[np.ndarray, np.ndarray | None], np.ndarray]:
+    def convert(img: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
         import cv2
 
-        return cv2.cvtColor(img, getattr(cv2, code_name))
+        return cv2.cvtColor(img, getattr(cv2, code_name), dst=dst)
 
     return convert
 
 
-def _mono16(img: np.ndarray) -> np.ndarray:
+def _mono16(img: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
     import cv2
 
-    return cv2.cvtColor((img >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor((img >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR, dst=dst)
 
 
 _ENCODINGS: dict[str, _Encoding] = {
@@ -192,9 +193,16 @@ def compressed_dimensions(data: Any) -> tuple[str, tuple[int, int] | None] | Non
     return None
 
 
-def decode_bounded(buf: np.ndarray, max_pixels: int | None, what: str) -> np.ndarray | None:
+REDUCTIONS = (1, 2, 4, 8)
+"""Scale divisors of :func:`decode_bounded`'s ``reduce`` (JPEG's DCT scaling: the decoder
+skips the work rather than resizing afterwards; other formats are resized by OpenCV)."""
+
+
+def decode_bounded(buf: np.ndarray, max_pixels: int | None, what: str,
+                   reduce: int = 1) -> np.ndarray | None:
     """``cv2.imdecode`` (BGR) of encoded bytes after checking the declared size against
-    ``max_pixels``; None when OpenCV cannot decode them.
+    ``max_pixels``; None when OpenCV cannot decode them. ``reduce`` 2, 4 or 8 decodes at that
+    fraction of the size (``IMREAD_REDUCED_COLOR_<n>``: ``ceil(width / n)`` for JPEG).
 
     Raises:
         ImageError: the declared (or, for other formats, decoded) size exceeds ``max_pixels``,
@@ -208,9 +216,13 @@ def decode_bounded(buf: np.ndarray, max_pixels: int | None, what: str) -> np.nda
         if size is None:
             raise ImageError(f'{what}: {kind} header is truncated or malformed')
         check_image_pixels(size[0], size[1], max_pixels, f'{what}: {kind} header declares')
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if reduce not in REDUCTIONS:
+        raise ImageError(f'{what}: reduce {reduce} is not one of {REDUCTIONS}')
+    flags = cv2.IMREAD_COLOR if reduce == 1 else getattr(cv2, f'IMREAD_REDUCED_COLOR_{reduce}')
+    image = cv2.imdecode(buf, flags)
     if image is not None and image.ndim >= 2:
-        check_image_pixels(image.shape[1], image.shape[0], max_pixels, f'{what}: decoded')
+        check_image_pixels(image.shape[1] * reduce, image.shape[0] * reduce, max_pixels,
+                           f'{what}: decoded')
     return image
 
 
@@ -223,8 +235,12 @@ def _field_int(name: str, value: Any) -> int:
 
 def image_to_bgr(height: int, width: int, encoding: str, step: int, data: Any,
                  is_bigendian: bool | int = False, copy: bool = False,
-                 max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+                 max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Convert raw ``sensor_msgs/Image`` fields to a uint8 BGR array of shape [h, w, 3].
+
+    ``out``: a uint8 [h, w, 3] array the conversion writes into when it has that shape (a
+    reused buffer; unused for ``bgr8``, which is returned as a view).
 
     Raises:
         ImageError: unknown ``encoding``, zero or non-integer ``height``/``width``, more
@@ -265,11 +281,13 @@ def image_to_bgr(height: int, width: int, encoding: str, step: int, data: Any,
     if spec.convert is None:
         return np.array(img, copy=True) if copy else img
     try:
-        out = spec.convert(img)
+        dst = out if out is not None and out.shape == (height, width, 3) \
+            and out.dtype == np.uint8 else None
+        converted = spec.convert(img, dst)
     except Exception as exc:  # cv2.error and friends
         raise ImageError(f'image field encoding: cannot convert {height}x{width} {name} '
                          f'image to bgr8 ({exc})') from None
-    return out
+    return converted
 
 
 def image_msg_to_bgr(msg: Any, copy: bool = False,
@@ -285,8 +303,10 @@ def image_msg_to_bgr(msg: Any, copy: bool = False,
 
 
 def compressed_to_bgr(fmt: str, data: Any,
-                      max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode ``sensor_msgs/CompressedImage`` fields (``format``, ``data``) to uint8 BGR.
+                      max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+                      reduce: int = 1) -> np.ndarray:
+    """Decode ``sensor_msgs/CompressedImage`` fields (``format``, ``data``) to uint8 BGR
+    (at ``1 / reduce`` of the size, see :func:`decode_bounded`).
 
     ``fmt`` may be ``'jpeg'``, ``'png'`` or image_transport's ``'rgb8; jpeg compressed bgr8'``
     form; the payload is decoded by content with ``cv2.imdecode`` (always to BGR, 16-bit PNG
@@ -305,7 +325,7 @@ def compressed_to_bgr(fmt: str, data: Any,
     if buf.size == 0:
         raise ImageError(f'compressed image field data: empty payload (format {fmt!r})')
     try:
-        img = decode_bounded(buf, max_pixels, 'compressed image field data')
+        img = decode_bounded(buf, max_pixels, 'compressed image field data', reduce)
     except cv2.error as exc:
         raise ImageError(f'compressed image field data: cannot decode {fmt!r} ({exc})') from None
     if img is None or img.size == 0:

@@ -19,7 +19,7 @@ Detection2DArray layout (vision_msgs 4.x, Humble/Jazzy), see :func:`detections_t
 from __future__ import annotations
 
 import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     'DIAGNOSTIC_LEVELS',
     'VISION_MSGS',
     'MessageTypes',
+    'as_header',
     'compressed_image_msg',
     'detections_to_msg',
     'diagnostic_array_msg',
@@ -213,6 +214,17 @@ def header_msg(types: MessageTypes, stamp_ns: int, frame_id: str = '') -> Any:
     sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
     return types.Header(stamp=types.Time(sec=int(sec), nanosec=int(nanosec)),
                         frame_id=str(frame_id))
+
+
+def as_header(types: MessageTypes, header: Any, now_ns: Callable[[], int]) -> Any:
+    """``header`` as a ``std_msgs/Header`` of ``types``: as it is when it already is one,
+    rebuilt from its ``stamp`` and ``frame_id`` otherwise (a header read from CDR), stamped
+    ``now_ns()`` when None."""
+    if header is None:
+        return header_msg(types, now_ns(), '')
+    if isinstance(header, types.Header):
+        return header
+    return header_msg(types, stamp_to_ns(header), str(getattr(header, 'frame_id', '')))
 
 
 def _identity_pose(types: MessageTypes) -> Any:

@@ -19,6 +19,7 @@ import numpy as np
 
 from darknet53_ros.inference.postprocess import Detections
 from darknet53_ros.ros.cameras import CameraSpec
+from darknet53_ros.ros.rate_health import DEFAULT_WARN_FRACTION, RECEIVE_HINT, rate_warning
 from darknet53_ros.ros.scheduler import DROP_REASONS, RateMeter
 
 __all__ = [
@@ -44,17 +45,11 @@ ALL_DROP_REASONS = tuple(DROP_REASONS) + CORE_DROP_REASONS
 # Level values of diagnostic_msgs/DiagnosticStatus.
 OK, WARN, ERROR = 0, 1, 2
 
-LOW_RECEIVE_FRACTION = 0.6
-"""A camera receiving less than this fraction of the frames its header stamps say were
-published gets a WARN with a hint (DDS receive buffer, QoS)."""
+LOW_RECEIVE_FRACTION = DEFAULT_WARN_FRACTION
+"""Default threshold of :func:`~darknet53_ros.ros.rate_health.rate_warning` (issue 21)."""
 
 NO_HARDWARE_ID = 'none'
 """diagnostic_updater's ``hardware_id`` for statuses without a device."""
-
-RECEIVE_HINT = ('frames are lost before the node: raise the DDS socket receive buffer '
-                '(config/cyclonedds.xml via CYCLONEDDS_URI, and net.core.rmem_max), or use '
-                'fewer/smaller image streams per host')
-"""The hint given with a low received fraction."""
 
 
 class ThrottledLog:
@@ -117,7 +112,8 @@ def _ms(seconds: float | None) -> float | str:
 
 
 def camera_status(camera: CameraSpec, entry: Mapping[str, Any], previous: Mapping[str, int],
-                  period_s: float) -> tuple[dict[str, Any], dict[str, int]]:
+                  period_s: float, warn_fraction: float = LOW_RECEIVE_FRACTION
+                  ) -> tuple[dict[str, Any], dict[str, int]]:
     """The diagnostic status of one camera and its drops since the previous report.
 
     Args:
@@ -129,10 +125,10 @@ def camera_status(camera: CameraSpec, entry: Mapping[str, Any], previous: Mappin
     Returns:
         ``(status, delta)``: the status dict (``level``, ``message`` and values) and the new
         drops by every reason of :data:`ALL_DROP_REASONS`. WARN when nothing was received
-        (ever or since then), when the camera receives less than
-        :data:`LOW_RECEIVE_FRACTION` of the frames its stamps say were published (with
-        :data:`RECEIVE_HINT`) or frames could not be decoded, ERROR when inference or
-        publishing failed since then.
+        (ever or since then), when the camera receives or detects less than
+        ``warn_fraction`` of the frames its stamps say were published (with the reason:
+        :func:`~darknet53_ros.ros.rate_health.rate_warning`) or frames could not be decoded,
+        ERROR when inference or publishing failed since then.
     """
     delta = {k: entry['dropped'][k] - previous.get(k, 0) for k in ALL_DROP_REASONS}
     received_delta = entry['received'] - previous.get('received', 0)
@@ -142,11 +138,9 @@ def camera_status(camera: CameraSpec, entry: Mapping[str, Any], previous: Mappin
     elif received_delta == 0:
         level, message = WARN, f'no images in the last {period_s:.1f} s'
     publisher_hz, fraction = entry.get('publisher_hz'), entry.get('received_fraction')
-    if received_delta and publisher_hz and fraction is not None \
-            and fraction < LOW_RECEIVE_FRACTION:
-        level, message = WARN, (f'receiving {fraction * publisher_hz:.1f} Hz of '
-                                f'~{publisher_hz:.1f} Hz published ({fraction:.0%}, from '
-                                f'header stamps): {RECEIVE_HINT}')
+    slow = rate_warning(entry, delta, warn_fraction) if received_delta else None
+    if slow:
+        level, message = WARN, slow
     if delta['bad_image']:
         level, message = WARN, f'{delta["bad_image"]} undecodable frame(s) dropped'
     if delta['inference_error'] or delta['publish_error']:

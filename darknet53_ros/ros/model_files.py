@@ -15,6 +15,7 @@ from typing import Any
 
 from darknet53_ros.errors import ConfigError, DarknetError, ModelError
 from darknet53_ros.fileio import atomic_path
+from darknet53_ros.inference.backends.onnxruntime_backend import shared_cpu_threads
 from darknet53_ros.inference.backends.registry import AUTO, backend_for_path, get_backend
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.model.cfg import load_cfg
@@ -170,7 +171,11 @@ def load_detector(params: NodeParams, share_dir: str | os.PathLike[str] | None |
     prepared = prepare_model(resolved, cache_dir)
     names = _class_names(params, share_dir)
     spec = backend_for_path(prepared) if params.backend == AUTO else get_backend(params.backend)
-    backend_options = {'cuda_runtime': params.cuda_runtime} if spec.name == 'tensorrt' else {}
+    backend_options: dict[str, Any] = {'cuda_runtime': params.cuda_runtime} \
+        if spec.name == 'tensorrt' else {}
+    if spec.name == 'onnxruntime':  # issue 21: no spinning, a thread count for a shared CPU
+        backend_options.update(allow_spinning=params.allow_spinning,
+                               intra_op_threads=params.intra_op_threads or shared_cpu_threads())
     detector = Detector.from_model(prepared, backend=spec.name, class_names=names,
                                    preprocess=params.preprocess, **backend_options,
                                    **params.detector_options())

@@ -6,14 +6,16 @@ is tested without ROS. Parameters live in :mod:`darknet53_ros.ros.params`, camer
 :mod:`darknet53_ros.ros.cameras`, model loading in :mod:`darknet53_ros.ros.model_files` and
 status building in :mod:`darknet53_ros.ros.diagnostics`.
 
-- **Processing** (:meth:`NodeCore.process_batch`): the
-  :class:`~darknet53_ros.ros.scheduler.FrameScheduler` hands the newest frame of up to
-  ``max_batch`` cameras to one
-  :class:`~darknet53_ros.ros.scheduler.InferenceWorker` thread; frames are decoded there (so image
-  callbacks never block) with :func:`~darknet53_ros.io.encodings.msg_to_bgr`, run through the one
-  shared :class:`~darknet53_ros.inference.detector.Detector`
-  as one batch, and a ``Detection2DArray`` (always, also when empty) plus, when someone
-  listens, an annotated image are emitted per camera with the source header unchanged.
+- **Processing** (:meth:`NodeCore.process_batch`): the :class:`~darknet53_ros.ros.scheduler.
+  FrameScheduler` keeps the newest frame per camera; ``decode_threads`` threads
+  (:class:`~darknet53_ros.ros.decode_pool.DecodePool`; 0: the inference thread) decode it with
+  :class:`~darknet53_ros.io.frame_decoder.FrameDecoder` (JPEG at reduced scale when the network
+  allows); one :class:`~darknet53_ros.ros.scheduler.InferenceWorker` thread runs the newest
+  decoded frame of up to ``max_batch`` cameras through the shared
+  :class:`~darknet53_ros.inference.detector.Detector` as one batch and emits a
+  ``Detection2DArray`` per camera (always; boxes in source pixels; the source header), then
+  hands the frame to the :class:`~darknet53_ros.ros.annotator.Annotator` thread when someone
+  listens.
 - **Accounting**: bad frames (corrupt data, unsupported encoding) and failed batches are
   dropped and counted per camera and reason, logged once per camera and reason and then at
   most once per ``log_throttle_period``; the core keeps running.
@@ -35,17 +37,18 @@ from typing import Any
 import numpy as np
 
 from darknet53_ros.inference.detector import Detector
-from darknet53_ros.io.draw import draw_detections
-from darknet53_ros.io.encodings import msg_to_bgr
+from darknet53_ros.io.frame_decoder import DecodedFrame, FrameDecoder
 from darknet53_ros.io.messages import (
     MessageTypes,
+    as_header,
     detections_to_msg,
     diagnostic_array_msg,
     header_msg,
-    image_msg,
     label_info_msg,
 )
+from darknet53_ros.ros.annotator import Annotator
 from darknet53_ros.ros.cameras import CameraSpec
+from darknet53_ros.ros.decode_pool import DecodePool, merge_stats
 from darknet53_ros.ros.diagnostics import (
     NO_HARDWARE_ID,
     WARN,
@@ -70,6 +73,10 @@ IMAGE_DECODER = 'darknet53_ros.io.encodings'
 class Outputs:
     """Where the core's messages go; the node, the replay and tests override these."""
 
+    serialized = False
+    """True when :meth:`annotated` and :meth:`annotated_compressed` take serialized CDR
+    ``bytes`` (rclpy publishers do) instead of message objects."""
+
     def detections(self, camera: CameraSpec, msg: Any, stamp_ns: int) -> None:
         """Publish a ``vision_msgs/Detection2DArray`` (``stamp_ns``: publish time)."""
 
@@ -79,6 +86,13 @@ class Outputs:
 
     def annotated(self, camera: CameraSpec, msg: Any, stamp_ns: int) -> None:
         """Publish an annotated ``sensor_msgs/Image``."""
+
+    def wants_annotated_compressed(self, camera: CameraSpec) -> bool:
+        """Whether a JPEG annotated image of ``camera`` is wanted now (``.../compressed``)."""
+        return False
+
+    def annotated_compressed(self, camera: CameraSpec, msg: Any, stamp_ns: int) -> None:
+        """Publish an annotated ``sensor_msgs/CompressedImage`` (JPEG)."""
 
 
 def _stamp_ns(header: Any) -> int | None:
@@ -140,6 +154,13 @@ class NodeCore:
         self.cameras: dict[str, CameraSpec] = {c.name: c for c in params.cameras}
         self.scheduler = FrameScheduler(list(self.cameras), params.max_batch,
                                         params.max_frame_age, clock=self.clock)
+        self.decoder = FrameDecoder(detector.width, detector.height, detector.config.letterbox,
+                                    params.decode_reduced, params.max_image_pixels)
+        self.decode_pool = DecodePool(self.scheduler, self._decode, params.decode_threads,
+                                      self._on_decode_error) if params.decode_threads else None
+        self.annotator = Annotator(  # annotated images: drawn and published off this thread
+            self.outputs, types, params.annotated_max_rate, params.annotated_scale,
+            lambda cam, exc: self._drop(cam, 'publish_error', exc, key=(cam, 'annotated')))
         self.throttle = ThrottledLog(self.logger, params.log_throttle_period, clock)
         self._stats = {name: CameraStats() for name in self.cameras}
         self._lock = threading.Lock()
@@ -157,8 +178,9 @@ class NodeCore:
 
     # -- input ---------------------------------------------------------------------------------
     def submit(self, camera: str, msg: Any) -> bool:
-        """Offer an image message of ``camera`` (from a subscription callback); never waits for
-        inference or decodes. Returns False when shutting down."""
+        """Offer an image message of ``camera`` (from a subscription callback; rclpy, rosbags
+        or :mod:`~darknet53_ros.io.cdr` messages); never waits for inference or decodes.
+        Returns False when shutting down."""
         header = getattr(msg, 'header', None)
         stamp = _stamp_ns(header)
         return self.scheduler.submit(camera, msg, None if stamp is None else stamp * 1e-9,
@@ -179,28 +201,41 @@ class NodeCore:
                       f'camera {camera} ({spec.input_topic}): {what}: {text}',
                       'error' if reason == 'inference_error' else 'warning')
 
+    def _decode(self, queued: QueuedFrame) -> DecodedFrame | None:
+        """Decode one frame (None: dropped as ``bad_image``, counted and logged)."""
+        try:
+            decoded = self.decoder.decode(queued.frame, queued.camera)
+            image = decoded.image
+            if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+                raise ValueError(f'decoded to {type(image).__name__} '
+                                 f'{getattr(image, "shape", "")}')
+        except Exception as exc:
+            self._drop(queued.camera, 'bad_image', exc)
+            return None
+        return decoded
+
+    def _on_decode_error(self, camera: str, exc: BaseException) -> None:
+        self.throttle(('decode', camera), f'decode thread: unexpected {type(exc).__name__}: '
+                      f'{exc}', 'error')
+
     def process_batch(self, batch: Sequence[QueuedFrame]) -> int:
-        """Decode, detect (one batch for all cameras) and emit; returns frames published.
+        """Decode (frames not decoded yet), detect (one batch for all cameras) and emit;
+        returns frames published.
 
         Never raises for bad frames or a failing backend: those frames are dropped, counted
         and logged (throttled).
         """
         frames: list[QueuedFrame] = []
-        images: list[np.ndarray] = []
+        decoded_frames: list[DecodedFrame] = []
         for queued in batch:
-            try:
-                image = msg_to_bgr(queued.frame, max_pixels=self.params.max_image_pixels)
-                if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) \
-                        or image.size == 0:
-                    raise ValueError(f'decoded to {type(image).__name__} '
-                                     f'{getattr(image, "shape", "")}')
-            except Exception as exc:
-                self._drop(queued.camera, 'bad_image', exc)
-                continue
-            frames.append(queued)
-            images.append(image)
+            decoded = queued.frame if isinstance(queued.frame, DecodedFrame) \
+                else self._decode(queued)
+            if decoded is not None:
+                frames.append(queued)
+                decoded_frames.append(decoded)
         if not frames:
             return 0
+        images = [d.image for d in decoded_frames]
         start = time.perf_counter()
         try:
             results = self.detector.detect_batch(images)
@@ -218,21 +253,20 @@ class NodeCore:
         params = self.params
         names = self.detector.names
         published = 0
-        for queued, image, det in zip(frames, images, results):
+        for queued, decoded, det in zip(frames, decoded_frames, results):
             camera = self.cameras[queued.camera]
             try:
-                published += self._emit(camera, queued, image, det, names, params)
+                published += self._emit(camera, queued, decoded, det, names, params)
             except Exception as exc:
                 self._drop(queued.camera, 'publish_error', exc)
         return published
 
-    def _emit(self, camera: CameraSpec, queued: QueuedFrame, image: np.ndarray, det: Any,
+    def _emit(self, camera: CameraSpec, queued: QueuedFrame, decoded: DecodedFrame, det: Any,
               names: Sequence[str] | None, params: NodeParams) -> int:
-        header = queued.header if queued.header is not None else header_msg(
-            self.types, self.now_ns(), '')
+        header = as_header(self.types, queued.header, self.now_ns)
         if camera.frame_id:  # NAME.frame_id overrides the driver's
             header = header_msg(self.types, _stamp_ns(header) or 0, camera.frame_id)
-        det = keep_above(det, camera.threshold(params.conf_threshold))
+        det = keep_above(decoded.to_source(det), camera.threshold(params.conf_threshold))
         ids = None
         if self.trackers is not None and camera.tracking:
             stamp_ns = _stamp_ns(header)
@@ -249,17 +283,18 @@ class NodeCore:
             stats.output_rate.add(self.clock())
             if stamp is not None and stamp > 0:
                 stats.latencies.append((now - stamp) * 1e-9)
-        if params.publish_annotated and self.outputs.wants_annotated(camera):
-            annotated = draw_detections(image, det.boxes, det.scores, det.class_ids, names)
-            self.outputs.annotated(camera, image_msg(self.types, header, annotated), now)
+        if params.publish_annotated:
+            self.annotator.offer(camera, header, decoded, det, now, self.clock())
         return 1
 
     def process_pending(self) -> int:
         """Process every waiting frame now, in this thread (offline, deterministic mode);
         returns frames published."""
-        published = 0
+        published, pool = 0, self.decode_pool
         while True:
-            batch = self.scheduler.next_batch(timeout=0)
+            if pool is not None:
+                pool.drain()
+            batch = (self.scheduler if pool is None else pool.output).next_batch(timeout=0)
             if not batch:
                 return published
             published += self.process_batch(batch)
@@ -275,8 +310,12 @@ class NodeCore:
             raise RuntimeError('the node core is shut down; create a new one')
         if self._worker is None:
             self.scheduler.reopen()
-            self._worker = InferenceWorker(self.scheduler, self.process_batch,
+            source = self.scheduler
+            if self.decode_pool is not None:
+                source = self.decode_pool.start().output
+            self._worker = InferenceWorker(source, self.process_batch,
                                            on_error=self._on_worker_error).start()
+            self.annotator.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> bool:
@@ -284,13 +323,14 @@ class NodeCore:
         (a lifecycle ``deactivate``); waiting frames are dropped as ``closed``. :meth:`start`
         resumes. Returns False when the thread did not stop within ``timeout``."""
         worker, self._worker = self._worker, None
-        if worker is None:
-            self.scheduler.close()
-            return True
-        if not worker.stop(timeout):
+        self.scheduler.close()
+        if self.decode_pool is not None and not self.decode_pool.stop(timeout):
+            self.logger.error(f'decode threads did not stop within {timeout:g} s')
+        if worker is not None and not worker.stop(timeout):
             self._worker = worker
             self.logger.error(f'inference thread did not stop within {timeout:g} s')
             return False
+        self.annotator.stop(timeout)  # after the worker: it hands frames to the annotator
         return True
 
     def _on_worker_error(self, exc: BaseException, batch: list[QueuedFrame]) -> None:
@@ -340,6 +380,11 @@ class NodeCore:
         age = params.max_frame_age
         self.scheduler.max_age_s = age if age > 0 else None
         self.throttle.period_s = params.log_throttle_period
+        if self.decode_pool is not None:
+            self.decode_pool.output.max_age_s = self.scheduler.max_age_s
+        self.decoder.max_pixels = params.max_image_pixels
+        self.annotator.max_rate = params.annotated_max_rate
+        self.annotator.scale = params.annotated_scale
         return applied
 
     # -- statistics and diagnostics ------------------------------------------------------------
@@ -347,7 +392,8 @@ class NodeCore:
         """Per-camera counters: the scheduler's (``received``, ``processed``, rates ...) plus
         ``published``, ``output_hz``, ``latency_s`` (last), ``latency_mean_s``,
         ``latency_max_s``, ``dropped`` (by every reason), ``dropped_total``, ``last_error``."""
-        sched = self.scheduler.stats()
+        sched = merge_stats(self.scheduler.stats(), None if self.decode_pool is None
+                            else self.decode_pool.output.stats())
         now = self.clock()
         out: dict[str, dict[str, Any]] = {}
         with self._lock:
@@ -408,7 +454,8 @@ class NodeCore:
         new_failures = 0
         for name, entry in stats.items():
             own = self._stats[name]
-            status, delta = camera_status(self.cameras[name], entry, own.reported, period)
+            status, delta = camera_status(self.cameras[name], entry, own.reported, period,
+                                          self.params.rate_warn_fraction)
             own.reported = {**entry['dropped'], 'received': entry['received']}
             new_failures += delta['inference_error']
             status['conf_threshold'] = self.cameras[name].threshold(self.params.conf_threshold)

@@ -160,6 +160,40 @@ class NodeParams:
         "(bondpy; Nav2's lifecycle_manager breaks bring-up without it), formed at activate "
         'and broken at deactivate as Nav2 nodes do; 0 disables it. Ignored by the plain '
         'node.', minimum=0.0, maximum=10.0)
+    # -- throughput at robot frame sizes (issue 21; doc/ros_performance.md) ---------------------
+    decode_threads: int = param(
+        2,
+        'Threads that decode frames (JPEG/PNG, colour conversion) beside the inference '
+        'thread, at most one per camera; 0 decodes on the inference thread.',
+        minimum=0, maximum=16)
+    decode_reduced: bool = param(
+        True,
+        'Decode JPEG frames at 1/2, 1/4 or 1/8 scale when the network input (after the '
+        'letterbox) is at most that fraction of the frame; boxes stay in source pixels.')
+    annotated_max_rate: float = param(
+        10.0,
+        'At most this many annotated images per second and camera, drawn off the inference '
+        'thread (0: every detected frame). Changeable at runtime.', runtime=True,
+        minimum=0.0, maximum=1000.0)
+    annotated_scale: float = param(
+        0.5,
+        'Size of the annotated images relative to the camera frame, in (0, 1] (never above '
+        'a reduced-scale decode); half size is a quarter of the bytes to publish and view. '
+        'Changeable at runtime.', runtime=True, minimum=0.01, maximum=1.0)
+    intra_op_threads: int = param(
+        0,
+        'ONNX Runtime threads per inference; 0: auto, half the CPU cores (at least 1, at '
+        'most 4), leaving the rest of a shared robot CPU to other nodes. Ignored by TensorRT.',
+        minimum=0, maximum=256)
+    allow_spinning: bool = param(
+        False,
+        'Let ONNX Runtime worker threads spin while they wait for work: slightly lower '
+        'latency, but a core burnt at 100 %. Ignored by TensorRT (which always blocks).')
+    rate_warn_fraction: float = param(
+        0.8,
+        "Diagnostics WARN when a camera's received or detected rate is below this fraction "
+        "of its publisher's rate (from header stamps), naming the reason; 0 disables. "
+        'Changeable at runtime.', runtime=True, minimum=0.0, maximum=1.0)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = 'parameters',

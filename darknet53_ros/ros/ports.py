@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+import functools
 from typing import Any
 
 from darknet53_ros.errors import ConfigError
 from darknet53_ros.inference.detector import Detector
 from darknet53_ros.io.messages import MessageTypes
 from darknet53_ros.ros.cameras import CAMERA_PARAMETERS, CameraSpec, resolve_topics
+from darknet53_ros.ros.ingest import RawIngest
 from darknet53_ros.ros.lifecycle import ManagedDetector
 from darknet53_ros.ros.model_files import load_detector
 from darknet53_ros.ros.node_core import NodeCore, Outputs
@@ -70,21 +72,43 @@ def parameter_descriptor(spec: ParamSpec, name: str = '', read_only: bool | None
     return descriptor
 
 
+def _deserialize(data: bytes, msg_type: Any) -> Any:
+    """rclpy's deserialisation: the fallback of :class:`RawIngest`."""
+    from rclpy.serialization import deserialize_message
+
+    return deserialize_message(data, msg_type)
+
+
 class _RosOutputs(Outputs):
-    """Publishes the core's messages (called from the inference thread)."""
+    """Publishes the core's messages (detections from the inference thread, annotated images
+    as serialized CDR from the annotator thread)."""
+
+    serialized = True
 
     def __init__(self) -> None:
         self.detection_pubs: dict[str, Any] = {}
         self.image_pubs: dict[str, Any] = {}
+        self.compressed_pubs: dict[str, Any] = {}
 
     def detections(self, camera: CameraSpec, msg: Any, stamp_ns: int) -> None:
         self.detection_pubs[camera.name].publish(msg)
 
+    @staticmethod
+    def _listened(pubs: dict[str, Any], camera: CameraSpec) -> bool:
+        pub = pubs.get(camera.name)
+        return pub is not None and pub.get_subscription_count() > 0
+
     def wants_annotated(self, camera: CameraSpec) -> bool:
-        return self.image_pubs[camera.name].get_subscription_count() > 0
+        return self._listened(self.image_pubs, camera)
 
     def annotated(self, camera: CameraSpec, msg: Any, stamp_ns: int) -> None:
         self.image_pubs[camera.name].publish(msg)
+
+    def wants_annotated_compressed(self, camera: CameraSpec) -> bool:
+        return self._listened(self.compressed_pubs, camera)
+
+    def annotated_compressed(self, camera: CameraSpec, msg: Any, stamp_ns: int) -> None:
+        self.compressed_pubs[camera.name].publish(msg)
 
 
 class RosPorts:
@@ -185,11 +209,16 @@ class RosPorts:
 
         types, outputs = core.types, self.outputs
         self.core = core
+        # Annotated images are for viewers: best effort, so a slow link drops images rather
+        # than holding them (RViz: set the display's Reliability Policy to Best Effort).
         for camera in core.params.cameras:
             outputs.detection_pubs[camera.name] = self._publisher(
                 types.Detection2DArray, camera.detections_topic, qos_profile(10))
             outputs.image_pubs[camera.name] = self._publisher(
-                types.Image, camera.annotated_topic, qos_profile(1))
+                types.Image, camera.annotated_topic, qos_profile(1, reliable=False))
+            outputs.compressed_pubs[camera.name] = self._publisher(
+                types.CompressedImage, f'{camera.annotated_topic}/compressed',
+                qos_profile(1, reliable=False))
             if types.LabelInfo is not None:
                 self._label_pubs[camera.name] = self._publisher(
                     types.LabelInfo, camera.label_info_topic,
@@ -205,10 +234,14 @@ class RosPorts:
         for camera in core.params.cameras:
             msg_type = core.types.CompressedImage if camera.compressed else core.types.Image
             qos = qos_profile(1, reliable=camera.reliability == 'reliable')
+            # raw=True: the payload is read by io/cdr.py (zero-copy pixels), rclpy's
+            # deserialisation only as the fallback (ros/ingest.py).
+            callback = RawIngest(core.submit, camera.name, camera.compressed,
+                                 functools.partial(_deserialize, msg_type=msg_type))
             try:
                 subscription = self.node.create_subscription(
-                    msg_type, camera.input_topic, self._image_callback(core, camera.name), qos,
-                    qos_overriding_options=overriding_options())
+                    msg_type, camera.input_topic, callback, qos,
+                    qos_overriding_options=overriding_options(), raw=True)
             except (RuntimeError, ValueError) as exc:
                 raise ConfigError(f'camera {camera.name}: subscription {camera.input_topic}: '
                                   f'{exc}') from None
@@ -245,16 +278,9 @@ class RosPorts:
         self._diag_pub = None
         self.outputs.detection_pubs.clear()
         self.outputs.image_pubs.clear()
+        self.outputs.compressed_pubs.clear()
 
     # -- callbacks -----------------------------------------------------------------------------
-    @staticmethod
-    def _image_callback(core: NodeCore, camera: str) -> Any:
-        def callback(msg: Any) -> None:
-            # Only enqueue: decoding and inference happen on the inference thread.
-            core.submit(camera, msg)
-
-        return callback
-
     def _on_set_parameters(self, parameters: Sequence[Any]) -> Any:
         from rcl_interfaces.msg import SetParametersResult
 

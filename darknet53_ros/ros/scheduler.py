@@ -33,8 +33,10 @@ from darknet53_ros.errors import ConfigError
 __all__ = ['DROP_REASONS', 'FrameScheduler', 'InferenceWorker', 'PublisherRate', 'QueuedFrame',
            'RateMeter']
 
-DROP_REASONS = ('superseded', 'stale', 'closed')
-"""Reasons a submitted frame is dropped without being processed."""
+DROP_REASONS = ('superseded', 'stale', 'closed', 'decode_superseded')
+"""Reasons a submitted frame is dropped without being processed: replaced by a newer frame of
+its camera while the inference thread was busy, waited too long, the node stopped, or (with
+decode threads) replaced before a decode thread was free."""
 
 
 @dataclass(frozen=True)
@@ -160,13 +162,19 @@ class FrameScheduler:
         self._next = 0  # round-robin start index
         self._closed = False
         self._batches = 0
+        self._claimed: set[str] = set()  # cameras being decoded (take/release)
+        #: camera -> the drop reason of a replaced frame (default ``superseded``); the decode
+        #: stage tells whether decoding or inference kept the frame waiting
+        self.supersede_reason: Callable[[str], str] | None = None
 
     # -- producer side -------------------------------------------------------------------------
     def submit(self, camera: str, frame: Any, stamp_s: float | None = None,
-               header: Any = None) -> bool:
+               header: Any = None, arrival_s: float | None = None) -> bool:
         """Offer a frame; never waits for inference. Returns False if the scheduler is closed.
 
         A frame of the same camera still waiting is replaced (counted ``superseded``).
+        ``arrival_s`` keeps the arrival time of a frame handed on from an earlier stage
+        (default: now).
 
         Raises:
             ConfigError: ``camera`` is not one of the configured cameras.
@@ -184,8 +192,11 @@ class FrameScheduler:
                 state.dropped['closed'] += 1
                 return False
             if state.pending is not None:
-                state.dropped['superseded'] += 1
-            state.pending = QueuedFrame(camera, frame, stamp_s, header, now, state.received)
+                reason = 'superseded' if self.supersede_reason is None \
+                    else self.supersede_reason(camera)
+                state.dropped[reason] += 1
+            state.pending = QueuedFrame(camera, frame, stamp_s, header,
+                                        now if arrival_s is None else arrival_s, state.received)
             self._cond.notify()
             return True
 
@@ -213,7 +224,35 @@ class FrameScheduler:
                         return []
                     self._cond.wait(remaining)
 
-    def _take_batch(self) -> list[QueuedFrame]:
+    # -- decode-stage consumer (issue 21): one frame, one camera claimed at a time -----------
+    def take(self, timeout: float | None = None,
+             busy: Callable[[], set[str]] | None = None) -> QueuedFrame | None:
+        """Wait for and take the newest frame of one camera no other caller has claimed, and
+        claim that camera until :meth:`release` (so one camera's frames are decoded one at a
+        time, in order, by a pool of threads); cameras in ``busy()`` are left waiting too.
+        None on timeout or when closed."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while not self._closed:
+                skip = self._claimed | busy() if busy is not None else self._claimed
+                batch = self._take_batch(limit=1, skip=skip)
+                if batch:
+                    self._claimed.add(batch[0].camera)
+                    return batch[0]
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return None
+
+    def release(self, camera: str) -> None:
+        """End the claim :meth:`take` made on ``camera``."""
+        with self._cond:
+            self._claimed.discard(camera)
+            self._cond.notify_all()
+
+    def _take_batch(self, limit: int | None = None,
+                    skip: set[str] | frozenset[str] = frozenset()) -> list[QueuedFrame]:
         """Collect a batch under the lock (drops stale frames on the way)."""
         now = self.clock()
         batch: list[QueuedFrame] = []
@@ -223,7 +262,7 @@ class FrameScheduler:
             index = (self._next + offset) % n
             state = self._state[self.cameras[index]]
             queued = state.pending
-            if queued is None:
+            if queued is None or queued.camera in skip:
                 continue
             wait = max(0.0, now - queued.arrival_s)
             if self.max_age_s is not None and wait > self.max_age_s:
@@ -237,7 +276,7 @@ class FrameScheduler:
             state.max_wait_s = max(state.max_wait_s, wait)
             batch.append(queued)
             last_served = index
-            if len(batch) >= self.max_batch:
+            if len(batch) >= (limit or self.max_batch):
                 break
         if last_served is not None:
             self._next = (last_served + 1) % n
@@ -260,6 +299,7 @@ class FrameScheduler:
         """Accept frames again after :meth:`close` (a deactivated node being reactivated)."""
         with self._cond:
             self._closed = False
+            self._claimed.clear()
 
     def wake(self) -> None:
         """Wake waiting :meth:`next_batch` calls without closing (they re-check and re-wait)."""

@@ -180,6 +180,8 @@ def replay_bag(bag: str | os.PathLike[str], output: str | os.PathLike[str],
             values.update(chosen)
         if not realtime:
             values['max_frame_age'] = 0.0
+        values.setdefault('annotated_max_rate', 0.0)  # offline: every frame, full size,
+        values.setdefault('annotated_scale', 1.0)  # unless the params say otherwise
         node_params = _output_prefixes(NodeParams.from_dict(values, source), named)
         by_topic: dict[str, str] = {}
         for cam in node_params.cameras:

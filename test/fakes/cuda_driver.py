@@ -8,6 +8,11 @@ silently): work without a current context, a stream destroyed after its context 
 streams or memory alive when the primary context is released, a context left on a thread's
 stack, a module still loaded then, a launch without a live stream. Tests assert
 ``errors == []``. Kernels (:mod:`test.fakes.kernels`) run NumPy models on the device memory.
+
+Waiting is modelled as the driver does it: ``waits`` records ``'spin'`` for
+``cuStreamSynchronize`` (the default context flags, ``CU_CTX_SCHED_AUTO``, spin a core while
+the GPU works when the process has fewer contexts than CPUs) and for events created without
+``CU_EVENT_BLOCKING_SYNC``, ``'block'`` for a blocking-sync event (the thread sleeps).
 """
 from __future__ import annotations
 
@@ -70,6 +75,8 @@ class FakeDriver:
         self.modules: list[FakeModule] = []
         self.compiles: list[dict[str, Any]] = []  # one entry per compilation, with options
         self.launches: list[str] = []  # kernel name per launch
+        self.event_objects: dict[int, dict[str, Any]] = {}  # handle -> flags, alive, recorded
+        self.waits: list[str] = []  # 'spin' or 'block' per synchronisation
 
     # context stack ------------------------------------------------------------------------
     def stack(self) -> list[FakeContext]:
@@ -106,6 +113,8 @@ class FakeDriver:
                 self.errors.append('device memory alive when the context was released')
             if any(m.loaded for m in self.modules):
                 self.errors.append('a module was loaded when the context was released')
+            if any(e['alive'] for e in self.event_objects.values()):
+                self.errors.append('an event was alive when the context was released')
 
     def push(self, context: FakeContext) -> None:
         if self.refcount[context.device] <= 0:
@@ -133,6 +142,41 @@ class FakeDriver:
         if current is None or self.refcount[current.device] <= 0:
             self.errors.append(f'stream {handle} destroyed without its live context current')
         self.streams[handle] = False
+
+    def stream_synchronize(self, handle: Any) -> None:
+        """``cuStreamSynchronize``: spins under the default context flags."""
+        self.require_context('stream synchronize')
+        self.waits.append('spin')
+
+    BLOCKING_SYNC, DISABLE_TIMING = 1, 2  # CU_EVENT_* flag values
+
+    def event_create(self, flags: int) -> int:
+        self.require_context('event create')
+        with self.lock:
+            handle = self._next_stream
+            self._next_stream += 1
+            self.event_objects[handle] = {'flags': int(flags), 'alive': True, 'recorded': False}
+        return handle
+
+    def event_record(self, handle: int, stream: Any) -> None:
+        self.require_context('event record')
+        event = self.event_objects[int(handle)]
+        if not event['alive'] or not self.streams.get(int(stream)):
+            self.errors.append(f'event record on a dead event {handle} or stream {stream}')
+        event['recorded'] = True
+
+    def event_synchronize(self, handle: int) -> None:
+        self.require_context('event synchronize')
+        event = self.event_objects[int(handle)]
+        if not event['alive']:
+            self.errors.append(f'synchronize on destroyed event {handle}')
+        self.waits.append('block' if event['flags'] & self.BLOCKING_SYNC else 'spin')
+
+    def event_destroy(self, handle: int) -> None:
+        current = self.current()
+        if current is None or self.refcount[current.device] <= 0:
+            self.errors.append(f'event {handle} destroyed without its live context current')
+        self.event_objects[int(handle)]['alive'] = False
 
     def mem_alloc(self, nbytes: int) -> FakeDeviceMemory:
         self.require_context('mem_alloc')

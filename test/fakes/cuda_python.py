@@ -41,6 +41,12 @@ class CUdevice_attribute(enum.IntEnum):  # noqa: N801 - the binding's name
     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
 
 
+class CUevent_flags(enum.IntEnum):  # noqa: N801 - the binding's name
+    CU_EVENT_DEFAULT = 0
+    CU_EVENT_BLOCKING_SYNC = 1
+    CU_EVENT_DISABLE_TIMING = 2
+
+
 class Handle:
     """``CUcontext``/``CUstream``/``CUdeviceptr``: ``int()`` is the address."""
 
@@ -84,8 +90,11 @@ def make_fake_cuda_python(core: FakeDriver) -> dict[str, types.ModuleType]:
         'cuCtxGetCurrent': lambda: (ok, Handle(core.current().address if core.current()
                                                else 0)),
         'cuStreamCreate': lambda flags: (ok, Handle(core.stream_create())),
-        'cuStreamSynchronize': lambda s: (core.require_context('stream synchronize'),
-                                          (ok,))[1],
+        'cuStreamSynchronize': lambda s: (core.stream_synchronize(int(s)), (ok,))[1],
+        'cuEventCreate': lambda flags: (ok, Handle(core.event_create(int(flags)))),
+        'cuEventRecord': lambda e, s: (core.event_record(int(e), int(s)), (ok,))[1],
+        'cuEventSynchronize': lambda e: (core.event_synchronize(int(e)), (ok,))[1],
+        'cuEventDestroy': lambda e: (core.event_destroy(int(e)), (ok,))[1],
         'cuStreamDestroy': lambda s: (core.stream_destroy(int(s)), (ok,))[1],
         'cuMemAlloc': lambda n: (ok, Handle(core.mem_alloc(n).address)),
         'cuMemFree': lambda p: (core.by_address(ptr(p)).free(), (ok,))[1],
@@ -143,6 +152,7 @@ def make_fake_cuda_python(core: FakeDriver) -> dict[str, types.ModuleType]:
     drv.cuMemFreeHost = mem_free_host  # type: ignore[attr-defined]
     drv.CUresult = CUresult  # type: ignore[attr-defined]
     drv.CUdevice_attribute = CUdevice_attribute  # type: ignore[attr-defined]
+    drv.CUevent_flags = CUevent_flags  # type: ignore[attr-defined]
     drv.core = core  # type: ignore[attr-defined]
     nvrtc = make_fake_nvrtc(core)
     bindings = types.ModuleType('cuda.bindings')

@@ -103,10 +103,26 @@ def make_fake_driver(core: FakeDriver | None = None, version: tuple = (2025, 1, 
             self.handle = core.stream_create()
 
         def synchronize(self) -> None:
-            core.require_context('stream synchronize')
+            core.stream_synchronize(self.handle)
 
         def __del__(self) -> None:
             core.stream_destroy(self.handle)
+
+    class Event:
+        def __init__(self, flags: int = 0) -> None:
+            self.handle = core.event_create(flags)
+
+        def record(self, stream: Any = None) -> Event:
+            core.event_record(self.handle, 0 if stream is None else stream.handle)
+            return self
+
+        def synchronize(self) -> Event:
+            core.event_synchronize(self.handle)
+            return self
+
+        def __del__(self) -> None:  # pycuda destroys an event with its last reference
+            if getattr(self, 'handle', None) is not None:
+                core.event_destroy(self.handle)
 
     def mem_alloc(nbytes: int) -> Any:
         return core.mem_alloc(nbytes)
@@ -124,6 +140,9 @@ def make_fake_driver(core: FakeDriver | None = None, version: tuple = (2025, 1, 
     cuda.Context = Context  # type: ignore[attr-defined]
     cuda.Device = Device  # type: ignore[attr-defined]
     cuda.Stream = Stream  # type: ignore[attr-defined]
+    cuda.Event = Event  # type: ignore[attr-defined]
+    cuda.event_flags = types.SimpleNamespace(  # type: ignore[attr-defined]
+        DEFAULT=0, BLOCKING_SYNC=core.BLOCKING_SYNC, DISABLE_TIMING=core.DISABLE_TIMING)
     cuda.mem_alloc = mem_alloc  # type: ignore[attr-defined]
     cuda.pagelocked_empty = pagelocked_empty  # type: ignore[attr-defined]
     cuda.memcpy_htod_async = lambda d, s, stream: core.htod(d, s)  # type: ignore[attr-defined]

@@ -138,6 +138,7 @@ class Entity:
     qos_profile: QoSProfile
     callback: Any = None
     published: list = field(default_factory=list)
+    raw: bool = False
 
     def publish(self, msg):
         self.published.append(msg)
@@ -271,9 +272,11 @@ class FakeNode:
         return self._entity('publisher', msg_type, topic, qos, None, qos_overriding_options)
 
     def create_subscription(self, msg_type, topic, callback, qos, *,
-                            qos_overriding_options=None):
-        return self._entity('subscription', msg_type, topic, qos, callback,
-                            qos_overriding_options)
+                            qos_overriding_options=None, raw=False):
+        entity = self._entity('subscription', msg_type, topic, qos, callback,
+                              qos_overriding_options)
+        entity.raw = raw  # rclpy hands a raw subscription's callback the CDR bytes
+        return entity
 
     def destroy_publisher(self, entity):
         self.entities.remove(entity)

@@ -286,6 +286,24 @@ def test_backend_close_from_another_thread_is_refused(fakes: tuple, tmp_path: Pa
     assert core.errors == [] and core.refcount[0] == 0 and core.stack() == []
 
 
+@pytest.mark.parametrize('runtime', RUNTIMES)
+def test_backend_waits_asleep_not_spinning(fakes: tuple, tmp_path: Path, runtime: str) -> None:
+    """Issue 21.2: each inference waits for the GPU on a blocking-sync event (the thread
+    sleeps), never with cuStreamSynchronize (which spins a core under the default context
+    flags); the event lives and dies inside the context."""
+    from darknet53_ros.inference.backends.tensorrt_backend import TensorRTBackend
+
+    core = fakes[0].core
+    with TensorRTBackend(_fake_engine(tmp_path), cuda_runtime=runtime) as backend:
+        before = len(core.waits)
+        for count in (1, 6):  # 6: two chunks, one wait each
+            backend.infer(np.zeros((count, 3, 8, 8), np.float32))
+        assert core.waits[before:] == ['block'] * 3
+        flags = [e['flags'] for e in core.event_objects.values()]
+        assert flags and all(f == core.BLOCKING_SYNC | core.DISABLE_TIMING for f in flags)
+    assert core.errors == [] and not any(e['alive'] for e in core.event_objects.values())
+
+
 def _close(backend: Any) -> list[Exception]:
     try:
         backend.close()

@@ -257,7 +257,7 @@ def test_batch_of_several_cameras(model_path, types):
     from darknet53_ros.inference.detector import Detector
 
     outputs = Collect()
-    params = _params(conf_threshold=0.3, max_batch=3)
+    params = _params(conf_threshold=0.3, max_batch=3, decode_reduced=False)
     core = _core(model_path, types, params, outputs)
     images = {'a': _scene(120, 160, 1), 'b': _scene(200, 64, 2), 'c': _scene(50, 100, 3)}
     msgs = {'a': _raw(types, images['a'], 'a_optical', STAMP + 1),
@@ -314,7 +314,7 @@ def test_empty_detections_are_published(model_path, types):
 
 def test_annotated_images_only_when_wanted(model_path, types):
     outputs = Collect(annotated=False)
-    core = _core(model_path, types, _params(conf_threshold=0.3), outputs)
+    core = _core(model_path, types, _params(conf_threshold=0.3, annotated_scale=1.0), outputs)
     image = _scene(90, 120, 5)
     core.submit('a', _raw(types, image, 'a'))
     core.process_pending()
@@ -427,7 +427,8 @@ def _switchable_core(model_path, types, **kw):
 def test_slow_backend_never_blocks_submission(model_path, types):
     outputs = Collect()
     core, backend = _switchable_core(model_path, types, outputs=outputs,
-                                     params=_params(max_frame_age=0.0, max_batch=2))
+                                     params=_params(max_frame_age=0.0, max_batch=2,
+                                                    decode_threads=0))
     backend.release.clear()
     core.start()
     frame = _raw(types, _scene(32, 32, 0), 'a')
@@ -510,7 +511,8 @@ def test_runtime_parameter_updates(model_path, types):
 def test_diagnostics_content_and_cdr_round_trip(model_path, types):
     clock = FakeClock(500.0)
     publish = {'ns': STAMP}
-    core = _core(model_path, types, clock=clock, now_ns=lambda: publish['ns'])
+    core = _core(model_path, types, _params(decode_threads=0), clock=clock,
+                 now_ns=lambda: publish['ns'])
     bad = types.CompressedImage(header=_raw(types, _scene(8, 8, 0), 'b').header,
                                 format='jpeg', data=np.zeros(4, np.uint8))
     for i in range(11):
@@ -584,23 +586,25 @@ def test_throttled_log_per_key():
 
 
 def test_images_are_decoded_by_the_package_decoder(model_path, types, monkeypatch):
-    """One decoder: the node, replay and tests all decode with io.encodings.msg_to_bgr."""
-    from darknet53_ros.ros import node_core
+    """One decoder: the node, replay and tests all decode with io.encodings (through
+    io.frame_decoder, which adds reduced-scale JPEG and reused buffers)."""
+    from darknet53_ros.io import encodings, frame_decoder
 
-    assert node_core.msg_to_bgr is msg_to_bgr
+    assert frame_decoder.image_to_bgr is encodings.image_to_bgr
+    assert frame_decoder.compressed_to_bgr is encodings.compressed_to_bgr
     calls = []
 
-    def spy(msg, **kwargs):
-        calls.append(msg)
-        return msg_to_bgr(msg, **kwargs)
+    def spy(*args, **kwargs):
+        calls.append(args[4])
+        return encodings.image_to_bgr(*args, **kwargs)
 
-    monkeypatch.setattr(node_core, 'msg_to_bgr', spy)
+    monkeypatch.setattr(frame_decoder, 'image_to_bgr', spy)
     outputs = Collect()
     core = _core(model_path, types, outputs=outputs)
     image = _scene(10, 12, 0)
     msg = _raw(types, image, 'x')
     core.submit('a', msg)
-    assert core.process_pending() == 1 and calls == [msg]
+    assert core.process_pending() == 1 and calls == [msg.data]
     assert core.diagnostics()['darknet53_detector: detector']['image_converter'] == \
         IMAGE_DECODER == 'darknet53_ros.io.encodings'
     np.testing.assert_array_equal(msg_to_bgr(msg), image)

@@ -310,9 +310,11 @@ def test_publisher_rate_needs_real_increasing_stamps():
     assert estimator.estimate() is None
 
 
-def _entry(publisher_hz, fraction, received=100):
+def _entry(publisher_hz, fraction, received=100, output_hz=None):
+    if output_hz is None:
+        output_hz = (publisher_hz or 0.0) * (fraction or 0.0)
     return {'received': received, 'dropped': dict.fromkeys(ALL_DROP_REASONS, 0),
-            'received_hz': 0.0, 'output_hz': 0.0,
+            'received_hz': 0.0, 'output_hz': output_hz,
             'published': received, 'latency_s': None, 'latency_mean_s': None,
             'latency_max_s': None, 'max_wait_s': 0.0, 'dropped_total': 0, 'last_error': '',
             'publisher_hz': publisher_hz, 'received_fraction': fraction}
@@ -328,3 +330,32 @@ def test_receive_hint_when_far_below_the_publisher_rate():
     assert status['level'] == 0
     status, _ = camera_status(camera, _entry(None, None), {'received': 50}, 1.0)
     assert status['level'] == 0 and status['publisher_hz'] == 'n/a'
+    assert LOW_RECEIVE_FRACTION == NodeParams().rate_warn_fraction == 0.8
+    status, _ = camera_status(camera, _entry(30.0, 0.7), {'received': 50}, 1.0,
+                              warn_fraction=0.6)
+    assert status['level'] == 0
+    status, _ = camera_status(camera, _entry(30.0, 0.1), {'received': 50}, 1.0,
+                              warn_fraction=0.0)  # the check is off
+    assert status['level'] == 0
+
+
+def test_detected_rate_warning_names_the_reason():
+    """Issue 21.5: frames received but not detected get a WARN naming where they went."""
+    (camera,) = parse_cameras(['front'], {'front.topic': '/front/image_raw'})
+    entry = _entry(30.0, 1.0, output_hz=15.0)
+    entry['dropped'] = {**entry['dropped'], 'superseded': 40, 'decode_superseded': 5}
+    status, _ = camera_status(camera, entry, {'received': 50, 'superseded': 10}, 1.0)
+    assert status['level'] == 1
+    assert status['message'].startswith('detecting 15.0 Hz of ~30.0 Hz published (50%)')
+    assert status['message'].index('superseded (inference busy') < \
+        status['message'].index('decode (decode threads busy')
+    assert 'superseded (inference busy: a newer frame replaced a waiting one): 30' in \
+        status['message']
+    entry = _entry(30.0, 1.0, output_hz=12.0)
+    entry['dropped'] = {**entry['dropped'], 'bad_image': 9}
+    status, _ = camera_status(camera, entry, {'received': 50}, 1.0)
+    # bad frames are a WARN of their own; the rate message yields to it
+    assert status['level'] == 1 and 'undecodable' in status['message']
+    status, _ = camera_status(camera, _entry(30.0, 0.95, output_hz=27.0), {'received': 50},
+                              1.0)
+    assert status['level'] == 0

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -97,13 +98,16 @@ def test_detections_on_each_camera_topic(context, model_path):
     helper = rclpy.create_node('synthetic_cameras', context=context)
     types = MessageTypes.from_rclpy()
     received = {'front': [], 'left': [], 'label_info': [], 'left_label_info': [],
-                'diagnostics': [], 'image': []}
+                'diagnostics': [], 'image': [], 'jpeg': []}
     helper.create_subscription(vision.Detection2DArray, f'{NAMESPACE}/front/detections',
                                received['front'].append, 10)
     helper.create_subscription(vision.Detection2DArray, f'{NAMESPACE}/left/detections',
                                received['left'].append, 10)
+    viewer = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)  # as published
     helper.create_subscription(Image, f'{NAMESPACE}/front/detections/image',
-                               received['image'].append, 10)
+                               received['image'].append, viewer)
+    helper.create_subscription(CompressedImage, f'{NAMESPACE}/left/detections/image/compressed',
+                               received['jpeg'].append, viewer)
     helper.create_subscription(DiagnosticArray, '/diagnostics', received['diagnostics'].append,
                                10)
     if hasattr(vision, 'LabelInfo'):  # NAME/label_info beside NAME/detections
@@ -132,7 +136,7 @@ def test_detections_on_each_camera_topic(context, model_path):
     executor.add_node(helper)
     try:
         ok = _spin_until(executor, lambda: all(received[k] for k in (
-            'front', 'left', 'diagnostics', 'image')), each=publish)
+            'front', 'left', 'diagnostics', 'image', 'jpeg')), each=publish)
         assert ok, {k: len(v) for k, v in received.items()}
         for camera, frame_id in (('front', 'front_optical'), ('left', 'left_optical')):
             msg = received[camera][0]
@@ -141,8 +145,15 @@ def test_detections_on_each_camera_topic(context, model_path):
             for det in msg.detections:
                 assert det.results[0].hypothesis.class_id in NAMES
                 assert det.results[0].hypothesis.score >= 0.3
-        image = received['image'][0]
-        assert (image.height, image.width) == (120, 160)
+        image = received['image'][0]  # drawn off the inference thread, sent as CDR bytes
+        # annotated_scale 0.5 by default
+        assert (image.height, image.width, image.encoding) == (60, 80, 'bgr8')
+        assert image.header.frame_id == 'front_optical'
+        jpeg = received['jpeg'][0]
+        assert jpeg.format == 'bgr8; jpeg compressed bgr8' and jpeg.header.frame_id == \
+            'left_optical'
+        assert cv2.imdecode(np.frombuffer(bytes(jpeg.data), np.uint8),
+                            cv2.IMREAD_COLOR).shape == (48, 64, 3)
         names = {s.name for d in received['diagnostics'] for s in d.status}
         assert 'darknet53_detector: front' in names  # node name, as diagnostic_updater
         if hasattr(vision, 'LabelInfo'):

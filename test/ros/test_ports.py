@@ -128,8 +128,11 @@ def test_topics_qos_and_label_info(ros, model_path):
         publishers = node.topics('publisher')
         assert set(publishers) == {
             '/robot/front/detections', '/robot/front/detections/image',
-            '/robot/front/label_info', '/robot/left/detections',
-            '/robot/left/detections/image', '/robot/left/label_info', '/diagnostics'}
+            '/robot/front/detections/image/compressed', '/robot/front/label_info',
+            '/robot/left/detections', '/robot/left/detections/image',
+            '/robot/left/detections/image/compressed', '/robot/left/label_info', '/diagnostics'}
+        annotated = publishers['/robot/left/detections/image/compressed']
+        assert annotated.qos_profile.reliability.name == 'BEST_EFFORT'
         label = publishers['/robot/left/label_info']
         assert label.qos_profile.durability.name == 'TRANSIENT_LOCAL'
         assert label.published[0].threshold == pytest.approx(0.6)

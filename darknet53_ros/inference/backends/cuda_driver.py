@@ -69,6 +69,25 @@ class CudaDriver(abc.ABC):
         """Destroy the stream now (the context is current); no reference may be kept."""
 
     @abc.abstractmethod
+    def event_create(self) -> Any:
+        """An event with ``CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING`` in the current
+        context: a thread waiting on it sleeps until the GPU is done instead of spinning
+        (``cuStreamSynchronize`` spins under the default context flags when the process has
+        fewer contexts than CPUs, burning a core per waiting thread)."""
+
+    @abc.abstractmethod
+    def event_record(self, event: Any, stream: Any) -> None:
+        """Record ``event`` on ``stream`` (after the work queued so far)."""
+
+    @abc.abstractmethod
+    def event_synchronize(self, event: Any) -> None:
+        """Wait for ``event`` (blocking, without holding the GIL)."""
+
+    @abc.abstractmethod
+    def event_destroy(self, event: Any) -> None:
+        """Destroy the event now (the context is current); no reference may be kept."""
+
+    @abc.abstractmethod
     def mem_alloc(self, nbytes: int) -> tuple[int, Any]:
         """Device memory: ``(pointer, token for mem_free)``."""
 

@@ -121,6 +121,19 @@ class PycudaDriver(CudaDriver):
     def stream_destroy(self, stream: Any) -> None:
         """pycuda destroys a stream with its last reference, which the caller drops now."""
 
+    def event_create(self) -> Any:
+        flags = self._cuda.event_flags
+        return self._cuda.Event(flags.BLOCKING_SYNC | flags.DISABLE_TIMING)
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        event.record(stream)
+
+    def event_synchronize(self, event: Any) -> None:
+        event.synchronize()  # pycuda releases the GIL around cuEventSynchronize
+
+    def event_destroy(self, event: Any) -> None:
+        """pycuda destroys an event with its last reference, which the caller drops now."""
+
     def mem_alloc(self, nbytes: int) -> tuple[int, Any]:
         alloc = self._cuda.mem_alloc(nbytes)
         return int(alloc), alloc

@@ -185,6 +185,20 @@ class CudaPythonDriver(CudaDriver):
     def stream_destroy(self, stream: Any) -> None:
         self._call('cuStreamDestroy', stream)
 
+    def event_create(self) -> Any:
+        flags = self._driver.CUevent_flags
+        return self._call('cuEventCreate', int(flags.CU_EVENT_BLOCKING_SYNC)
+                          | int(flags.CU_EVENT_DISABLE_TIMING))
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        self._call('cuEventRecord', event, stream)
+
+    def event_synchronize(self, event: Any) -> None:
+        self._call('cuEventSynchronize', event)  # the binding releases the GIL
+
+    def event_destroy(self, event: Any) -> None:
+        self._call('cuEventDestroy', event)
+
     def mem_alloc(self, nbytes: int) -> tuple[int, Any]:
         pointer = self._call('cuMemAlloc', nbytes)
         return _address(pointer), pointer

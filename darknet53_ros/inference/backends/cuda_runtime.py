@@ -74,21 +74,26 @@ class DeviceBuffer:
 class CudaStream:
     """A stream made by :meth:`CudaContext.stream`: ``handle`` for TensorRT, ``synchronize()``.
 
-    The context holds the driver's stream object; after :meth:`CudaContext.close` the wrapper
-    holds nothing, so a caller keeping it alive keeps no driver object alive.
+    The context holds the driver's stream and event objects; after :meth:`CudaContext.close`
+    the wrapper holds nothing, so a caller keeping it alive keeps no driver object alive.
     """
 
-    def __init__(self, owner: CudaContext, native: Any) -> None:
+    def __init__(self, owner: CudaContext, native: Any, event: Any = None) -> None:
         self._owner = owner
         self.native: Any = native
+        self.event: Any = event
         self.handle = owner.driver.stream_handle(native)
 
     def synchronize(self) -> None:
-        """Wait for the work queued on this stream (inside the context's scope)."""
+        """Wait for the work queued on this stream, asleep: an event with blocking sync is
+        recorded after it and waited for (``cuStreamSynchronize`` would spin a core under
+        the default context flags while the GPU works)."""
         if self.native is None:
             raise BackendError('CUDA stream used after its context was closed')
+        driver = self._owner.driver
         with self._owner.scope():
-            self._owner.driver.stream_synchronize(self.native)
+            driver.event_record(self.event, self.native)
+            driver.event_synchronize(self.event)
 
 
 class Kernel:
@@ -240,7 +245,8 @@ class CudaContext:
     def stream(self) -> CudaStream:
         """A new CUDA stream owned by this context (``.handle`` for TensorRT)."""
         with self.scope():
-            stream = CudaStream(self, self.driver.stream_create())
+            native = self.driver.stream_create()
+            stream = CudaStream(self, native, self.driver.event_create())
         with self._lock:
             self._streams.append(stream)
         return stream
@@ -311,10 +317,16 @@ class CudaContext:
                 self._streams, self._device, self._host = [], [], []
             for stream in streams:
                 native, stream.native = stream.native, None
+                event, stream.event = stream.event, None
                 try:
                     self.driver.stream_synchronize(native)
                 except Exception as exc:
                     errors.append(f'stream synchronize: {exc}')
+                try:
+                    self.driver.event_destroy(event)
+                except Exception as exc:
+                    errors.append(f'event destroy: {exc}')
+                del event
                 try:
                     self.driver.stream_destroy(native)
                 except Exception as exc:

@@ -15,6 +15,21 @@ from darknet53_ros.inference.backends.base import INPUT_NAME, OUTPUT_NAMES, Back
 _LOG = logging.getLogger(__name__)
 
 DEVICES = ('cpu', 'cuda', 'auto')
+#: Session configuration keys that let ONNX Runtime's idle worker threads spin.
+SPINNING_KEYS = ('session.intra_op.allow_spinning', 'session.inter_op.allow_spinning')
+MAX_SHARED_THREADS = 4
+
+
+def shared_cpu_threads(cpus: int | None = None) -> int:
+    """Intra-op threads for a CPU shared with other processes (a robot): half the CPUs this
+    process may run on, at least 1 and at most :data:`MAX_SHARED_THREADS` (ONNX Runtime's own
+    default takes every physical core)."""
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+    return max(1, min(MAX_SHARED_THREADS, int(cpus) // 2))
 _WARNED_QDQ_LAYOUT: set[str] = set()
 
 
@@ -48,7 +63,12 @@ class OnnxRuntimeBackend(Backend):
         device: ``'cpu'`` (default), ``'cuda'`` (``CUDAExecutionProvider``, BackendError when
             unavailable) or ``'auto'`` (CUDA when available, else CPU).
         intra_op_threads: ONNX Runtime intra-op thread count (``None``/0: its default, one
-            per physical core).
+            per physical core; :func:`shared_cpu_threads` suits a CPU shared with other
+            processes).
+        allow_spinning: whether idle worker threads spin (``session.intra_op.allow_spinning``
+            and ``session.inter_op...``; ``None``: ONNX Runtime's default, which spins). A
+            spinning worker keeps a core at 100 % between inferences: the ROS node passes
+            False.
         outputs: outputs to fetch (default ``boxes``, ``scores``; ``None``: all, including raw
             ``head_*`` outputs).
         providers: explicit provider list, overriding ``device``.
@@ -61,7 +81,8 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, path: str | os.PathLike[str], device: str = 'cpu',
                  intra_op_threads: int | None = None,
                  outputs: tuple[str, ...] | None = OUTPUT_NAMES,
-                 providers: list[str] | None = None, require_metadata: bool = False) -> None:
+                 providers: list[str] | None = None, require_metadata: bool = False,
+                 allow_spinning: bool | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -76,6 +97,9 @@ class OnnxRuntimeBackend(Backend):
             if intra_op_threads < 0:
                 raise ConfigError(f'intra_op_threads: {intra_op_threads} must be >= 0')
             options.intra_op_num_threads = int(intra_op_threads)
+        if allow_spinning is not None:
+            for pool in SPINNING_KEYS:
+                options.add_session_config_entry(pool, '1' if allow_spinning else '0')
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # ORT raises its own (non-exported) exception types
