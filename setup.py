@@ -26,7 +26,8 @@ TRAINING = "; python_version >= '3.10'"
 EXTRAS = {
     # ONNX Runtime backend and OpenCV (< 5: OpenCV 5 dropped the Darknet importer the tests use
     # as an independent reference). On a robot, python3-opencv from apt serves instead.
-    'cpu': ['onnxruntime>=1.16', 'opencv-python-headless>=4.8,<5'],
+    # SciPy: the tracker's assignment (the node's NAME.tracking, tracker_node); a rosdep key.
+    'cpu': ['onnxruntime>=1.16', 'opencv-python-headless>=4.8,<5', 'scipy>=1.7'],
     # rosbag2 (MCAP / SQLite3) reading and writing without ROS.
     'bags': ['rosbags>=0.9.23', 'rosbags-image>=0.9', 'mcap>=1.1', 'tqdm>=4.60'],
     # Training, evaluation and plots (Python 3.10+).
