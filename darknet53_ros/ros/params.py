@@ -182,8 +182,9 @@ class NodeParams:
         'Changeable at runtime.', runtime=True, minimum=0.01, maximum=1.0)
     intra_op_threads: int = param(
         0,
-        'ONNX Runtime threads per inference; 0: auto, half the CPU cores (at least 1, at '
-        'most 4), leaving the rest of a shared robot CPU to other nodes. Ignored by TensorRT.',
+        'ONNX Runtime threads per inference; 0: auto, half the CPU cores (2 on 2 to 4 cores, '
+        'at most 4), leaving the rest of a shared robot CPU to other nodes. Ignored by '
+        'TensorRT.',
         minimum=0, maximum=256)
     allow_spinning: bool = param(
         False,

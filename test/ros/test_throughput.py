@@ -325,7 +325,7 @@ def test_onnxruntime_sessions_do_not_spin(model_path):
         shared_cpu_threads,
     )
 
-    assert [shared_cpu_threads(n) for n in (1, 2, 4, 6, 8, 12, 64)] == [1, 1, 2, 3, 4, 4, 4]
+    assert [shared_cpu_threads(n) for n in (1, 2, 4, 6, 8, 12, 64)] == [1, 2, 2, 3, 4, 4, 4]
     detector, _ = load_detector(NodeParams(), model_path=model_path)
     options = detector.backend.session.get_session_options()
     assert [options.get_session_config_entry(key) for key in SPINNING_KEYS] == ['0', '0']
