@@ -110,6 +110,21 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture
+def context():
+    """A fresh rclpy context, initialised and shut down around the test (the ROS tests that
+    use it are skipped by their own markers where rclpy is missing)."""
+    rclpy = pytest.importorskip('rclpy')
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    try:
+        yield ctx
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
 def ros_not_ready(*modules: str) -> str:
     """Why a test of the installed package on a sourced ROS 2 cannot run here ('' when it can):
     a missing module of ``modules`` or the package not installed in the sourced workspace."""

@@ -31,7 +31,7 @@ SIGINT/SIGTERM (:mod:`darknet53_ros.ros.signals`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import sys
 from typing import Any
 
@@ -125,28 +125,23 @@ def spin_until_shutdown(node: Any, signals: ShutdownSignals, context: Any = None
         executor.shutdown(timeout_sec=1.0)
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of ``detector_node`` (``--lifecycle``: the managed node); returns the exit
-    code: 0 after SIGINT/SIGTERM or an external shutdown, 1 on a configuration error."""
+def run_node(make: Callable[[], Any], name: str, argv: Sequence[str]) -> int:
+    """Run the node ``make()`` builds (an object with ``.node`` and ``destroy()``) until
+    SIGINT/SIGTERM or an external shutdown; returns the exit code: 0, or 1 after a
+    configuration error (logged as FATAL under ``name``). Shared by every node executable."""
     import rclpy
     from rclpy.logging import get_logger
     from rclpy.signals import SignalHandlerOptions
 
-    argv = list(sys.argv if args is None else args)
-    lifecycle = LIFECYCLE_FLAG in argv
-    argv = [a for a in argv if a != LIFECYCLE_FLAG]
     signals = ShutdownSignals().install()
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=list(argv), signal_handler_options=SignalHandlerOptions.NO)
     node: Any = None
     code = 0
     try:
-        if lifecycle:
-            node = LifecycleDetectorNode()
-        else:
-            node = DetectorNode()
+        node = make()
         spin_until_shutdown(node.node, signals)
     except Darknet53Error as exc:
-        get_logger(NODE_NAME).fatal(str(exc))
+        get_logger(name).fatal(str(exc))
         code = 1
     finally:
         signals.ignore()  # from here to the exit, a late (forwarded) SIGINT changes nothing
@@ -154,6 +149,14 @@ def main(args: Sequence[str] | None = None) -> int:
             node.destroy()
         rclpy.try_shutdown()
     return code
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Entry point of ``detector_node`` (``--lifecycle``: the managed node); returns the exit
+    code: 0 after SIGINT/SIGTERM or an external shutdown, 1 on a configuration error."""
+    argv = list(sys.argv if args is None else args)
+    make = LifecycleDetectorNode if LIFECYCLE_FLAG in argv else DetectorNode
+    return run_node(make, NODE_NAME, [a for a in argv if a != LIFECYCLE_FLAG])
 
 
 if __name__ == '__main__':

@@ -17,10 +17,9 @@ from __future__ import annotations
 import sys
 from typing import Any, Sequence
 
-from darknet53_ros.errors import ConfigError, Darknet53Error
+from darknet53_ros.errors import ConfigError
 from darknet53_ros.ros.detection_tracks import ArrayTracker
-from darknet53_ros.ros.node import spin_until_shutdown
-from darknet53_ros.ros.signals import ShutdownSignals
+from darknet53_ros.ros.node import run_node
 from darknet53_ros.tracking.tracker import TrackerConfig
 
 __all__ = ['TRACKER_NODE_NAME', 'TrackerNode', 'main']
@@ -92,27 +91,7 @@ class TrackerNode:
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``tracker_node``; 0 after SIGINT/SIGTERM, 1 on a configuration error."""
-    import rclpy
-    from rclpy.logging import get_logger
-    from rclpy.signals import SignalHandlerOptions
-
-    signals = ShutdownSignals().install()
-    rclpy.init(args=list(sys.argv if args is None else args),
-               signal_handler_options=SignalHandlerOptions.NO)
-    node: Any = None
-    code = 0
-    try:
-        node = TrackerNode()
-        spin_until_shutdown(node.node, signals)
-    except Darknet53Error as exc:
-        get_logger(TRACKER_NODE_NAME).fatal(str(exc))
-        code = 1
-    finally:
-        signals.ignore()
-        if node is not None:
-            node.destroy()
-        rclpy.try_shutdown()
-    return code
+    return run_node(TrackerNode, TRACKER_NODE_NAME, sys.argv if args is None else args)
 
 
 if __name__ == '__main__':

@@ -95,6 +95,14 @@ def _launch_default_text(node: ast.expr) -> str:
     return '(computed)'
 
 
+def _parameter_rows(specs: Sequence[Any], prefix: str = '') -> list[str]:
+    """One table row per parameter spec (name, type, default, range, runtime, description)."""
+    return ['| ' + ' | '.join([
+        _code(prefix + spec.name), spec.type, _code(spec.default_text), _range_text(spec),
+        'no' if spec.read_only else '**yes**', _cell(spec.description)]) + ' |'
+        for spec in specs]
+
+
 def parameter_reference(parameters: Sequence[Any] | None = None,
                         launch_dir: Path | None = None,
                         camera_parameters: Sequence[Any] | None = None) -> str:
@@ -118,10 +126,7 @@ def parameter_reference(parameters: Sequence[Any] | None = None,
         '| parameter | type | default | range / choices | runtime | description |',
         '|---|---|---|---|---|---|',
     ]
-    for spec in specs:
-        lines.append('| ' + ' | '.join([
-            _code(spec.name), spec.type, _code(spec.default_text), _range_text(spec),
-            'no' if spec.read_only else '**yes**', _cell(spec.description)]) + ' |')
+    lines += _parameter_rows(specs)
     lines += [
         '', '## Per-camera parameters', '',
         'Every name `NAME` of `cameras` has these parameters (`front.topic`, `front.transport`, '
@@ -130,10 +135,7 @@ def parameter_reference(parameters: Sequence[Any] | None = None,
         '| parameter | type | default | range / choices | runtime | description |',
         '|---|---|---|---|---|---|',
     ]
-    for spec in per_camera:
-        lines.append('| ' + ' | '.join([
-            _code(f'NAME.{spec.name}'), spec.type, _code(spec.default_text), _range_text(spec),
-            'no' if spec.read_only else '**yes**', _cell(spec.description)]) + ' |')
+    lines += _parameter_rows(per_camera, 'NAME.')
     arguments = launch_arguments(launch_dir or ROOT / 'launch')
     lines += [
         '', '## Launch arguments', '',

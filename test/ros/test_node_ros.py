@@ -42,18 +42,6 @@ def model_path(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def context():
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx)
-    try:
-        yield ctx
-    finally:
-        rclpy.try_shutdown(context=ctx)
-
-
 def _overrides(model_path, **extra):
     from rclpy.parameter import Parameter
 

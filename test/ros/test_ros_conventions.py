@@ -47,18 +47,6 @@ def models(tmp_path_factory):
     return (_export(root / 'three.onnx', NAMES, 0), _export(root / 'two.onnx', ['a', 'b'], 1))
 
 
-@pytest.fixture
-def context():
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx)
-    try:
-        yield ctx
-    finally:
-        rclpy.try_shutdown(context=ctx)
-
-
 def _parameters(values):
     from rclpy.parameter import Parameter
 

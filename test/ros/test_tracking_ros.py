@@ -18,18 +18,6 @@ PERIOD_NS = 33_333_333
 START_NS = 1_700_000_000_000_000_000
 
 
-@pytest.fixture
-def context():
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx)
-    try:
-        yield ctx
-    finally:
-        rclpy.try_shutdown(context=ctx)
-
-
 def _send_and_wait(executor, publish, received, frames=100, dropped=50, timeout=10.0):
     """Publish frame k, wait for its answer, then the next (frame ``dropped`` is skipped)."""
     for k in range(frames):
