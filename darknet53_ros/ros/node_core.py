@@ -156,8 +156,10 @@ class NodeCore:
                                         params.max_frame_age, clock=self.clock)
         self.decoder = FrameDecoder(detector.width, detector.height, detector.config.letterbox,
                                     params.decode_reduced, params.max_image_pixels)
-        self.decode_pool = DecodePool(self.scheduler, self._decode, params.decode_threads,
-                                      self._on_decode_error) if params.decode_threads else None
+        self.decode_pool = DecodePool(
+            self.scheduler, self._decode, params.decode_threads, self._on_decode_error,
+            eager=[c.name for c in params.cameras if not c.compressed],
+        ) if params.decode_threads else None
         self.annotator = Annotator(  # annotated images: drawn and published off this thread
             self.outputs, types, params.annotated_max_rate, params.annotated_scale,
             lambda cam, exc: self._drop(cam, 'publish_error', exc, key=(cam, 'annotated')))

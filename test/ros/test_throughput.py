@@ -197,21 +197,38 @@ def test_decode_threads_decode_off_the_inference_thread(model_path, types, monke
 
 
 def test_decode_pool_decodes_on_demand_and_names_the_stage(model_path, types):
-    """A camera whose decoded frame still waits for inference is not decoded again; a frame
-    replaced then counts as superseded (inference busy), one replaced while no decode thread
-    was free as decode_superseded."""
+    """A compressed camera whose decoded frame still waits for inference is not decoded again;
+    a frame replaced then counts as superseded (inference busy), one replaced while no decode
+    thread was free as decode_superseded."""
     core = _core(model_path, types, decode_threads=1)
-    image = read_image(_raw_payload(_white_box(32, 32, (1, 1, 9, 9))))
-    core.submit('a', image)
-    core.submit('a', image)  # replaces the first before any decode thread took it
+    image = read_compressed_image(_jpeg_payload(_white_box(32, 32, (1, 1, 9, 9))))
+    core.submit('b', image)
+    core.submit('b', image)  # replaces the first before any decode thread took it
     assert core.decode_pool.drain() == 1
-    core.submit('a', image)
+    core.submit('b', image)
     assert core.decode_pool.drain() == 0  # its decoded frame still waits: no decode
-    core.submit('a', image)  # replaces the encoded one while inference is behind
-    stats = core.stats()['a']
+    core.submit('b', image)  # replaces the encoded one while inference is behind
+    stats = core.stats()['b']
     assert stats['dropped']['decode_superseded'] == 1 and stats['dropped']['superseded'] == 1
     assert core.process_pending() == 2  # the waiting decoded frame, then the newest one
-    assert core.stats()['a']['processed'] == 2
+    assert core.stats()['b']['processed'] == 2
+    core.shutdown()
+
+
+def test_raw_frames_are_decoded_eagerly_so_inference_takes_the_newest(model_path, types):
+    """A raw camera is decoded as frames arrive, also while its decoded frame waits: the next
+    batch gets the newest frame, not one held back for an inference period (issue 21:
+    latency at 4x640x480 raw)."""
+    core = _core(model_path, types, decode_threads=1)
+    assert core.decode_pool.eager == {'a', 'c'}
+    image = _white_box(32, 32, (1, 1, 9, 9))
+    for n in range(3):
+        core.submit('a', read_image(_raw_payload(image, stamp=STAMP + n)))
+        assert core.decode_pool.drain() == 1  # decoded although the previous one waits
+    assert core.stats()['a']['dropped']['superseded'] == 2
+    batch = core.decode_pool.output.next_batch(timeout=0)
+    assert [q.stamp_s for q in batch] == [(STAMP + 2) * 1e-9]
+    assert core.process_batch(batch) == 1
     core.shutdown()
 
 
