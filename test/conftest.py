@@ -125,6 +125,55 @@ def context():
         rclpy.try_shutdown(context=ctx)
 
 
+@pytest.fixture(scope='session')
+def message_types():
+    """The real ROS 2 message classes the node builds its messages from (a
+    :class:`~darknet53_ros.io.messages.MessageTypes`): rclpy's generated classes where a ROS 2
+    is sourced (``MessageTypes.from_rclpy()``, what the node uses), else rosbags' Humble
+    typestore classes, else the test is skipped with both reasons.
+
+    Tests using it must work with either flavour: build messages with keywords only, byte
+    fields with :func:`~darknet53_ros.io.messages.byte_data`, CDR with :func:`cdr_serialize`
+    / :func:`cdr_deserialize` (no ``__msgtype__``, no positional constructors, no
+    ``dataclasses.replace``). A test that needs rosbags itself (its typestore, bags) keeps its
+    own ``requires('rosbags')``.
+    """
+    from darknet53_ros.errors import ConfigError
+    from darknet53_ros.io.messages import MessageTypes
+
+    try:
+        return MessageTypes.from_rclpy()
+    except ConfigError as exc:
+        no_rclpy = str(exc)
+    if optional_module('rosbags.typesys') is not None:
+        return MessageTypes.from_rosbags('humble')
+    pytest.skip(f'no ROS 2 message classes: rosbags not installed, and rclpy messages not '
+                f'importable ({no_rclpy})')
+
+
+def cdr_serialize(types, msg) -> bytes:
+    """CDR bytes of ``msg`` with the serializer of its flavour (rclpy's or rosbags')."""
+    if types.flavor == 'rclpy':
+        from rclpy.serialization import serialize_message
+
+        return bytes(serialize_message(msg))
+    return types.serialize(msg)
+
+
+def cdr_deserialize(types, data: bytes, msg_class):
+    """A message of ``msg_class`` (one of ``types``' classes) read from CDR ``data``."""
+    if types.flavor == 'rclpy':
+        from rclpy.serialization import deserialize_message
+
+        return deserialize_message(bytes(data), msg_class)
+    return types.deserialize(data, msg_class.__msgtype__)
+
+
+def cdr_round_trip(types, msg):
+    """``msg`` serialized to CDR and read back (the same flavour)."""
+    return cdr_deserialize(types, cdr_serialize(types, msg), type(msg))
+
+
 def ros_not_ready(*modules: str) -> str:
     """Why a test of the installed package on a sourced ROS 2 cannot run here ('' when it can):
     a missing module of ``modules`` or the package not installed in the sourced workspace."""

@@ -1,6 +1,7 @@
-"""Tests for darknet53_ros.io.messages with rosbags typestore classes and CDR round trips."""
+"""Tests for darknet53_ros.io.messages with every flavour of message classes (rclpy's where a
+ROS 2 is sourced, rosbags' Humble and Jazzy typestores where rosbags is installed) and CDR
+round trips through that flavour's serializer."""
 import dataclasses
-import functools
 
 import numpy as np
 import pytest
@@ -19,35 +20,36 @@ from darknet53_ros.io.messages import (
     vision_msgs_definitions,
 )
 
-from ..conftest import requires
+from ..conftest import cdr_round_trip, requires
 from ..hypo import given, settings, st
-
-pytestmark = requires('rosbags')
 
 STAMP = 1_700_000_123_456_789_012
 
 
-@pytest.fixture(scope='module', params=['humble', 'jazzy'])
+@pytest.fixture(scope='module', params=['rclpy', 'humble', 'jazzy'])
 def types(request):
+    """rclpy's classes, or rosbags' typestore of a distro (skipped where unavailable)."""
+    if request.param == 'rclpy':
+        try:
+            return MessageTypes.from_rclpy()
+        except ConfigError as exc:
+            pytest.skip(f'rclpy messages not importable: {exc}')
+    pytest.importorskip('rosbags', reason='rosbags not installed')
     return MessageTypes.from_rosbags(request.param)
 
 
-@functools.lru_cache(maxsize=1)
-def _humble():
-    return MessageTypes.from_rosbags('humble')
-
-
-def _round_trip(types, msg):
-    data = types.serialize(msg)
-    return types.deserialize(data, msg.__msgtype__)
-
-
 def test_all_classes_available(types):
-    assert types.flavor == 'rosbags' and types.missing() == []
+    assert types.missing() == []
     for name in VISION_MSGS:
-        assert getattr(types, name).__msgtype__ == f'vision_msgs/msg/{name}'
+        cls = getattr(types, name)
+        if types.flavor == 'rosbags':
+            assert cls.__msgtype__ == f'vision_msgs/msg/{name}'
+        else:
+            assert types.flavor == 'rclpy' and cls.__module__.startswith('vision_msgs.msg')
+            assert cls.__name__ == name
 
 
+@requires('rosbags')
 def test_definitions_match_vision_msgs_4_layout():
     defs = vision_msgs_definitions()
     assert set(defs) == {f'vision_msgs/msg/{n}' for n in VISION_MSGS}
@@ -75,7 +77,7 @@ def test_detections_round_trip_through_cdr(types):
     boxes = np.array([[10, 20, 50, 100], [0.5, 1.5, 2.5, 3.0]], np.float32)
     msg = detections_to_msg(types, header, boxes, [0.9, 0.25], [2, 7],
                             names=['person', 'bicycle', 'car'])
-    back = _round_trip(types, msg)
+    back = cdr_round_trip(types, msg)
     assert back.header.frame_id == 'front_camera' and stamp_to_ns(back.header) == STAMP
     assert len(back.detections) == 2
     first, second = back.detections
@@ -107,8 +109,8 @@ def test_empty_detections_still_an_array(types):
     header = header_msg(types, STAMP, 'cam')
     for boxes in ([], np.zeros((0, 4), np.float32)):
         msg = detections_to_msg(types, header, boxes, np.zeros(0), np.zeros(0, np.int64))
-        back = _round_trip(types, msg)
-        assert back.__msgtype__ == 'vision_msgs/msg/Detection2DArray'
+        back = cdr_round_trip(types, msg)
+        assert isinstance(back, types.Detection2DArray)
         assert back.detections == [] and back.header.frame_id == 'cam'
 
 
@@ -116,12 +118,12 @@ def test_empty_detections_still_an_array(types):
 @given(st.lists(st.tuples(st.floats(-1e4, 1e4), st.floats(-1e4, 1e4),
                           st.floats(0, 1e4), st.floats(0, 1e4), st.floats(0, 1)),
                 min_size=0, max_size=8))
-def test_center_and_size_math(rows):
-    types = _humble()
+def test_center_and_size_math(message_types, rows):
+    types = message_types
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h, _ in rows], np.float64).reshape(-1, 4)
     scores = np.array([s for *_, s in rows], np.float64)
     msg = detections_to_msg(types, header_msg(types, 1), boxes, scores, np.zeros(len(rows)))
-    back = _round_trip(types, msg)
+    back = cdr_round_trip(types, msg)
     for det, (x1, y1, x2, y2), score in zip(back.detections, boxes, scores):
         c = det.bbox.center.position
         assert c.x - det.bbox.size_x / 2 == pytest.approx(x1, abs=1e-6)
@@ -133,7 +135,7 @@ def test_center_and_size_math(rows):
 
 def test_label_info(types):
     msg = label_info_msg(types, header_msg(types, STAMP, 'cam'), ['person', 'car'], 0.25)
-    back = _round_trip(types, msg)
+    back = cdr_round_trip(types, msg)
     assert [(c.class_id, c.class_name) for c in back.class_map] == [(0, 'person'), (1, 'car')]
     assert back.threshold == pytest.approx(0.25)
     no_label_info = MessageTypes(**{**types.__dict__, 'LabelInfo': None})
@@ -150,7 +152,7 @@ def test_diagnostic_array(types):
         'darknet53: backend': {},
     }
     msg = diagnostic_array_msg(types, header_msg(types, STAMP), stats, hardware_id='gpu0')
-    back = _round_trip(types, msg)
+    back = cdr_round_trip(types, msg)
     first, second, third = back.status
     assert first.level == types.DiagnosticStatus.WARN and first.message == 'dropping frames'
     assert first.name == 'darknet53: /cam0' and first.hardware_id == 'gpu0'
@@ -168,13 +170,14 @@ def test_image_messages(types):
 
     bgr = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
     header = header_msg(types, STAMP, 'cam')
-    back = _round_trip(types, image_msg(types, header, bgr, 'rgb8'))
+    back = cdr_round_trip(types, image_msg(types, header, bgr, 'rgb8'))
     assert back.encoding == 'rgb8' and back.step == 30
     np.testing.assert_array_equal(image_msg_to_bgr(back), bgr)
-    back = _round_trip(types, compressed_image_msg(types, header, bgr, 'png'))
+    back = cdr_round_trip(types, compressed_image_msg(types, header, bgr, 'png'))
     np.testing.assert_array_equal(compressed_msg_to_bgr(back), bgr)
 
 
+@requires('rosbags')
 def test_unknown_distro():
     with pytest.raises(ConfigError, match='distro'):
         MessageTypes.from_rosbags('nonexistent')

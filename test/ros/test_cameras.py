@@ -384,7 +384,7 @@ def test_camera_spec_is_hashable_and_formats_its_default_topic():
     assert len({CameraSpec('a'), CameraSpec('a')}) == 1
 
 
-# -- per-camera settings in the node core (ONNX Runtime, rosbags messages) --------------------
+# -- per-camera settings in the node core (ONNX Runtime, the message_types fixture) -----------
 NAMES = ['box', 'cone', 'ball']
 STAMP = 1_700_000_000_123_456_789
 
@@ -403,11 +403,8 @@ def model_path(tmp_path_factory):
     return path
 
 
-def _core(model_path, **values):
+def _core(model_path, types, **values):
     pytest.importorskip('onnxruntime', reason='onnxruntime not installed')
-    pytest.importorskip('rosbags', reason='rosbags not installed: the core tests use its '
-                                          'message types')
-    from darknet53_ros.io.messages import MessageTypes
     from darknet53_ros.ros.model_files import load_detector
     from darknet53_ros.ros.node_core import NodeCore, Outputs
 
@@ -420,7 +417,6 @@ def _core(model_path, **values):
 
     params = NodeParams.from_dict({'model': str(model_path), **values})
     detector, path = load_detector(params)
-    types = MessageTypes.from_rosbags('humble')
     return NodeCore(params, detector, types, Collect(), model_path=path, node_name='det'), types
 
 
@@ -430,12 +426,12 @@ def _image_msg(types, image, frame_id):
     return image_msg(types, header_msg(types, STAMP, frame_id), image)
 
 
-def test_camera_threshold_equals_detecting_at_it(model_path):
+def test_camera_threshold_equals_detecting_at_it(model_path, message_types):
     """A camera above the node threshold gets exactly what a detector at its threshold finds
     (independent path: Detector.detect at that threshold); the other camera the node's."""
     from darknet53_ros.inference.detector import Detector
 
-    core, types = _core(model_path, cameras=['a', 'b'], conf_threshold=0.2,
+    core, types = _core(model_path, message_types, cameras=['a', 'b'], conf_threshold=0.2,
                         **{'a.conf_threshold': 0.3})
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     try:
@@ -460,8 +456,8 @@ def test_camera_threshold_equals_detecting_at_it(model_path):
         core.shutdown()
 
 
-def test_frame_id_override_and_label_info_per_camera(model_path):
-    core, types = _core(model_path, cameras=['a', 'b'], conf_threshold=0.4,
+def test_frame_id_override_and_label_info_per_camera(model_path, message_types):
+    core, types = _core(model_path, message_types, cameras=['a', 'b'], conf_threshold=0.4,
                         **{'a.frame_id': 'a_optical'})
     image = np.zeros((32, 32, 3), np.uint8)
     try:
@@ -478,9 +474,9 @@ def test_frame_id_override_and_label_info_per_camera(model_path):
         core.shutdown()
 
 
-def test_diagnostics_named_as_diagnostic_updater_names_them(model_path):
-    core, types = _core(model_path, cameras=['a'], **{'a.transport': 'compressed',
-                                                      'a.topic': '/cam/a'})
+def test_diagnostics_named_as_diagnostic_updater_names_them(model_path, message_types):
+    core, types = _core(model_path, message_types, cameras=['a'],
+                        **{'a.transport': 'compressed', 'a.topic': '/cam/a'})
     try:
         msg = core.diagnostics_msg(STAMP)
         statuses = {s.name: s for s in msg.status}

@@ -6,8 +6,6 @@ from typing import Any
 
 from darknet53_ros.ros.detection_tracks import ArrayTracker, detection_arrays
 
-from ..conftest import requires
-
 
 def _array(types: Any, k: int, stamp_ns: int) -> Any:
     from darknet53_ros.io.messages import detections_to_msg, header_msg
@@ -18,11 +16,8 @@ def _array(types: Any, k: int, stamp_ns: int) -> Any:
                              [0.9, 0.8], [0, 1], ['person', 'ball'])
 
 
-@requires('rosbags')
-def test_foreign_stream_keeps_ids_through_a_dropped_message() -> None:
-    from darknet53_ros.io.messages import MessageTypes
-
-    types = MessageTypes.from_rosbags('humble')
+def test_foreign_stream_keeps_ids_through_a_dropped_message(message_types: Any) -> None:
+    types = message_types
     tracker = ArrayTracker()
     seen = {'a': [], 'b': []}  # type: dict[str, list[list[str]]]
     for k in range(100):

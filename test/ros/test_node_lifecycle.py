@@ -39,6 +39,7 @@ CAMERAS = {'cameras': ['a', 'b'], 'a.topic': '/a/image_raw', 'b.topic': '/b/imag
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
+    pytest.importorskip('onnx', reason='onnx not installed: exporting the test model needs it')
     from darknet53_ros.model.cfg import parse_cfg
     from darknet53_ros.model.generator import yolov3_cfg
     from darknet53_ros.model.onnx_export import export_onnx
@@ -75,11 +76,8 @@ class FakePorts:
         self._call('close')
 
 
-def _managed(model_path, ports=None, **values):
-    from darknet53_ros.io.messages import MessageTypes
-
+def _managed(model_path, types, ports=None, **values):
     values = {'model': str(model_path), **CAMERAS, **values}
-    types = MessageTypes.from_rosbags('humble')
     cores = []
 
     def make_core(params, detector, path):
@@ -97,10 +95,10 @@ def _inference_threads():
 
 
 # -- transitions -------------------------------------------------------------------------------
-@requires('onnxruntime', 'rosbags')
-def test_every_transition(model_path):
+@requires('onnxruntime')
+def test_every_transition(model_path, message_types):
     ports = FakePorts()
-    managed, cores = _managed(model_path, ports)
+    managed, cores = _managed(model_path, message_types, ports)
     assert managed.state == UNCONFIGURED and managed.core is None
     core = managed.configure()
     assert managed.state == INACTIVE and not core.running and ports.calls == ['open']
@@ -132,10 +130,10 @@ def test_every_transition(model_path):
     assert managed.state == FINALIZED
 
 
-@requires('onnxruntime', 'rosbags')
+@requires('onnxruntime')
 @pytest.mark.parametrize('steps', [(), ('configure',), ('configure', 'activate')])
-def test_shutdown_from_any_state(model_path, steps):
-    managed, cores = _managed(model_path)
+def test_shutdown_from_any_state(model_path, message_types, steps):
+    managed, cores = _managed(model_path, message_types)
     for step in steps:
         getattr(managed, step)()
     managed.shutdown()
@@ -143,9 +141,9 @@ def test_shutdown_from_any_state(model_path, steps):
     assert all(c._closed for c in cores) and not _inference_threads()
 
 
-@requires('onnxruntime', 'rosbags')
-def test_transitions_not_allowed_raise(model_path):
-    managed, _ = _managed(model_path)
+@requires('onnxruntime')
+def test_transitions_not_allowed_raise(model_path, message_types):
+    managed, _ = _managed(model_path, message_types)
     for step in ('activate', 'deactivate', 'cleanup'):
         with pytest.raises(LifecycleError, match='unconfigured'):
             getattr(managed, step)()
@@ -159,23 +157,23 @@ def test_transitions_not_allowed_raise(model_path):
         managed.configure()
 
 
-@requires('onnxruntime', 'rosbags')
-def test_failed_configure_leaves_nothing_loaded(model_path):
-    managed, cores = _managed(model_path, cameras=['1bad'])
+@requires('onnxruntime')
+def test_failed_configure_leaves_nothing_loaded(model_path, message_types):
+    managed, cores = _managed(model_path, message_types, cameras=['1bad'])
     with pytest.raises(ConfigError, match="parameter cameras: camera name '1bad'"):
         managed.configure()
     assert managed.state == UNCONFIGURED and not cores
     ports = FakePorts(fail={'open'})
-    managed, cores = _managed(model_path, ports)
+    managed, cores = _managed(model_path, message_types, ports)
     with pytest.raises(RuntimeError, match='open failed'):
         managed.configure()
     assert managed.state == UNCONFIGURED and cores[0]._closed and ports.calls == ['open', 'close']
 
 
-@requires('onnxruntime', 'rosbags')
-def test_failed_activate_stops_the_thread_and_reset(model_path):
+@requires('onnxruntime')
+def test_failed_activate_stops_the_thread_and_reset(model_path, message_types):
     ports = FakePorts(fail={'subscribe'})
-    managed, cores = _managed(model_path, ports)
+    managed, cores = _managed(model_path, message_types, ports)
     managed.configure()
     with pytest.raises(RuntimeError, match='subscribe failed'):
         managed.activate()
@@ -257,12 +255,12 @@ def test_rate_meter_restarts_when_the_clock_goes_back():
     assert meter.rate(1.5) == pytest.approx(2.0)
 
 
-@requires('onnxruntime', 'rosbags')
-def test_core_latency_and_age_on_the_node_clock(model_path):
+@requires('onnxruntime')
+def test_core_latency_and_age_on_the_node_clock(model_path, message_types):
     """NodeCore(frame_clock=node clock): queue wait and latency both in ROS (sim) time."""
-    from darknet53_ros.io.messages import MessageTypes, header_msg, image_msg
+    from darknet53_ros.io.messages import header_msg, image_msg
 
-    types = MessageTypes.from_rosbags('humble')
+    types = message_types
     sim_ns = {'now': 5_000_000_000}
     params = NodeParams.from_dict({'model': str(model_path), **CAMERAS, 'max_frame_age': 0.5})
     detector, path = load_detector(params)

@@ -13,7 +13,7 @@ from darknet53_ros.ros.params import NodeParams
 
 from ..conftest import requires
 
-pytestmark = requires('rosbags', 'cv2')
+pytestmark = requires('cv2')
 
 
 class BrightBoxDetector:
@@ -60,10 +60,9 @@ def _frame(types: Any, k: int, stamp_ns: int) -> Any:
 
 
 @pytest.mark.parametrize('tracking', [True, False])
-def test_one_object_keeps_one_id_across_100_frames_with_a_dropped_frame(tracking: bool) -> None:
-    from darknet53_ros.io.messages import MessageTypes
-
-    types = MessageTypes.from_rosbags('humble')
+def test_one_object_keeps_one_id_across_100_frames_with_a_dropped_frame(
+        tracking: bool, message_types: Any) -> None:
+    types = message_types
     params = NodeParams.from_dict({'cameras': ['front', 'rear'], 'front.tracking': tracking,
                                    'rear.tracking': tracking, 'max_frame_age': 0.0})
     outputs = Collect()
@@ -86,15 +85,15 @@ def test_one_object_keeps_one_id_across_100_frames_with_a_dropped_frame(tracking
 
 
 @requires('onnxruntime', 'onnx')
-def test_demo_model_follows_a_cone_with_one_id(tmp_path: Any) -> None:
+def test_demo_model_follows_a_cone_with_one_id(tmp_path: Any, message_types: Any) -> None:
     """What the ROS test of the node does, without ROS: the bundled demo model on a cone
     crossing the view, 100 frames at 30 fps with one dropped; one id throughout."""
-    from darknet53_ros.io.messages import MessageTypes, header_msg, image_msg
+    from darknet53_ros.io.messages import header_msg, image_msg
     from darknet53_ros.ros.model_files import load_detector
 
     from .test_tracking_ros import _cone_frames
 
-    types = MessageTypes.from_rosbags('humble')
+    types = message_types
     params = NodeParams.from_dict({'cameras': ['front'], 'front.tracking': True,
                                    'conf_threshold': 0.1, 'max_frame_age': 0.0})
     detector, path = load_detector(params, share_dir=False, cache_dir=tmp_path)

@@ -98,17 +98,15 @@ def model_path(tmp_path_factory):
     return path
 
 
-def _managed(ports):
-    from darknet53_ros.io.messages import MessageTypes
-
-    ports.types = MessageTypes.from_rosbags('humble')
+def _managed(ports, types):
+    ports.types = types
     return ManagedDetector(ports, ports.read_parameters,
                            lambda params: load_detector(params, share_dir=False),
                            ports.make_core, stop_timeout=5.0)
 
 
-@requires('onnxruntime', 'rosbags')
-def test_topics_qos_and_label_info(ros, model_path):
+@requires('onnxruntime')
+def test_topics_qos_and_label_info(message_types, ros, model_path):
     """Inputs resolved as image_transport does (a remap of the base topic carries over to
     .../compressed), QoS overrides on every entity, NAME/label_info per camera, and one
     warning naming a QoS override that matched nothing."""
@@ -122,7 +120,7 @@ def test_topics_qos_and_label_info(ros, model_path):
            'qos_overrides./robot/front/detections.publisher.reliability': 'best_effort',
            'qos_overrides./robot/left/image_raw/compressed.subscription.reliability':
                'reliable'})
-    managed = _managed(ports)
+    managed = _managed(ports, message_types)
     managed.configure()
     try:
         publishers = node.topics('publisher')
@@ -161,13 +159,13 @@ def test_topics_qos_and_label_info(ros, model_path):
     assert not node.entities
 
 
-@requires('onnxruntime', 'rosbags')
-def test_bad_qos_override_is_a_clear_error(ros, model_path):
+@requires('onnxruntime')
+def test_bad_qos_override_is_a_clear_error(message_types, ros, model_path):
     from darknet53_ros.errors import ConfigError
 
     node, ports = _ports(model=str(model_path), cameras=['front'], **{
         'qos_overrides./robot/front/image_raw.subscription.reliability': 'sometimes'})
-    managed = _managed(ports)
+    managed = _managed(ports, message_types)
     managed.configure()
     try:
         with pytest.raises(ConfigError, match='camera front: subscription '

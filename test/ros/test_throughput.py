@@ -27,9 +27,9 @@ from darknet53_ros.ros.model_files import load_detector
 from darknet53_ros.ros.node_core import NodeCore, Outputs
 from darknet53_ros.ros.params import NodeParams
 
-from ..conftest import requires
+from ..conftest import cdr_deserialize, requires
 
-pytestmark = requires('rosbags', 'onnxruntime')
+pytestmark = requires('onnxruntime')
 
 STAMP = 1_700_000_000_000_000_000
 CAMERAS = ['a', 'b', 'c']
@@ -39,6 +39,7 @@ CAMERA_TOPICS = {'a.topic': '/a/image_raw', 'b.topic': '/b/image_raw',
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
+    pytest.importorskip('onnx', reason='onnx not installed: exporting the test model needs it')
     from darknet53_ros.model.cfg import parse_cfg
     from darknet53_ros.model.generator import yolov3_cfg
     from darknet53_ros.model.onnx_export import export_onnx
@@ -50,11 +51,10 @@ def model_path(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope='module')
-def types():
-    from darknet53_ros.io.messages import MessageTypes
-
-    return MessageTypes.from_rosbags('humble')
+@pytest.fixture
+def types(message_types):
+    """The shared ``message_types`` (test/conftest.py) under this module's short name."""
+    return message_types
 
 
 class Collect(Outputs):
@@ -302,7 +302,7 @@ def test_raw_ingest_reads_cdr_and_falls_back(model_path, types):
 
     def deserialize(data):
         calls.append(len(data))
-        return types.deserialize(b'\x00\x01' + data[2:], 'sensor_msgs/msg/Image')
+        return cdr_deserialize(types, b'\x00\x01' + data[2:], types.Image)
 
     ingest = RawIngest(core.submit, 'a', False, deserialize)
     payload = _raw_payload(_white_box(24, 32, (2, 2, 9, 9)))
