@@ -87,8 +87,8 @@ class TrackerConfig:
     match_iou: float = 0.1
     low_match_iou: float = 0.3
     tentative_iou: float = 0.3
-    recovery_iou: float = 0.5
-    max_lost_s: float = 3.0
+    recovery_iou: float = 0.4
+    max_lost_s: float = 4.0
     min_hits: int = 2
     lost_growth: float = 1.0
     max_growth: float = 0.6
