@@ -4,7 +4,7 @@ Two steps (the peers pull OpenCV 5 / PyTorch, so they live in their own venv):
 
 1. ``python benchmarks/bench_tracking.py prepare --data DIR`` (the project's Python): writes the
    held-out synthetic sequences (``darknet53 synth --sequences``; seeds in :data:`SETS`, never
-   used to tune the tracker's defaults, which were tuned on seed 100) and the bundled demo
+   used to tune the tracker's defaults, which were tuned on the tune* sets) and the bundled demo
    model's detections of every frame (score >= 0.1, NMS 0.45) as ``<set>/det/<seq>.txt``;
 2. ``python benchmarks/bench_tracking.py run --data DIR`` (a Python with the peers installed,
    and TrackEval; the project on ``PYTHONPATH``): every tracker tracks the same detections;
@@ -39,9 +39,10 @@ from darknet53_ros.tracking import Tracker
 
 # name: (seed, sequences, frames, width, height, objects kept near the view)
 SETS: dict[str, tuple[int, int, int, int, int, int]] = {
-    'tune': (100, 8, 150, 320, 256, 6),  # the tracker defaults were tuned on these two
-    'tune20': (110, 2, 120, 640, 480, 20),  # sets (training seeds): never scored here
-    'tune1': (310, 4, 150, 320, 256, 1),  # training seeds: single objects
+    'tune': (100, 8, 150, 320, 256, 6),  # the tracker defaults were tuned on the four
+    'tune20': (110, 2, 120, 640, 480, 20),  # tune* sets (training seeds): never scored here
+    'tune1': (310, 12, 150, 320, 256, 1),  # training seeds: single objects
+    'tune100': (120, 2, 80, 1280, 736, 100),  # training seeds: crowds
     'eval': (200, 8, 150, 320, 256, 6),
     'n1': (300, 12, 150, 320, 256, 1),
     'n20': (400, 6, 120, 640, 480, 20),
@@ -83,7 +84,8 @@ def _ours(info: SeqInfo) -> Step:
     def step(f: FrameDetections, image: Any) -> list[tuple[int, list[float], float]]:
         ids = tracker.update(f.boxes, f.scores, f.class_ids, f.stamp)
         keep = np.flatnonzero(ids > 0)
-        return [(int(ids[i]), f.boxes[i].tolist(), float(f.scores[i])) for i in keep]
+        boxes = tracker.filtered_boxes
+        return [(int(ids[i]), boxes[i].tolist(), float(f.scores[i])) for i in keep]
     return step
 
 

@@ -10,7 +10,8 @@ messages' header-stamp time. rclpy glue only: the behaviour is
 
 Parameters: ``topics`` (string array, default ``['detections']``), ``output_suffix``
 (``tracked``), and the tracker settings ``high_score``, ``low_score``, ``new_score``,
-``max_lost_s``, ``class_aware`` (:class:`~darknet53_ros.tracking.tracker.TrackerConfig`).
+``min_track_score``, ``max_lost_s``, ``class_aware``
+(:class:`~darknet53_ros.tracking.tracker.TrackerConfig`).
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ TRACKER_NODE_NAME = 'darknet53_tracker'
 _DEFAULTS = TrackerConfig()
 TRACKER_PARAMETERS: dict[str, Any] = {
     'high_score': _DEFAULTS.high_score, 'low_score': _DEFAULTS.low_score,
-    'new_score': _DEFAULTS.new_score, 'max_lost_s': _DEFAULTS.max_lost_s,
-    'class_aware': _DEFAULTS.class_aware,
+    'new_score': _DEFAULTS.new_score, 'min_track_score': _DEFAULTS.min_track_score,
+    'max_lost_s': _DEFAULTS.max_lost_s, 'class_aware': _DEFAULTS.class_aware,
 }
 """Tracker settings the node declares as parameters (defaults: :class:`TrackerConfig`'s)."""
 

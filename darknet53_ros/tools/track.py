@@ -88,7 +88,8 @@ def track_frames(frames: Sequence[FrameDetections], config: TrackerConfig | None
     rows = []
     for item in frames:
         ids = tracker.update(item.boxes, item.scores, item.class_ids, item.stamp)
-        for ident, box, score in zip(ids.tolist(), item.boxes.tolist(), item.scores.tolist()):
+        for ident, box, score in zip(ids.tolist(), tracker.filtered_boxes.tolist(),
+                                     item.scores.tolist()):
             if ident > 0:
                 rows.append((item.frame, int(ident), *box, float(score)))
     return rows
@@ -219,7 +220,8 @@ def _track_stream(source: Path, output: Path, detector: Any, config: TrackerConf
         frames[name] += 1
         stamp = frame.stamp_ns if frame.stamp_ns is not None else int(frame.index * 1e9 / 30)
         ids = trackers.assign(name, det.boxes, det.scores, det.class_ids, stamp)
-        for ident, box, score in zip(ids, np.asarray(det.boxes).tolist(),
+        boxes = trackers.tracker(name).filtered_boxes  # the detections' unless kalman_boxes
+        for ident, box, score in zip(ids, boxes.tolist(),
                                      np.asarray(det.scores).tolist()):
             if ident:
                 rows[name].append((frames[name], int(ident), *box, float(score)))

@@ -22,6 +22,9 @@ Per frame (:meth:`Tracker.update`, with the frame's time stamp):
 7. high-score detections left over with ``score >= new_score`` start tentative tracks (on the
    first frame they are confirmed at once).
 
+A confirmed track whose mean detection score is below ``min_track_score`` (a false positive
+kept alive by weak detections) gives its detections no id while it stays that weak.
+
 Matching is class-aware (a detection matches only tracks of its class) unless
 ``class_aware`` is off. Ids are integers from 1, given when a track is confirmed and never
 reused by this tracker (:meth:`reset` clears the tracks and, with ``ids=True``, the counter).
@@ -68,6 +71,12 @@ class TrackerConfig:
         re_update: re-update a track through a gap (observation-centric re-update).
         camera_motion: estimate the camera's motion from the first-stage matches and move
             the unmatched tracks with it.
+        min_track_score: a track whose mean detection score is below this gives its
+            detections no id (it is still tracked: its detections start no other track, and
+            it shows again once its mean rises); 0: off.
+        kalman_boxes: :attr:`Tracker.filtered_boxes` (and ``darknet53 track``'s result
+            files) give a tracked detection the track's Kalman-filtered box instead of the
+            detection's own; the nodes always publish the detection's box.
         max_dt_s: a jump in time larger than this (or backwards) clears the tracks.
         solver: assignment solver (:data:`~darknet53_ros.tracking.assignment.SOLVERS`).
     """
@@ -78,8 +87,8 @@ class TrackerConfig:
     match_iou: float = 0.1
     low_match_iou: float = 0.3
     tentative_iou: float = 0.3
-    recovery_iou: float = 0.5
-    max_lost_s: float = 3.0
+    recovery_iou: float = 0.4
+    max_lost_s: float = 4.0
     min_hits: int = 2
     lost_growth: float = 1.0
     max_growth: float = 0.6
@@ -87,12 +96,14 @@ class TrackerConfig:
     class_aware: bool = True
     re_update: bool = True
     camera_motion: bool = False
+    min_track_score: float = 0.3
+    kalman_boxes: bool = True
     max_dt_s: float = 10.0
     solver: str = 'auto'
 
     def __post_init__(self) -> None:
         for name in ('high_score', 'low_score', 'new_score', 'match_iou', 'low_match_iou',
-                     'tentative_iou', 'recovery_iou'):
+                     'tentative_iou', 'recovery_iou', 'min_track_score'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f'tracker {name}: {value!r} is outside [0, 1]')
@@ -130,6 +141,7 @@ class _Tracks:
         self.hits = np.zeros(0, np.int64)
         self.last_seen = np.zeros(0)             # stamp of the last detection (s)
         self.last_box = np.zeros((0, 4))         # last detection, xyxy
+        self.score_sum = np.zeros(0)             # sum of the matched detections' scores
 
     def __len__(self) -> int:
         return len(self.state)
@@ -162,6 +174,7 @@ class Tracker:
         self.tracks = _Tracks()
         self.stamp: float | None = None
         self.frames = 0
+        self.filtered_boxes = np.zeros((0, 4))
 
     def reset(self, ids: bool = False) -> None:
         """Forget every track (and restart ids from 1 when ``ids``)."""
@@ -170,6 +183,11 @@ class Tracker:
         self.frames = 0
         if ids:
             self._next_id = 1
+
+    filtered_boxes: np.ndarray
+    """After :meth:`update`: one ``x1, y1, x2, y2`` box per detection of that frame, the track's
+    Kalman-filtered box for a detection matched to a track when ``kalman_boxes`` is on, else
+    the detection's own box."""
 
     @property
     def active_ids(self) -> np.ndarray:
@@ -241,17 +259,27 @@ class Tracker:
             self._associate(observed, scores, confirmed, high, free_track, free_det,
                             det_track, cfg.recovery_iou)
 
-        self._apply(boxes, det_track, stamp)
+        self._apply(boxes, scores, det_track, stamp)
         t = self.tracks
         matched = det_track >= 0
         out[matched] = t.ident[det_track[matched]]  # 0 while a track is tentative
+        self.filtered_boxes = boxes
+        if cfg.kalman_boxes and matched.any():
+            self.filtered_boxes = boxes.copy()
+            self.filtered_boxes[matched] = xywh_to_xyxy(t.mean[det_track[matched], :4])
+        if cfg.min_track_score > 0:
+            ti = det_track[matched]
+            weak = t.score_sum[ti] < cfg.min_track_score * t.hits[ti]
+            out[np.flatnonzero(matched)[weak]] = 0
         unmatched = np.ones(len(t), bool)
         unmatched[det_track[matched]] = False
         t.state[unmatched & (t.state == TRACKED)] = LOST
         t.keep(~(unmatched & (t.state == TENTATIVE)))
         new = free_det & (scores >= cfg.new_score)
-        out[new] = self._start(boxes[new], classes[new], stamp,
+        out[new] = self._start(boxes[new], scores[new], classes[new], stamp,
                                confirm=first or cfg.min_hits <= 1)
+        if cfg.min_track_score > 0:
+            out[new & (scores < cfg.min_track_score)] = 0
         return out
 
     # -- steps ---------------------------------------------------------------------------------
@@ -304,7 +332,8 @@ class Tracker:
         free_track[ti[rows]] = False
         free_det[di[cols]] = False
 
-    def _apply(self, boxes: np.ndarray, det_track: np.ndarray, stamp: float) -> None:
+    def _apply(self, boxes: np.ndarray, scores: np.ndarray, det_track: np.ndarray,
+               stamp: float) -> None:
         """Kalman update of every matched track; re-update through gaps."""
         t, cfg = self.tracks, self.config
         dets = np.flatnonzero(det_track >= 0)
@@ -323,6 +352,7 @@ class Tracker:
         t.last_seen[ti] = stamp
         t.last_box[ti] = boxes[dets]
         t.hits[ti] += 1
+        t.score_sum[ti] += scores[dets]
         confirm = (t.state[ti] == TENTATIVE) & (t.hits[ti] >= cfg.min_hits)
         was_lost = t.state[ti] == LOST
         t.state[ti[was_lost]] = TRACKED
@@ -348,7 +378,7 @@ class Tracker:
             mean[i], cov[i] = m[0], c[0]
         return mean, cov
 
-    def _start(self, boxes: np.ndarray, classes: np.ndarray, stamp: float,
+    def _start(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, stamp: float,
                confirm: bool) -> np.ndarray:
         """Start tracks at ``boxes``; returns their ids (0 for tentative ones)."""
         if not len(boxes):
@@ -358,6 +388,7 @@ class Tracker:
         n = len(boxes)
         new.cls = classes.copy()
         new.hits = np.ones(n, np.int64)
+        new.score_sum = scores.astype(np.float64)
         new.last_seen = np.full(n, stamp)
         new.last_box = boxes.copy()
         if confirm:

@@ -36,7 +36,8 @@ def test_track_det_files_gives_ground_truth_ids(sequences: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / 'tracks'
     assert main(['track', '--source', str(sequences), '--detections', 'det', '--output',
-                 str(out), '--no-progress', '--save-detections']) == 0
+                 str(out), '--no-progress', '--save-detections',
+                 '--tracker', 'kalman_boxes=false']) == 0  # the detections' boxes: gt's
     assert 'tracked 60 frames' in capsys.readouterr().out
     for info in find_sequences(sequences):
         result = read_mot_file(out / f'{info.folder.name}.txt')
@@ -104,3 +105,26 @@ def test_track_bag_fills_detection_ids(planted_model: Path, tmp_path: Path) -> N
     assert ids == {t: ['1', '1', '1'] for t in topics}
     front = read_mot_file(out / 'front_image_raw.txt')
     assert sorted(front) == [1, 2, 3] and {int(r[0, 1]) for r in front.values()} == {1}
+
+
+def test_track_writes_kalman_filtered_boxes_by_default(sequences: Path, tmp_path: Path) -> None:
+    from darknet53_ros.tracking.geometry import iou_matrix
+
+    out = tmp_path / 'tracks'
+    assert main(['track', '--source', str(sequences), '--detections', 'det', '--output',
+                 str(out), '--no-progress']) == 0
+    info = find_sequences(sequences)[0]
+    result = read_mot_file(out / f'{info.folder.name}.txt')
+    gt = read_mot_file(info.folder / 'gt' / 'gt.txt')
+    moved = best = 0
+    for frame, rows in result.items():
+        truth = gt[frame][:, 2:6].copy()
+        boxes = rows[:, 2:6].copy()
+        truth[:, 2:] += truth[:, :2]
+        boxes[:, 2:] += boxes[:, :2]
+        overlap = iou_matrix(boxes, truth).max(axis=1)
+        best += int((overlap > 0.7).sum())
+        moved += int((overlap < 0.999).sum())
+    rows_total = sum(len(r) for r in result.values())
+    assert moved > 0  # filtered, not the detections' (= ground truth) boxes
+    assert best >= 0.95 * rows_total  # ... and close to them
