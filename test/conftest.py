@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
+import time
 from types import ModuleType
 
 import pytest
@@ -172,6 +173,35 @@ def cdr_deserialize(types, data: bytes, msg_class):
 def cdr_round_trip(types, msg):
     """``msg`` serialized to CDR and read back (the same flavour)."""
     return cdr_deserialize(types, cdr_serialize(types, msg), type(msg))
+
+
+def export_tiny_model(path: Path, names, size: int = 96, seed: int = 0) -> Path:
+    """A tiny random-weight YOLOv3 (``len(names)`` classes, ``size`` x ``size`` input, 1/8 of
+    the filters) exported to ONNX at ``path``; skips the test where onnx is not installed."""
+    pytest.importorskip('onnx', reason='onnx not installed (exporting the test model needs it; '
+                        'the README robot recipe installs it)')
+    from darknet53_ros.model.cfg import parse_cfg
+    from darknet53_ros.model.generator import yolov3_cfg
+    from darknet53_ros.model.onnx_export import export_onnx
+    from darknet53_ros.model.weights import random_weights
+
+    network = parse_cfg(yolov3_cfg(classes=len(names), width=size, height=size,
+                                   width_multiplier=0.125))
+    export_onnx(network, random_weights(network, seed=seed), path, names=list(names))
+    return path
+
+
+def spin_until(executor, done, timeout: float = 30.0, each=None) -> bool:
+    """Spin ``executor`` (calling ``each()`` before every spin) until ``done()`` is true; False
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if each is not None:
+            each()
+        executor.spin_once(timeout_sec=0.05)
+        if done():
+            return True
+    return False
 
 
 def ros_not_ready(*modules: str) -> str:

@@ -26,7 +26,7 @@ from darknet53_ros.ros.params import (
 )
 from darknet53_ros.ros.qos import qos_override_warning, unmatched_qos_overrides
 
-from ..conftest import optional_module
+from ..conftest import export_tiny_model, optional_module
 
 
 # -- the list of names and the per-name parameters ---------------------------------------------
@@ -391,16 +391,7 @@ STAMP = 1_700_000_000_123_456_789
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    pytest.importorskip('onnx', reason='onnx not installed: exporting the test model needs it')
-    from darknet53_ros.model.cfg import parse_cfg
-    from darknet53_ros.model.generator import yolov3_cfg
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.weights import random_weights
-
-    network = parse_cfg(yolov3_cfg(classes=3, width=96, height=96, width_multiplier=0.125))
-    path = tmp_path_factory.mktemp('model') / 'tiny.onnx'
-    export_onnx(network, random_weights(network, seed=0), path, names=NAMES)
-    return path
+    return export_tiny_model(tmp_path_factory.mktemp('model') / 'tiny.onnx', NAMES)
 
 
 def _core(model_path, types, **values):

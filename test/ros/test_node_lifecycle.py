@@ -30,7 +30,7 @@ from darknet53_ros.ros.params import NodeParams
 from darknet53_ros.ros.scheduler import FrameScheduler, PublisherRate, RateMeter
 from darknet53_ros.ros.signals import ShutdownSignals
 
-from ..conftest import requires
+from ..conftest import export_tiny_model, requires
 
 NAMES = ['box', 'cone', 'ball']
 CAMERAS = {'cameras': ['a', 'b'], 'a.topic': '/a/image_raw', 'b.topic': '/b/image_raw',
@@ -39,16 +39,7 @@ CAMERAS = {'cameras': ['a', 'b'], 'a.topic': '/a/image_raw', 'b.topic': '/b/imag
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    pytest.importorskip('onnx', reason='onnx not installed: exporting the test model needs it')
-    from darknet53_ros.model.cfg import parse_cfg
-    from darknet53_ros.model.generator import yolov3_cfg
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.weights import random_weights
-
-    network = parse_cfg(yolov3_cfg(classes=3, width=64, height=64, width_multiplier=0.125))
-    path = tmp_path_factory.mktemp('model') / 'tiny.onnx'
-    export_onnx(network, random_weights(network, seed=0), path, names=NAMES)
-    return path
+    return export_tiny_model(tmp_path_factory.mktemp('model') / 'tiny.onnx', NAMES, size=64)
 
 
 class FakePorts:

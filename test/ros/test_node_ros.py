@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ..conftest import missing_modules, optional_module
+from ..conftest import export_tiny_model, missing_modules, optional_module, spin_until
 
 rclpy = optional_module('rclpy')
 pytestmark = pytest.mark.skipif(
@@ -29,17 +29,7 @@ CAMERAS = {'cameras': ['front', 'left'], 'front.topic': '/rostest_cams/front/ima
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    pytest.importorskip('onnx', reason='onnx not installed (exporting the test model needs it; '
-                        'the README robot recipe installs it)')
-    from darknet53_ros.model.cfg import parse_cfg
-    from darknet53_ros.model.generator import yolov3_cfg
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.weights import random_weights
-
-    network = parse_cfg(yolov3_cfg(classes=3, width=96, height=96, width_multiplier=0.125))
-    path = tmp_path_factory.mktemp('model') / 'tiny.onnx'
-    export_onnx(network, random_weights(network, seed=0), path, names=NAMES)
-    return path
+    return export_tiny_model(tmp_path_factory.mktemp('model') / 'tiny.onnx', NAMES)
 
 
 def _overrides(model_path, **extra):
@@ -55,17 +45,6 @@ def _detector(context, model_path, **extra):
 
     return DetectorNode(context=context, namespace=NAMESPACE, share_dir=False,
                         parameter_overrides=_overrides(model_path, **extra))
-
-
-def _spin_until(executor, done, timeout=30.0, each=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if each is not None:
-            each()
-        executor.spin_once(timeout_sec=0.05)
-        if done():
-            return True
-    return False
 
 
 def test_detections_on_each_camera_topic(context, model_path):
@@ -123,7 +102,7 @@ def test_detections_on_each_camera_topic(context, model_path):
     executor.add_node(detector.node)
     executor.add_node(helper)
     try:
-        ok = _spin_until(executor, lambda: all(received[k] for k in (
+        ok = spin_until(executor, lambda: all(received[k] for k in (
             'front', 'left', 'diagnostics', 'image', 'jpeg')), each=publish)
         assert ok, {k: len(v) for k, v in received.items()}
         for camera, frame_id in (('front', 'front_optical'), ('left', 'left_optical')):
@@ -145,7 +124,7 @@ def test_detections_on_each_camera_topic(context, model_path):
         names = {s.name for d in received['diagnostics'] for s in d.status}
         assert 'darknet53_detector: front' in names  # node name, as diagnostic_updater
         if hasattr(vision, 'LabelInfo'):
-            assert _spin_until(executor, lambda: received['label_info']
+            assert spin_until(executor, lambda: received['label_info']
                                and received['left_label_info'], timeout=5.0)
             assert [c.class_name for c in received['label_info'][0].class_map] == NAMES
     finally:
@@ -231,7 +210,7 @@ def test_lifecycle_node_every_transition(context, model_path):
     def call(client, request):
         assert client.wait_for_service(timeout_sec=10.0)
         future = client.call_async(request)
-        assert _spin_until(executor, future.done, timeout=30.0)
+        assert spin_until(executor, future.done, timeout=30.0)
         return future.result()
 
     def transition(transition_id):

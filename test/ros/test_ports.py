@@ -9,7 +9,7 @@ import pytest
 from darknet53_ros.ros.lifecycle import ManagedDetector
 from darknet53_ros.ros.model_files import load_detector
 
-from ..conftest import requires
+from ..conftest import export_tiny_model, requires
 from ..fakes.rclpy_node import FakeNode, Parameter, fake_ros_modules
 
 NAMES = ['box', 'cone', 'ball']
@@ -86,16 +86,7 @@ def test_plain_node_refuses_reload_parameters(ros):
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    pytest.importorskip('onnx', reason='onnx not installed: exporting the test model needs it')
-    from darknet53_ros.model.cfg import parse_cfg
-    from darknet53_ros.model.generator import yolov3_cfg
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.weights import random_weights
-
-    network = parse_cfg(yolov3_cfg(classes=3, width=64, height=64, width_multiplier=0.125))
-    path = tmp_path_factory.mktemp('model') / 'tiny.onnx'
-    export_onnx(network, random_weights(network, seed=0), path, names=NAMES)
-    return path
+    return export_tiny_model(tmp_path_factory.mktemp('model') / 'tiny.onnx', NAMES, size=64)
 
 
 def _managed(ports, types):

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from ..conftest import missing_modules, optional_module
+from ..conftest import export_tiny_model, missing_modules, optional_module, spin_until
 
 rclpy = optional_module('rclpy')
 _MISSING = missing_modules('rclpy', 'vision_msgs.msg', 'onnxruntime', 'onnx')
@@ -28,40 +28,18 @@ NAMES = ['box', 'cone', 'ball']
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _export(path, names, seed):
-    from darknet53_ros.model.cfg import parse_cfg
-    from darknet53_ros.model.generator import yolov3_cfg
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.weights import random_weights
-
-    network = parse_cfg(yolov3_cfg(classes=len(names), width=96, height=96,
-                                   width_multiplier=0.125))
-    export_onnx(network, random_weights(network, seed=seed), path, names=names)
-    return path
-
-
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
     """Two models: three classes, and two classes (the model switched to at runtime)."""
     root = tmp_path_factory.mktemp('models')
-    return (_export(root / 'three.onnx', NAMES, 0), _export(root / 'two.onnx', ['a', 'b'], 1))
+    return (export_tiny_model(root / 'three.onnx', NAMES),
+            export_tiny_model(root / 'two.onnx', ['a', 'b'], seed=1))
 
 
 def _parameters(values):
     from rclpy.parameter import Parameter
 
     return [Parameter(name, value=value) for name, value in values.items()]
-
-
-def _spin_until(executor, done, timeout=30.0, each=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if each is not None:
-            each()
-        executor.spin_once(timeout_sec=0.05)
-        if done():
-            return True
-    return False
 
 
 def _executor(context, *nodes):
@@ -208,7 +186,7 @@ def test_remapped_compressed_camera_is_served(context, models):
         assert detector.core.cameras['left'].input_topic == '/remapped/left/image/compressed'
         assert helper.count_subscribers('/remapped/left/image/compressed') == 1
         assert helper.count_subscribers('/rostest_remap/left/image_raw/compressed') == 0
-        assert _spin_until(executor, lambda: received, each=publish)
+        assert spin_until(executor, lambda: received, each=publish)
         assert received[0].header.frame_id == 'left_optical'
     finally:
         executor.shutdown()
@@ -247,7 +225,7 @@ def test_label_info_per_camera_in_both_designs(context, models, design):
                                    messages.append, _latched())
     executor = _executor(context, helper, *(n.node for n in nodes))
     try:
-        assert _spin_until(executor, lambda: all(received.values()), timeout=10.0)
+        assert spin_until(executor, lambda: all(received.values()), timeout=10.0)
         assert received['front'][0].threshold == pytest.approx(0.3)
         assert received['left'][0].threshold == pytest.approx(0.6)
         assert [c.class_name for c in received['left'][0].class_map] == NAMES
@@ -339,7 +317,7 @@ def _nav2_not_ready():
 def _call(executor, client, request, timeout=30.0):
     assert client.wait_for_service(timeout_sec=timeout), client.srv_name
     future = client.call_async(request)
-    assert _spin_until(executor, future.done, timeout=timeout), client.srv_name
+    assert spin_until(executor, future.done, timeout=timeout), client.srv_name
     return future.result()
 
 
@@ -410,7 +388,7 @@ def test_nav2_lifecycle_manager_bring_up_reset_and_new_model(context, models, tm
     executor = _executor(context, helper)
     try:
         assert _wait_state(executor, get_state, 'active') == 'active', manager_log.read_text()
-        assert _spin_until(executor, lambda: labels, timeout=10.0)
+        assert spin_until(executor, lambda: labels, timeout=10.0)
         assert len(labels[-1].class_map) == 3
         time.sleep(5.0)  # past bond_timeout: the bond holds (the manager would reset)
         assert _wait_state(executor, get_state, 'active', timeout=5.0) == 'active'
@@ -425,7 +403,7 @@ def test_nav2_lifecycle_manager_bring_up_reset_and_new_model(context, models, tm
             command=ManageLifecycleNodes.Request.STARTUP))
         assert startup.success, manager_log.read_text()
         assert _wait_state(executor, get_state, 'active') == 'active'
-        assert _spin_until(executor, lambda: labels and len(labels[-1].class_map) == 2,
+        assert spin_until(executor, lambda: labels and len(labels[-1].class_map) == 2,
                            timeout=10.0)
     finally:
         executor.shutdown()

@@ -27,7 +27,7 @@ from darknet53_ros.ros.model_files import load_detector
 from darknet53_ros.ros.node_core import NodeCore, Outputs
 from darknet53_ros.ros.params import NodeParams
 
-from ..conftest import cdr_deserialize, requires
+from ..conftest import cdr_deserialize, export_tiny_model, requires
 
 pytestmark = requires('onnxruntime')
 
@@ -39,16 +39,7 @@ CAMERA_TOPICS = {'a.topic': '/a/image_raw', 'b.topic': '/b/image_raw',
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    pytest.importorskip('onnx', reason='onnx not installed: exporting the test model needs it')
-    from darknet53_ros.model.cfg import parse_cfg
-    from darknet53_ros.model.generator import yolov3_cfg
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.weights import random_weights
-
-    network = parse_cfg(yolov3_cfg(classes=3, width=96, height=96, width_multiplier=0.125))
-    path = tmp_path_factory.mktemp('model') / 'tiny.onnx'
-    export_onnx(network, random_weights(network, seed=0), path, names=['x', 'y', 'z'])
-    return path
+    return export_tiny_model(tmp_path_factory.mktemp('model') / 'tiny.onnx', ['x', 'y', 'z'])
 
 
 @pytest.fixture

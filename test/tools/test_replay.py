@@ -4,7 +4,7 @@ import pytest
 
 from darknet53_ros.errors import ConfigError, SourceError
 
-from ..conftest import requires
+from ..conftest import export_tiny_model, requires
 
 pytestmark = requires('rosbags', 'onnxruntime')
 
@@ -23,15 +23,7 @@ CORRUPT_TOPIC = '/rear/image_raw'
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    from darknet53_ros.model.cfg import parse_cfg
-    from darknet53_ros.model.generator import yolov3_cfg
-    from darknet53_ros.model.onnx_export import export_onnx
-    from darknet53_ros.model.weights import random_weights
-
-    network = parse_cfg(yolov3_cfg(classes=3, width=96, height=96, width_multiplier=0.125))
-    path = tmp_path_factory.mktemp('model') / 'tiny.onnx'
-    export_onnx(network, random_weights(network, seed=0), path, names=NAMES)
-    return path
+    return export_tiny_model(tmp_path_factory.mktemp('model') / 'tiny.onnx', NAMES)
 
 
 def _stamp(header):
